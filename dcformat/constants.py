@@ -1,0 +1,121 @@
+"""Constants of the dcf format: a mirror of spec/FORMAT.md.
+
+Every enum value and limit here has a row in the spec; ``tests/test_constants.py`` checks that the
+two agree. Retired values stay listed as reserved, never reused.
+"""
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+MAGIC = b"\x89DCF"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+PREAMBLE_SIZE = 16
+TRAILER_SIZE = 16
+STREAM_DESCRIPTOR_SIZE = 24
+
+# Limits (spec §9). A reader enforces each before it allocates memory that depends on the field.
+MAX_INDEX_LENGTH = 104_857_600
+MAX_TENSORS = 1_048_576
+MAX_METADATA_ENTRIES = 65_536
+MAX_NAME_LENGTH = 4_096
+MAX_RANK = 8
+MAX_TENSOR_ELEMENTS = 2**40
+MAX_CHUNK_ELEMENTS = 2**28
+MAX_CODEBOOK_SIZE = 65_536
+MAX_INDEX_BITS = 16
+MAX_CODE_LENGTH = 16
+MAX_HUFFMAN_LANES = 8
+MAX_HUFFMAN_ALPHABET = 65_536
+MAX_BITPACK_WIDTH = 32
+MAX_ZSTD_EXPANSION = 65_536
+MAX_ALIGNMENT_LOG2 = 12
+
+# The reference decoder's own limit (spec §9 allows a lower one): a tensor decoding to more bytes
+# than this is refused unless the caller raises the limit.
+DEFAULT_MAX_TENSOR_BYTES = 16 * 2**30
+
+
+class DType(enum.IntEnum):
+    """Element types of decoded tensors (spec §4.3). 0 is reserved."""
+
+    F32 = 1
+    F16 = 2
+    BF16 = 3
+    F64 = 4
+    I8 = 5
+    I16 = 6
+    I32 = 7
+    I64 = 8
+    U8 = 9
+    U16 = 10
+    U32 = 11
+    U64 = 12
+    BOOL = 13
+
+
+DTYPE_SIZE = {
+    DType.F32: 4, DType.F16: 2, DType.BF16: 2, DType.F64: 8,
+    DType.I8: 1, DType.I16: 2, DType.I32: 4, DType.I64: 8,
+    DType.U8: 1, DType.U16: 2, DType.U32: 4, DType.U64: 8,
+    DType.BOOL: 1,
+}
+FLOAT_DTYPES = frozenset({DType.F32, DType.F16, DType.BF16, DType.F64})
+
+
+class Layout(enum.IntEnum):
+    """How a tensor's elements are laid out (spec §6)."""
+
+    DENSE = 0
+    CSR = 1
+
+
+class ValueCoding(enum.IntEnum):
+    """How element values are represented (spec §7)."""
+
+    RAW = 0
+    CODEBOOK = 1
+
+
+class CodebookDType(enum.IntEnum):
+    """Element type of a codebook (spec §4.2): same ids as DType."""
+
+    F32 = 1
+    F16 = 2
+
+
+class Codec(enum.IntEnum):
+    """Stream codecs (spec §8)."""
+
+    PLAIN = 0
+    BITPACK = 1
+    HUFFMAN = 2
+    ZSTD = 3
+    BYTEPLANES = 4
+
+
+class PlaneTransform(enum.IntEnum):
+    """BYTEPLANES transforms (spec §8.5)."""
+
+    NONE = 0
+    ROTATE = 1
+
+
+class Role(enum.Enum):
+    """What a stream holds (spec §4.5). Not stored in the file: implied by the stream's position."""
+
+    CODEBOOK = "codebook"
+    VALUES = "values"
+    ROW_COUNTS = "row_counts"
+    GAPS = "gaps"
+
+
+ELEMENT_DTYPE = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+"""Unsigned little-endian numpy dtype of a stream element of a given size in bytes."""
+
+
+def symbol_size(alphabet: int) -> int:
+    """Element size in bytes of a symbol stream over ``alphabet`` symbols (spec §4.5)."""
+    return 1 if alphabet <= 256 else 2

@@ -1,0 +1,46 @@
+"""The library's exceptions. Every failure to read a file raises a subclass of DCFormatError."""
+from __future__ import annotations
+
+
+class DCFormatError(Exception):
+    """Base class of every error dcformat raises for a file or for bad input to a writer."""
+
+
+class CorruptFileError(DCFormatError):
+    """The bytes break a rule of the spec (spec §1: 'the data is corrupted')."""
+
+
+class TruncatedFileError(CorruptFileError):
+    """The file or a structure inside it ends early."""
+
+
+class BadMagicError(CorruptFileError):
+    """The file does not start (or end) with the dcf magic."""
+
+
+class UnsupportedVersionError(DCFormatError):
+    """The file's major version is not one this library implements."""
+
+
+class ChecksumError(CorruptFileError):
+    """A CRC-32 stored in the file does not match the bytes it covers."""
+
+
+class OffsetError(CorruptFileError):
+    """A stream lies outside the data section, overlaps another, or leaves a hole."""
+
+
+class LimitExceededError(CorruptFileError):
+    """A declared size is over a limit of the spec or of this reader."""
+
+
+class HuffmanTableError(CorruptFileError):
+    """A Huffman table is invalid: Kraft's equality broken, a code too long, no symbol."""
+
+
+class CountMismatchError(CorruptFileError):
+    """Declared counts do not add up (chunks, row counts, entries, decoded lengths)."""
+
+
+class EncodingError(DCFormatError, ValueError):
+    """A writer was given something it cannot encode (bad array, bad option, misuse)."""
