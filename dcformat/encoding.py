@@ -1,0 +1,405 @@
+"""How a tensor is encoded: the caller's choices (:class:`Encoding`) and the automatic ones.
+
+The default is lossless: a plain array comes back bit-exact. The library may store it sparse (all-
+zero elements left out), with a codebook of its distinct values, and entropy coded, choosing
+whatever is smallest. Loss happens only when the caller hands over a :class:`CodebookTensor`
+(weights already shared) or asks for a float16 codebook.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from .codecs import EncodedStream, encode_smallest
+from .constants import (
+    DTYPE_SIZE,
+    ELEMENT_DTYPE,
+    MAX_CHUNK_ELEMENTS,
+    MAX_CODEBOOK_SIZE,
+    MAX_INDEX_BITS,
+    CodebookDType,
+    Codec,
+    DType,
+    Layout,
+    Role,
+    ValueCoding,
+    symbol_size,
+)
+from .errors import EncodingError
+from .structures import dtype_of, numpy_dtype
+from .tensors import CodebookTensor
+
+_CODEC_NAMES = {c.name.lower(): c for c in Codec}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Per-tensor encoding choices; every field defaults to the automatic (smallest) choice.
+
+    layout: ``"auto"``, ``"dense"`` or ``"csr"`` (rank >= 2 only).
+    index_bits: CSR relative-index width 1..16, or ``"auto"`` (fewest estimated bits, fillers
+        included).
+    codecs: names of the stream codecs a writer may use (``"plain"``, ``"bitpack"``,
+        ``"huffman"``, ``"zstd"``, ``"byteplanes"``); ``None`` allows all. PLAIN is always allowed.
+    codebook: for plain float32/float16 arrays, ``"auto"`` stores a codebook of the distinct values
+        when that is smaller (lossless), ``"never"`` keeps raw values.
+    codebook_dtype: ``"float32"`` or ``"float16"`` for the codebook of a CodebookTensor; ``None``
+        keeps the CodebookTensor's own dtype. Asking for float16 rounds the codebook (lossy).
+    chunk_elements: target elements per chunk (spec §4.4).
+    zstd_level: zstd level, or ``None`` to choose by stream size (19 small, 9 medium, 3 large).
+    huffman_lanes: Huffman lanes per stream, or ``None`` for the codec's default.
+    """
+
+    layout: str = "auto"
+    index_bits: int | str = "auto"
+    codecs: tuple[str, ...] | None = None
+    codebook: str = "auto"
+    codebook_dtype: str | None = None
+    chunk_elements: int = 2**20
+    zstd_level: int | None = None
+    huffman_lanes: int | None = None
+
+    def __post_init__(self):
+        if self.layout not in ("auto", "dense", "csr"):
+            raise EncodingError(f"layout must be 'auto', 'dense' or 'csr', not {self.layout!r}")
+        if self.index_bits != "auto" and not (
+            isinstance(self.index_bits, (int, np.integer)) and 1 <= self.index_bits <= MAX_INDEX_BITS
+        ):
+            raise EncodingError(f"index_bits must be 'auto' or 1..{MAX_INDEX_BITS}, not {self.index_bits!r}")
+        if self.codecs is not None:
+            unknown = [c for c in self.codecs if c not in _CODEC_NAMES]
+            if unknown:
+                raise EncodingError(f"unknown codecs {unknown}; known: {sorted(_CODEC_NAMES)}")
+        if self.codebook not in ("auto", "never"):
+            raise EncodingError(f"codebook must be 'auto' or 'never', not {self.codebook!r}")
+        if self.codebook_dtype not in (None, "float32", "float16"):
+            raise EncodingError(f"codebook_dtype must be None, 'float32' or 'float16', not {self.codebook_dtype!r}")
+        if not 1 <= self.chunk_elements <= MAX_CHUNK_ELEMENTS:
+            raise EncodingError(f"chunk_elements must be 1..{MAX_CHUNK_ELEMENTS}")
+
+    @classmethod
+    def coerce(cls, value) -> "Encoding":
+        if value is None:
+            return cls()
+        if isinstance(value, Encoding):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        raise EncodingError(f"an encoding must be an Encoding or a dict, not {type(value).__name__}")
+
+    def allowed(self, candidates) -> list[Codec]:
+        if self.codecs is None:
+            return list(candidates)
+        allowed = {_CODEC_NAMES[c] for c in self.codecs} | {Codec.PLAIN}
+        return [c for c in candidates if c in allowed]
+
+
+class EncodedTensor(NamedTuple):
+    """A tensor ready for the writer: its index fields and its streams in file order."""
+
+    dtype: DType
+    shape: tuple[int, ...]
+    layout: Layout
+    value_coding: ValueCoding
+    index_bits: int
+    codebook_dtype: int
+    codebook_size: int
+    codebook: tuple[EncodedStream, int] | None  # (stream, count)
+    chunks: list[tuple[int, list[tuple[EncodedStream, int]]]]  # (extent, [(stream, count), ...])
+
+
+# --------------------------------------------------------------------------------------------
+# Stream codec choice
+
+_SYMBOL_CODECS = (Codec.BITPACK, Codec.HUFFMAN, Codec.ZSTD, Codec.PLAIN)
+_WIDE_VALUE_CODECS = (Codec.PLAIN, Codec.BYTEPLANES, Codec.ZSTD)
+
+
+def _zstd_level(encoding: Encoding, nbytes: int) -> int:
+    if encoding.zstd_level is not None:
+        return encoding.zstd_level
+    if nbytes <= 1 << 18:
+        return 19
+    if nbytes <= 1 << 22:
+        return 9
+    return 3
+
+
+def encode_elements(elements: np.ndarray, element_size: int, encoding: Encoding, *, symbols: bool) -> tuple[EncodedStream, int]:
+    """Encode a stream's elements with the smallest allowed codec; returns (stream, count)."""
+    elements = np.ascontiguousarray(elements, dtype=ELEMENT_DTYPE[element_size])
+    candidates = _SYMBOL_CODECS if symbols or element_size == 1 else _WIDE_VALUE_CODECS
+    options = {Codec.ZSTD: {"level": _zstd_level(encoding, elements.nbytes)}}
+    if encoding.huffman_lanes is not None:
+        options[Codec.HUFFMAN] = {"lanes": encoding.huffman_lanes}
+    options[Codec.BYTEPLANES] = {"zstd_level": options[Codec.ZSTD]["level"]}
+    return encode_smallest(elements, element_size, encoding.allowed(candidates), options), len(elements)
+
+
+# --------------------------------------------------------------------------------------------
+# Tensors
+
+
+def _bits_view(array: np.ndarray) -> np.ndarray:
+    """The elements of ``array`` as unsigned bit patterns, flattened (C order, little-endian)."""
+    size = array.dtype.itemsize
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array.reshape(-1).view(ELEMENT_DTYPE[size])
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    counts = counts[counts > 0].astype(np.float64)
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    return float(-(counts * np.log2(counts / total)).sum())
+
+
+def raw_gap_histogram(nonzero: np.ndarray) -> np.ndarray:
+    """Histogram of the zeros skipped before each non-zero of a 2-D bool mask, per row (spec §6.2)."""
+    rows, cols = np.nonzero(nonzero)
+    if rows.size == 0:
+        return np.zeros(1, np.int64)
+    previous = np.empty_like(cols)
+    previous[0] = -1
+    previous[1:] = np.where(rows[1:] == rows[:-1], cols[:-1], -1)
+    return np.bincount(cols - previous - 1)
+
+
+def choose_index_bits(gap_hist: np.ndarray, value_hist: np.ndarray | None, raw_value_bits: float,
+                      zero_symbol: int | None) -> int:
+    """The relative-index width with the fewest estimated bits (order-0 entropy), fillers included.
+
+    For width ``b`` a raw gap ``G`` becomes ``G >> b`` fillers (gap ``2**b - 1``, value zero) and one
+    entry with gap ``G & (2**b - 1)``. Cost = entries × (gap entropy + value entropy) + the tables,
+    roughly ``2**b × 5`` bits of Huffman code lengths.
+    """
+    gaps = np.arange(len(gap_hist))
+    best, best_cost = 1, np.inf
+    nnz = int(gap_hist.sum())
+    for b in range(1, MAX_INDEX_BITS + 1):
+        width = 1 << b
+        fillers = int(((gaps >> b) * gap_hist).sum())
+        hist = np.bincount(gaps & (width - 1), weights=gap_hist, minlength=width)
+        hist[width - 1] += fillers
+        entries = nnz + fillers
+        cost = _entropy_bits(hist) + 5 * min(width, len(gap_hist) + 1)
+        if value_hist is not None:
+            values = value_hist.astype(np.float64).copy()
+            values[zero_symbol] += fillers
+            cost += _entropy_bits(values)
+        else:
+            cost += entries * raw_value_bits
+        if cost < best_cost:
+            best, best_cost = b, cost
+    return best
+
+
+def encode_tensor(tensor, encoding: Encoding | None = None) -> EncodedTensor:
+    """Encode a numpy array or a :class:`CodebookTensor` into streams (in memory)."""
+    encoding = Encoding.coerce(encoding)
+    if isinstance(tensor, CodebookTensor):
+        return _encode_codebook_tensor(tensor, encoding)
+    array = np.asarray(tensor)
+    try:
+        dtype = dtype_of(array.dtype)
+    except KeyError:
+        raise EncodingError(f"dtype {array.dtype} cannot be stored in a dcf file") from None
+    if array.ndim > 8:
+        raise EncodingError(f"rank {array.ndim} exceeds the format's limit of 8")
+    bits = _bits_view(array)
+    shape = tuple(int(d) for d in array.shape)
+    if array.size == 0:
+        return EncodedTensor(dtype, shape, Layout.DENSE, ValueCoding.RAW, 0, 0, 0, None, [])
+    codebook_values = None
+    if encoding.codebook == "auto" and dtype in (DType.F32, DType.F16):
+        codebook_values = _distinct_values(bits)
+    if codebook_values is not None:
+        symbols = np.searchsorted(codebook_values, bits).astype(np.int32)
+        zero = np.searchsorted(codebook_values, 0)
+        zero_symbol = int(zero) if zero < len(codebook_values) and codebook_values[zero] == 0 else None
+        codebook_dtype = CodebookDType.F32 if dtype == DType.F32 else CodebookDType.F16
+        plan = _Plan(dtype, shape, encoding, bits != 0, symbols, zero_symbol, codebook_values, codebook_dtype)
+    else:
+        plan = _Plan(dtype, shape, encoding, bits != 0, bits, None, None, 0)
+    return plan.encode()
+
+
+def _distinct_values(bits: np.ndarray) -> np.ndarray | None:
+    """Sorted distinct bit patterns if a codebook of them is worth trying, else None.
+
+    Worth it when there are at most 65,536 of them and they are few next to the element count (a
+    quantized or pruned-and-shared tensor that was saved as a plain array). A sample decides fast
+    for ordinary float weights, which have almost as many distinct values as elements.
+    """
+    n = bits.size
+    if n < 64:
+        return None
+    sample = bits[:: max(1, n // 4096)]
+    if np.unique(sample).size > min(MAX_CODEBOOK_SIZE, sample.size // 4):
+        return None
+    values = np.unique(bits)
+    if values.size > MAX_CODEBOOK_SIZE or values.size > n // 4:
+        return None
+    return values
+
+
+def _encode_codebook_tensor(tensor: CodebookTensor, encoding: Encoding) -> EncodedTensor:
+    try:
+        dtype = dtype_of(tensor.dtype)
+    except KeyError:
+        raise EncodingError(f"dtype {tensor.dtype} cannot be stored in a dcf file") from None
+    if dtype not in (DType.F32, DType.F16, DType.BF16, DType.F64):
+        raise EncodingError(f"a CodebookTensor needs a float dtype, not {tensor.dtype}")
+    codebook = tensor.codebook
+    wanted = encoding.codebook_dtype or codebook.dtype.name
+    with np.errstate(over="ignore"):
+        codebook = codebook.astype(np.float32 if wanted == "float32" else np.float16)
+    codebook_dtype = CodebookDType.F32 if codebook.dtype == np.float32 else CodebookDType.F16
+    bits = codebook.view(ELEMENT_DTYPE[codebook.itemsize])
+    zero = np.flatnonzero(bits == 0)
+    zero_symbol = int(zero[0]) if zero.size else None
+    indices = tensor.indices.reshape(-1).astype(np.int32)
+    shape = tuple(int(d) for d in tensor.shape)
+    if indices.size == 0:
+        return EncodedTensor(dtype, shape, Layout.DENSE, ValueCoding.RAW, 0, 0, 0, None, [])
+    plan = _Plan(dtype, shape, encoding, indices >= 0, indices, zero_symbol, bits, codebook_dtype)
+    return plan.encode()
+
+
+class _Plan:
+    """Chooses layout and index width for one tensor, then encodes it chunk by chunk.
+
+    ``elements``: per element, the raw bit pattern (RAW) or the codebook symbol (CODEBOOK, with -1
+    for an element left out). ``kept``: the elements that are not zero.
+    """
+
+    def __init__(self, dtype, shape, encoding, kept, elements, zero_symbol, codebook_bits, codebook_dtype):
+        self.dtype, self.shape, self.encoding = dtype, shape, encoding
+        self.kept, self.elements = kept, elements
+        self.zero_symbol, self.codebook_bits, self.codebook_dtype = zero_symbol, codebook_bits, codebook_dtype
+        self.numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+    @property
+    def coded(self) -> bool:
+        return self.codebook_bits is not None
+
+    def encode(self) -> EncodedTensor:
+        layout = self.encoding.layout
+        can_csr = len(self.shape) >= 2 and self.shape[0] > 0
+        if layout == "csr" and not can_csr:
+            raise EncodingError(f"CSR needs a tensor of rank >= 2, got shape {self.shape}")
+        if layout == "dense" or not can_csr:
+            return self._encode(Layout.DENSE)
+        if layout == "csr":
+            return self._encode(Layout.CSR)
+        density = np.count_nonzero(self.kept) / max(1, self.numel)
+        dense = self._encode(Layout.DENSE)
+        if density > 0.5:
+            return dense
+        sparse = self._encode(Layout.CSR)
+        return sparse if _stored(sparse) < _stored(dense) else dense
+
+    # ------------------------------------------------------------------------------------------
+    def _codebook_stream(self, symbols_needed_zero: bool):
+        """The codebook (with a zero appended when the layout needs one) and its zero symbol."""
+        bits = self.codebook_bits
+        zero_symbol = self.zero_symbol
+        if symbols_needed_zero and zero_symbol is None:
+            if len(bits) >= MAX_CODEBOOK_SIZE:
+                raise EncodingError("the codebook has 65,536 values and no zero: no room for the zero symbol")
+            zero_symbol = len(bits)
+            bits = np.concatenate([bits, np.zeros(1, bits.dtype)])
+        stream = encode_elements(bits, bits.dtype.itemsize, self.encoding, symbols=False)
+        return stream, len(bits), zero_symbol
+
+    def _value_size(self, k: int) -> int:
+        return symbol_size(k) if self.coded else DTYPE_SIZE[self.dtype]
+
+    def _encode(self, layout: Layout) -> EncodedTensor:
+        if layout == Layout.DENSE:
+            return self._encode_dense()
+        return self._encode_csr()
+
+    def _encode_dense(self) -> EncodedTensor:
+        codebook = None
+        k = 0
+        elements = self.elements
+        if self.coded:
+            needs_zero = bool((elements < 0).any())
+            codebook, k, zero_symbol = self._codebook_stream(needs_zero)
+            if needs_zero:
+                elements = np.where(elements < 0, zero_symbol, elements)
+        size = self._value_size(k)
+        step = self.encoding.chunk_elements
+        chunks = []
+        for start in range(0, self.numel, step):
+            part = elements[start:start + step]
+            chunks.append((len(part), [encode_elements(part, size, self.encoding, symbols=self.coded)]))
+        return EncodedTensor(
+            self.dtype, self.shape, Layout.DENSE, ValueCoding.CODEBOOK if self.coded else ValueCoding.RAW,
+            0, int(self.codebook_dtype) if self.coded else 0, k, codebook, chunks,
+        )
+
+    def _encode_csr(self) -> EncodedTensor:
+        from .csr import csr_encode
+
+        rows = self.shape[0]
+        cols = self.numel // rows
+        kept = self.kept.reshape(rows, cols)
+        index_bits = self.encoding.index_bits
+        if index_bits == "auto":
+            gap_hist = raw_gap_histogram(kept)
+            if self.coded:
+                k_est = len(self.codebook_bits) + (self.zero_symbol is None)
+                zero_est = self.zero_symbol if self.zero_symbol is not None else k_est - 1
+                value_hist = np.bincount(self.elements[self.kept.reshape(-1)], minlength=k_est)
+                index_bits = choose_index_bits(gap_hist, value_hist, 0.0, zero_est)
+            else:
+                index_bits = choose_index_bits(gap_hist, None, 8.0 * DTYPE_SIZE[self.dtype], None)
+        index_bits = int(index_bits)
+        # mark kept elements with a non-zero pattern for the CSR builder
+        marks = kept.view(np.uint8)
+        rows_per_chunk = max(1, min(rows, self.encoding.chunk_elements // max(1, cols)))
+        if rows_per_chunk * cols > MAX_CHUNK_ELEMENTS:
+            raise EncodingError(f"a row of {cols} elements is too long for CSR; store the tensor dense")
+        parts = []
+        any_filler = False
+        for start in range(0, rows, rows_per_chunk):
+            stop = min(rows, start + rows_per_chunk)
+            row_counts, gaps, sources = csr_encode(np.ascontiguousarray(marks[start:stop]), index_bits)
+            fillers = sources < 0
+            any_filler |= bool(fillers.any())
+            parts.append((start, stop, row_counts, gaps, sources, fillers))
+        codebook = None
+        k = 0
+        zero_symbol = None
+        if self.coded:
+            codebook, k, zero_symbol = self._codebook_stream(any_filler)
+        size = self._value_size(k)
+        chunks = []
+        for start, stop, row_counts, gaps, sources, fillers in parts:
+            flat = self.elements[start * cols:stop * cols]
+            values = flat[np.where(fillers, 0, sources)]
+            values = np.where(fillers, zero_symbol if self.coded else 0, values)
+            streams = [
+                encode_elements(row_counts, 4, self.encoding, symbols=True),
+                encode_elements(gaps, symbol_size(1 << index_bits), self.encoding, symbols=True),
+                encode_elements(values, size, self.encoding, symbols=self.coded),
+            ]
+            chunks.append((stop - start, streams))
+        return EncodedTensor(
+            self.dtype, self.shape, Layout.CSR, ValueCoding.CODEBOOK if self.coded else ValueCoding.RAW,
+            index_bits, int(self.codebook_dtype) if self.coded else 0, k, codebook, chunks,
+        )
+
+
+def _stored(encoded: EncodedTensor) -> int:
+    total = len(encoded.codebook[0].payload) if encoded.codebook else 0
+    for _, streams in encoded.chunks:
+        total += sum(len(s.payload) for s, _ in streams) + 8 + 24 * len(streams)
+    return total

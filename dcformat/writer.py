@@ -1,0 +1,223 @@
+"""Write dcf files: :class:`DCFWriter`, a streaming writer (spec §2–§5).
+
+Tensors are encoded and written one at a time, so a file larger than memory can be written; the
+index goes last. Writing to a path is atomic: the bytes go to a temporary file in the same
+directory, which is flushed, fsynced and renamed over the target only when the writer closes
+cleanly. An exception or :meth:`DCFWriter.abort` leaves the old file (or no file) in place.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+
+from .codecs import EncodedStream
+from .constants import (
+    MAGIC,
+    MAX_ALIGNMENT_LOG2,
+    MAX_INDEX_LENGTH,
+    MAX_METADATA_ENTRIES,
+    MAX_NAME_LENGTH,
+    MAX_TENSORS,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    Role,
+)
+from .encoding import EncodedTensor, Encoding, encode_tensor
+from .errors import EncodingError
+from .structures import CHUNK_ROLES, ChunkInfo, StreamInfo, TensorInfo
+
+
+def _check_name(name, what: str) -> bytes:
+    if not isinstance(name, str):
+        raise EncodingError(f"{what} must be a str, not {type(name).__name__}")
+    raw = name.encode("utf-8")
+    if not 1 <= len(raw) <= MAX_NAME_LENGTH:
+        raise EncodingError(f"{what} {name[:40]!r} must be 1..{MAX_NAME_LENGTH} bytes of UTF-8")
+    return raw
+
+
+def serialize_index(metadata: dict[str, str], tensors: list[TensorInfo]) -> bytes:
+    """The index bytes (spec §4) for ``metadata`` and ``tensors`` in file order."""
+    out = [struct.pack("<II", len(tensors), len(metadata))]
+    for key, value in metadata.items():
+        raw_key = _check_name(key, "metadata key")
+        raw_value = value.encode("utf-8")
+        out.append(struct.pack("<H", len(raw_key)) + raw_key + struct.pack("<I", len(raw_value)) + raw_value)
+    for t in tensors:
+        raw_name = t.name.encode("utf-8")
+        out.append(struct.pack("<H", len(raw_name)) + raw_name)
+        out.append(struct.pack("<BB", t.dtype, len(t.shape)) + b"".join(struct.pack("<Q", d) for d in t.shape))
+        out.append(struct.pack("<BBBBII", t.layout, t.value_coding, t.index_bits, t.codebook_dtype,
+                               t.codebook_size, len(t.chunks)))
+        if t.codebook is not None:
+            out.append(_descriptor(t.codebook))
+        for chunk in t.chunks:
+            out.append(struct.pack("<Q", chunk.extent) + b"".join(_descriptor(s) for s in chunk.streams))
+    return b"".join(out)
+
+
+def _descriptor(s: StreamInfo) -> bytes:
+    return struct.pack("<BBHIQQ", s.codec, s.param, 0, s.crc32, s.count, s.length)
+
+
+class DCFWriter:
+    """Write tensors to a dcf file one at a time; the index is written by :meth:`close`.
+
+    ``target`` is a path (written atomically) or a binary file object opened for writing.
+    ``metadata`` is a dict of str to str, stored in the index. ``alignment_log2`` aligns every
+    stream to ``2 ** alignment_log2`` bytes (0: packed, the smallest file).
+
+    The writer is a small state machine: ``add`` after ``close`` or ``abort`` raises.
+    """
+
+    def __init__(self, target, *, metadata: dict[str, str] | None = None, alignment_log2: int = 0):
+        if not 0 <= alignment_log2 <= MAX_ALIGNMENT_LOG2:
+            raise EncodingError(f"alignment_log2 must be 0..{MAX_ALIGNMENT_LOG2}")
+        self.metadata = self._check_metadata(metadata or {})
+        self.alignment = 1 << alignment_log2
+        self._tensors: list[TensorInfo] = []
+        self._names: set[str] = set()
+        self._path = None
+        self._temp = None
+        if isinstance(target, (str, os.PathLike)):
+            self._path = os.fspath(target)
+            directory = os.path.dirname(os.path.abspath(self._path))
+            fd, self._temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".dcf.tmp")
+            self._file = os.fdopen(fd, "wb")
+        else:
+            self._file = target
+        self._position = 0
+        self._state = "open"
+        try:
+            self._write(MAGIC + struct.pack("<HHB", VERSION_MAJOR, VERSION_MINOR, alignment_log2) + bytes(7))
+        except BaseException:
+            self.abort()
+            raise
+
+    @staticmethod
+    def _check_metadata(metadata) -> dict[str, str]:
+        if not isinstance(metadata, dict):
+            raise EncodingError("metadata must be a dict of str to str")
+        if len(metadata) > MAX_METADATA_ENTRIES:
+            raise EncodingError(f"more than {MAX_METADATA_ENTRIES} metadata entries")
+        for key, value in metadata.items():
+            _check_name(key, "metadata key")
+            if not isinstance(value, str):
+                raise EncodingError(f"metadata value of {key!r} must be a str, not {type(value).__name__}")
+        return dict(metadata)
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._position += len(data)
+
+    def _write_stream(self, role: Role, stream: EncodedStream, count: int) -> StreamInfo:
+        payload = stream.payload
+        if payload:
+            pad = -self._position % self.alignment
+            if pad:
+                self._write(bytes(pad))
+        self._write(payload)
+        return StreamInfo(role, stream.codec, stream.param, zlib.crc32(payload), count, len(payload))
+
+    def add(self, name: str, tensor, encoding: Encoding | dict | None = None) -> TensorInfo:
+        """Encode ``tensor`` (numpy array or CodebookTensor) and write its streams now."""
+        if self._state != "open":
+            raise EncodingError(f"cannot add a tensor to a writer that is {self._state}")
+        _check_name(name, "tensor name")
+        if name in self._names:
+            raise EncodingError(f"tensor name {name!r} is already in this file")
+        if len(self._tensors) >= MAX_TENSORS:
+            raise EncodingError(f"a file holds at most {MAX_TENSORS} tensors")
+        encoded = encode_tensor(tensor, encoding)
+        return self.add_encoded(name, encoded)
+
+    def add_encoded(self, name: str, encoded: EncodedTensor) -> TensorInfo:
+        """Write a tensor that :func:`dcformat.encoding.encode_tensor` already encoded."""
+        if self._state != "open":
+            raise EncodingError(f"cannot add a tensor to a writer that is {self._state}")
+        try:
+            codebook = self._write_stream(Role.CODEBOOK, *encoded.codebook) if encoded.codebook else None
+            chunks = []
+            start = 0
+            for extent, streams in encoded.chunks:
+                roles = CHUNK_ROLES[encoded.layout]
+                infos = tuple(self._write_stream(role, s, n) for role, (s, n) in zip(roles, streams))
+                chunks.append(ChunkInfo(start, extent, infos))
+                start += extent
+        except BaseException:
+            self.abort()
+            raise
+        info = TensorInfo(name, encoded.dtype, encoded.shape, encoded.layout, encoded.value_coding,
+                          encoded.index_bits, encoded.codebook_dtype, encoded.codebook_size, codebook, tuple(chunks))
+        self._tensors.append(info)
+        self._names.add(name)
+        return info
+
+    @property
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._tensors)
+
+    def close(self) -> None:
+        """Write the index and trailer; for a path, fsync and rename into place."""
+        if self._state != "open":
+            if self._state == "closed":
+                return
+            raise EncodingError("cannot close a writer that was aborted")
+        try:
+            index = serialize_index(self.metadata, self._tensors)
+            if len(index) > MAX_INDEX_LENGTH:
+                raise EncodingError(f"the index would be {len(index)} bytes, over {MAX_INDEX_LENGTH}")
+            self._write(index + struct.pack("<QI", len(index), zlib.crc32(index)) + MAGIC)
+            self._file.flush()
+            if self._path is not None:
+                os.fsync(self._file.fileno())
+                self._file.close()
+                os.replace(self._temp, self._path)
+                self._temp = None
+                _fsync_directory(os.path.dirname(os.path.abspath(self._path)))
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "closed"
+
+    def abort(self) -> None:
+        """Give up: remove the temporary file; the target is left as it was."""
+        if self._state == "closed":
+            return
+        self._state = "aborted"
+        if self._path is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            if self._temp is not None:
+                try:
+                    os.unlink(self._temp)
+                except FileNotFoundError:
+                    pass
+                self._temp = None
+
+    def __enter__(self) -> "DCFWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _fsync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
