@@ -42,7 +42,8 @@ class Encoding:
     index_bits: CSR relative-index width 1..16, or ``"auto"`` (fewest estimated bits, fillers
         included).
     codecs: names of the stream codecs a writer may use (``"plain"``, ``"bitpack"``,
-        ``"huffman"``, ``"zstd"``, ``"byteplanes"``); ``None`` allows all. PLAIN is always allowed.
+        ``"huffman"``, ``"zstd"``, ``"byteplanes"``); ``None`` allows all. A stream that none of
+        them can hold is stored PLAIN.
     codebook: for plain float32/float16 arrays, ``"auto"`` stores a codebook of the distinct values
         when that is smaller (lossless), ``"never"`` keeps raw values.
     codebook_dtype: ``"float32"`` or ``"float16"`` for the codebook of a CodebookTensor; ``None``
@@ -90,10 +91,11 @@ class Encoding:
         raise EncodingError(f"an encoding must be an Encoding or a dict, not {type(value).__name__}")
 
     def allowed(self, candidates) -> list[Codec]:
+        """The codecs among ``candidates`` this encoding allows; PLAIN when none is left."""
         if self.codecs is None:
             return list(candidates)
-        allowed = {_CODEC_NAMES[c] for c in self.codecs} | {Codec.PLAIN}
-        return [c for c in candidates if c in allowed]
+        allowed = {_CODEC_NAMES[c] for c in self.codecs}
+        return [c for c in candidates if c in allowed] or [Codec.PLAIN]
 
 
 class EncodedTensor(NamedTuple):
@@ -134,8 +136,12 @@ def encode_elements(elements: np.ndarray, element_size: int, encoding: Encoding,
     options = {Codec.ZSTD: {"level": _zstd_level(encoding, elements.nbytes)}}
     if encoding.huffman_lanes is not None:
         options[Codec.HUFFMAN] = {"lanes": encoding.huffman_lanes}
-    options[Codec.BYTEPLANES] = {"zstd_level": options[Codec.ZSTD]["level"]}
-    return encode_smallest(elements, element_size, encoding.allowed(candidates), options), len(elements)
+    options[Codec.BYTEPLANES] = {"plane_options": {Codec.ZSTD: options[Codec.ZSTD]}}
+    try:
+        stream = encode_smallest(elements, element_size, encoding.allowed(candidates), options)
+    except EncodingError:  # no allowed codec can hold these elements: PLAIN always can
+        stream = encode_smallest(elements, element_size, [Codec.PLAIN])
+    return stream, len(elements)
 
 
 # --------------------------------------------------------------------------------------------
