@@ -176,13 +176,23 @@ def raw_gap_histogram(nonzero: np.ndarray) -> np.ndarray:
     return np.bincount(cols - previous - 1)
 
 
+def _stream_bits(hist: np.ndarray) -> float:
+    """Estimated bits of a symbol stream: Huffman (entropy + 5-bit code lengths) or bit-packing."""
+    used = np.flatnonzero(hist)
+    if used.size == 0:
+        return 0.0
+    alphabet = int(used[-1]) + 1
+    packed = float(hist.sum()) * max(1, (alphabet - 1).bit_length())
+    return min(_entropy_bits(hist) + 5 * alphabet, packed)
+
+
 def choose_index_bits(gap_hist: np.ndarray, value_hist: np.ndarray | None, raw_value_bits: float,
                       zero_symbol: int | None) -> int:
-    """The relative-index width with the fewest estimated bits (order-0 entropy), fillers included.
+    """The relative-index width with the fewest estimated bits, fillers included.
 
     For width ``b`` a raw gap ``G`` becomes ``G >> b`` fillers (gap ``2**b - 1``, value zero) and one
-    entry with gap ``G & (2**b - 1)``. Cost = entries × (gap entropy + value entropy) + the tables,
-    roughly ``2**b × 5`` bits of Huffman code lengths.
+    entry with gap ``G & (2**b - 1)``. Each stream's cost is estimated as the cheaper of Huffman
+    (order-0 entropy plus its table) and bit-packing; raw values cost ``raw_value_bits`` each.
     """
     gaps = np.arange(len(gap_hist))
     best, best_cost = 1, np.inf
@@ -192,16 +202,17 @@ def choose_index_bits(gap_hist: np.ndarray, value_hist: np.ndarray | None, raw_v
         fillers = int(((gaps >> b) * gap_hist).sum())
         hist = np.bincount(gaps & (width - 1), weights=gap_hist, minlength=width)
         hist[width - 1] += fillers
-        entries = nnz + fillers
-        cost = _entropy_bits(hist) + 5 * min(width, len(gap_hist) + 1)
+        cost = _stream_bits(hist)
         if value_hist is not None:
             values = value_hist.astype(np.float64).copy()
             values[zero_symbol] += fillers
-            cost += _entropy_bits(values)
+            cost += _stream_bits(values)
         else:
-            cost += entries * raw_value_bits
+            cost += (nnz + fillers) * raw_value_bits
         if cost < best_cost:
             best, best_cost = b, cost
+        if fillers == 0:
+            break  # wider gaps only cost more from here on
     return best
 
 
@@ -352,7 +363,7 @@ class _Plan:
         )
 
     def _encode_csr(self) -> EncodedTensor:
-        from .csr import csr_encode
+        from .csr import csr_encode, gather_values
 
         rows = self.shape[0]
         cols = self.numel // rows
@@ -390,8 +401,7 @@ class _Plan:
         chunks = []
         for start, stop, row_counts, gaps, sources, fillers in parts:
             flat = self.elements[start * cols:stop * cols]
-            values = flat[np.where(fillers, 0, sources)]
-            values = np.where(fillers, zero_symbol if self.coded else 0, values)
+            values = gather_values(flat, sources, zero_symbol or 0)  # no zero symbol: no fillers
             streams = [
                 encode_elements(row_counts, 4, self.encoding, symbols=True),
                 encode_elements(gaps, symbol_size(1 << index_bits), self.encoding, symbols=True),

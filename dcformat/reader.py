@@ -201,7 +201,10 @@ class DCFReader:
         if buffer is not None:
             buffer.release()
         if self._mmap is not None:
-            self._mmap.close()
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # a view is still alive (in a traceback, say): the mapping closes when it goes
             self._mmap = None
         if self._file is not None:
             self._file.close()

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from ..errors import DCFormatError
-from ..index_reader import read_header
+from ..reader import DCFReader
 from ..report import PARTS, file_summary, sanitize
 
 
@@ -31,25 +30,8 @@ def _shape(shape) -> str:
     return "×".join(str(d) for d in shape) if shape else "scalar"
 
 
-def _read_header_only(path: str):
-    """The header of the file at ``path``, mapping the file rather than reading it."""
-    import mmap
-
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size == 0:
-            return read_header(b"")
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                return read_header(view)
-            finally:
-                view.release()
-
-
 def _inspect(path: str, verify: bool) -> dict:
     if verify:
-        from ..reader import DCFReader
         import numpy as np
 
         with DCFReader(path, verify=True) as reader:
@@ -60,7 +42,8 @@ def _inspect(path: str, verify: bool) -> dict:
             summary = file_summary(reader.header, nonzeros)
         summary["verified"] = True
         return summary
-    return file_summary(_read_header_only(path))
+    with DCFReader(path) as reader:  # parses the index only; no stream is read
+        return file_summary(reader.header)
 
 
 def _print_text(path: str, s: dict, out) -> None:
