@@ -141,6 +141,12 @@ def vector_definitions() -> dict[str, dict]:
         tensors={"q": np.linspace(-1, 1, 12, dtype=np.float32)[_rng(15).integers(0, 12, size=(40, 40))]},
         encodings={},
     )
+    v["16_worked_example"] = dict(
+        doc="The whole-file worked example of spec section 10: CSR, codebook with appended zero, a filler, BITPACK.",
+        tensors={"w": CodebookTensor(np.array([-0.5, 0.5], np.float32),
+                                     np.array([[-1, 0, -1, -1, -1, -1, -1, 1], [-1] * 8], np.int32))},
+        encodings={"w": Encoding(layout="csr", index_bits=2, codecs=("bitpack",))},
+    )
     return v
 
 

@@ -58,3 +58,23 @@ def test_vectors_cover_every_codec_layout_and_coding():
                         seen_codecs.add("byteplanes")
     assert set(Codec) <= seen_codecs
     assert len(seen) == 4  # dense/csr x raw/codebook
+
+
+def test_spec_worked_examples_match_the_code():
+    """The hex in FORMAT.md's worked examples is what the code writes, byte for byte."""
+    import re
+
+    spec = (VECTORS.parent / "FORMAT.md").read_text(encoding="utf-8")
+    section = spec[spec.index("## 10. Worked example"):spec.index("## 11.")]
+    rows = re.findall(r"^\| \d+ \| ((?:`[0-9A-F ]+` ?)+) \|", section, re.M)
+    file_hex = "".join(cell.replace("`", "").replace(" ", "") for cell in rows)
+    assert bytes.fromhex(file_hex) == (VECTORS / "16_worked_example.dcf").read_bytes()
+
+    from dcformat.codecs import huffman
+
+    huff = spec[spec.index("**Worked example.** Four symbols"):spec.index("The HUFFMAN payload's `length`")]
+    block = huff[huff.index("```") + 3:huff.rindex("```")]
+    payload = bytes.fromhex("".join(line.split("  ")[0] for line in block.strip().splitlines()))
+    assert huffman.decode(payload, 5, 1, 0, None).tolist() == [0, 1, 2, 3, 0]
+    symbols = np.array([0, 1, 2, 3, 0], np.uint8)
+    assert huffman.serialize(symbols, np.array([1, 2, 3, 3], np.uint8), 1) == payload
