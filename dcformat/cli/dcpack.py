@@ -1,0 +1,202 @@
+"""dcpack: compress a checkpoint into a dcf file (Deep Compression: prune, share weights, entropy code).
+
+    dcpack model.safetensors -o model.dcf                        lossless, every tensor bit-exact
+    dcpack model.safetensors -o model.dcf --sparsity 0.9 --bits 5
+    dcpack model.pt -o model.dcf --sparsity 0.9 --conv-sparsity 0.65 --bits 5 --conv-bits 8
+    dcpack model.npz -o model.dcf --recipe recipe.json --table md
+
+Inputs: .safetensors, .pt/.pth (a state dict, or {"state_dict": ...}; torch.load with
+weights_only=True), .npz (no pickles). Fully connected weights are the floating-point tensors of
+rank 2 — embedding tables included — and conv weights those of rank 3 or more; tensors under
+--min-size elements, biases and norms (rank 1) and non-float tensors stay raw and lossless. The
+recipe and the source file name are stored in the file's metadata (``dcformat.recipe``,
+``dcformat.source``). User errors print one line and exit with status 1 (2 for bad usage).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import DCFormatError
+from ..report import sanitize
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run(prog: str, body) -> int:
+    """Run ``body()``; a user error (bad file, bad recipe, I/O) becomes one line on stderr."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (DCFormatError, ValueError) as exc:
+        print(f"{prog}: error: {sanitize(str(exc), 400)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: {sanitize(where + (exc.strerror or str(exc)), 400)}", file=sys.stderr)
+        return 1
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _bits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"must be 1..16, got {value}")
+    return value
+
+
+def _index_bits(text: str):
+    if text in ("auto", "paper"):
+        return text
+    try:
+        return _bits(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto, paper or 1..16, got {text!r}") from None
+
+
+def _nonnegative(text: str):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that describe a recipe (shared by dcpack and dctable --stages)."""
+    prune = parser.add_argument_group("pruning (fully connected = rank-2 weights incl. embeddings; conv = rank >= 3)")
+    prune.add_argument("--sparsity", type=_fraction, metavar="S",
+                       help="prune the fraction S of smallest |w| of every fully connected layer (0.9: keep 10%%)")
+    prune.add_argument("--conv-sparsity", type=_fraction, metavar="S",
+                       help="the same for conv layers (default: --sparsity)")
+    prune.add_argument("--quality", type=_nonnegative, metavar="Q",
+                       help="prune |w| < Q x std(w) instead of a ratio (Deep Compression's Caffe rule)")
+    prune.add_argument("--per-filter", action="store_true", help="prune every output row/filter to the same ratio")
+    prune.add_argument("--global", dest="global_", action="store_true",
+                       help="one magnitude threshold over all pruned layers (of equal sparsity), not one per layer")
+    share = parser.add_argument_group("weight sharing")
+    share.add_argument("--bits", type=_bits, metavar="B",
+                       help="k-means codebook of 2^B symbols for fully connected layers (zero filler included)")
+    share.add_argument("--conv-bits", type=_bits, metavar="B", help="the same for conv layers (default: --bits)")
+    share.add_argument("--init", choices=("linear", "density", "random"), default="linear",
+                       help="k-means initialisation (default: linear, the paper's best)")
+    share.add_argument("--pow2", action="store_true", help="power-of-two codebook (INQ levels) instead of k-means")
+    share.add_argument("--float16", action="store_true",
+                       help="store every other floating-point tensor as float16 values (lossy; default: raw)")
+    share.add_argument("--codebook-float16", action="store_true", help="store codebooks as float16")
+    store = parser.add_argument_group("selection and storage")
+    store.add_argument("--index-bits", type=_index_bits, default="auto", metavar="{auto,paper,1..16}",
+                       help="CSR relative-index width: auto (fewest bytes, the default), "
+                            "paper (5 fc, 8 conv), or fixed")
+    store.add_argument("--min-size", type=int, default=4096, metavar="N",
+                       help="tensors with fewer elements stay raw (default: 4096)")
+    store.add_argument("--keep", action="append", default=[], metavar="PATTERN",
+                       help="tensors whose name matches stay raw and lossless (shell pattern; repeatable)")
+    store.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                       help="put only the tensors whose name matches into the file (repeatable)")
+    store.add_argument("--recipe", metavar="FILE",
+                       help="a JSON recipe, or a .dcf file whose recipe to reuse (replaces the flags above)")
+
+
+RECIPE_FLAGS = ("sparsity", "conv_sparsity", "quality", "per_filter", "global_", "bits", "conv_bits", "pow2", "float16",
+                "codebook_float16", "keep")
+
+
+def recipe_from_args(args):
+    from ..pack.errors import RecipeError
+    from ..pack.recipe import Recipe
+
+    if args.recipe:
+        given = [f"--{name.rstrip('_').replace('_', '-')}" for name in RECIPE_FLAGS if getattr(args, name)]
+        if given or args.index_bits != "auto" or args.init != "linear" or args.min_size != 4096:
+            raise RecipeError(f"--recipe replaces the recipe flags; drop {', '.join(given) or 'the recipe flags'}")
+        recipe = Recipe.from_file(args.recipe)
+        if args.only:
+            recipe = Recipe(recipe.rules, tuple(args.only))
+        return recipe
+    if args.min_size < 0:
+        raise RecipeError("--min-size must be >= 0")
+    return Recipe.from_flags(
+        sparsity=args.sparsity, conv_sparsity=args.conv_sparsity, quality=args.quality, per_filter=args.per_filter,
+        global_=args.global_, bits=args.bits, conv_bits=args.conv_bits, pow2=args.pow2, init=args.init,
+        index_bits=args.index_bits, min_size=args.min_size, keep=args.keep, only=args.only, float16=args.float16,
+        codebook_dtype="float16" if args.codebook_float16 else "float32",
+    )
+
+
+def _metadata(pairs) -> dict[str, str]:
+    from ..pack.errors import PackError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PackError(f"--metadata wants KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def main(argv=None) -> int:
+    parser = OneLineParser(prog="dcpack", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="Without pruning or sharing flags the file is lossless: "
+                                  "every tensor comes back bit-exact.")
+    parser.add_argument("input", metavar="INPUT", help="checkpoint: .safetensors, .pt, .pth or .npz")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.dcf", help="the dcf file to write")
+    add_recipe_arguments(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="extra metadata (repeatable)")
+    out.add_argument("--table", choices=("md", "csv", "json"),
+                     help="print the per-layer table (with fidelity) to stdout")
+    out.add_argument("--no-verify", action="store_true", help="do not read the file back to check it")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no summary")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from ..pack.errors import PackError
+        from ..pack.packer import pack
+
+        if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(args.input, args.output):
+            raise PackError("the output would overwrite the input")
+        if not args.output.lower().endswith(".dcf"):
+            raise PackError(f"the output should end in .dcf, got {args.output!r}")
+        recipe = recipe_from_args(args)
+        result = pack(args.input, args.output, recipe, metadata=_metadata(args.metadata), progress=not args.quiet,
+                      verify=not args.no_verify)
+        if not args.quiet:
+            mode = "lossless" if recipe.lossless else "recipe " + recipe.to_json()
+            print(f"dcpack: {sanitize(args.input)} -> {sanitize(args.output)} ({mode})", file=sys.stderr)
+            print(f"dcpack: {result.summary()}", file=sys.stderr)
+        if args.table:
+            from ..pack.tables import layer_table
+
+            sys.stdout.write(layer_table(args.output, result.tensors).render(args.table))
+        return 0
+
+    return run("dcpack", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Errors of the packing tools. Each is a user error: the CLIs print its message as one line."""
+from __future__ import annotations
+
+from ..errors import DCFormatError
+
+
+class PackError(DCFormatError, ValueError):
+    """Base class: packing or unpacking was asked something it cannot do."""
+
+
+class CheckpointError(PackError):
+    """A checkpoint file cannot be read or written (format, content, dtype, name)."""
+
+
+class RecipeError(PackError):
+    """A recipe (dict, JSON file or command-line flags) is invalid."""

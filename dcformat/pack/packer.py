@@ -1,0 +1,389 @@
+"""The packing pipeline: a dense checkpoint and a recipe in, a verified ``.dcf`` file out.
+
+For each tensor the recipe's policy is applied with the primitives of :mod:`dcformat.compress`
+(pruning masks, k-means or power-of-two weight sharing); the writer then chooses the layout, the
+relative-index width (unless the policy fixes it) and the entropy coder of every stream by size.
+Tensors are written one at a time. Afterwards the file is read back: every tensor must decode to
+exactly what was handed to the writer (raw tensors bit-exact, shared ones to their codebook
+reconstruction), and the fidelity of each tensor against the source is reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..compress import (
+    filter_masks,
+    global_masks,
+    inq_quantize,
+    magnitude_mask,
+    relative_error,
+    share_weights,
+    threshold_mask,
+)
+from ..encoding import Encoding
+from ..tensors import ZERO_INDEX, CodebookTensor
+from ..writer import DCFWriter
+from .checkpoints import check_tensors, checkpoint_format, load_checkpoint, metadata_json, save_checkpoint
+from .errors import PackError
+from .recipe import CSR_DENSITY, METADATA_KEY, Policy, Recipe, coerce_recipe, is_float
+
+RESERVED_PREFIX = "dcformat."
+"""Metadata keys the packer writes: ``dcformat.recipe`` (the recipe as JSON), ``dcformat.source``
+(the source file name), ``dcformat.source_format``, ``dcformat.source_metadata`` (the source's own
+string metadata as a JSON object, when it had any) and ``dcformat.packer``."""
+
+
+@dataclass
+class TensorReport:
+    """What packing did to one tensor, measured on the file as written."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    policy: str
+    rule: str | None
+    parameters: int
+    nonzeros: int
+    pruned: float
+    """Share of the elements that were non-zero in the source and are zero in the file."""
+    relative_error: float
+    """``‖W − Ŵ‖ / ‖W‖`` (Frobenius, float64) between the source and the file."""
+    codebook_size: int | None
+    bytes: int
+    """Bytes of the tensor's streams in the file."""
+    lossless: bool
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class PackResult:
+    path: str
+    source: str | None
+    recipe: Recipe
+    file_bytes: int
+    original_bytes: int
+    parameters: int
+    nonzeros: int
+    seconds: float
+    tensors: list[TensorReport] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """Original bytes (dense, in the source's dtypes) over the file's bytes on disk."""
+        return self.original_bytes / self.file_bytes if self.file_bytes else float("inf")
+
+    def summary(self) -> str:
+        kept = 100 * self.nonzeros / max(1, self.parameters)
+        return (f"{len(self.tensors)} tensors, {self.parameters:,} parameters, "
+                f"{self.nonzeros:,} non-zero ({kept:.1f}%); "
+                f"{self.file_bytes:,} bytes, {self.ratio:.1f}× smaller than the dense {self.original_bytes:,}; "
+                f"{self.seconds:.1f} s")
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path, "source": self.source, "recipe": self.recipe.to_dict(), "file_bytes": self.file_bytes,
+            "original_bytes": self.original_bytes, "parameters": self.parameters, "nonzeros": self.nonzeros,
+            "ratio": self.ratio, "seconds": self.seconds, "tensors": [t.to_dict() for t in self.tensors],
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# One tensor
+
+
+def prune_mask(array: np.ndarray, policy: Policy) -> np.ndarray | None:
+    """The keep-mask a policy's pruning gives (None: no pruning). ``"global"`` needs the group."""
+    if policy.prune == "magnitude":
+        return magnitude_mask(array, policy.sparsity)
+    if policy.prune == "threshold":
+        return threshold_mask(array, policy.quality)
+    if policy.prune == "filter":
+        return filter_masks(array, policy.sparsity)
+    if policy.prune == "global":
+        raise PackError("global pruning needs every tensor of its group: use pack() or global_masks()")
+    return None
+
+
+def float16_codebook(values: np.ndarray) -> CodebookTensor:
+    """``values`` rounded to float16, as a codebook of the distinct float16 values (dtype kept).
+
+    Every finite float16 value fits a 65,536-entry codebook; zeros get ``ZERO_INDEX`` so a sparse
+    tensor stays sparse.
+    """
+    with np.errstate(over="ignore"):
+        half = np.asarray(values).astype(np.float16)
+    if not np.isfinite(half).all():
+        raise PackError("a tensor has values outside the float16 range; store it raw")
+    bits = half.reshape(-1).view(np.uint16)
+    bits = np.where(bits == 0x8000, np.uint16(0), bits)  # -0.0 joins +0.0: both decode to zero
+    table, inverse = np.unique(bits, return_inverse=True)
+    indices = inverse.reshape(half.shape).astype(np.int32)
+    if table[0] == 0:  # zero becomes "no entry"
+        indices -= 1
+        table = table[1:]
+    if table.size == 0:
+        return CodebookTensor(np.zeros(1, np.float16), np.full(half.shape, ZERO_INDEX, np.int32), values.dtype)
+    return CodebookTensor(table.view(np.float16), indices, values.dtype)
+
+
+def compress_tensor(array: np.ndarray, policy: Policy, *, mask: np.ndarray | None = None):
+    """Apply ``policy`` to one tensor. Returns ``(stored, encoding)`` for :meth:`DCFWriter.add`.
+
+    ``stored`` is the array itself (lossless), the pruned array (raw values), or a
+    :class:`CodebookTensor`. ``mask`` overrides the policy's own pruning (global pruning).
+    """
+    if not is_float(array) or policy.lossless:
+        return array, None
+    if mask is None:
+        mask = prune_mask(array, policy)
+    if policy.share == "kmeans":
+        keep = mask if mask is not None else np.ones(array.shape, bool)
+        stored = share_weights(array, keep, k=policy.centroids(pruned=mask is not None), init=policy.init,
+                               method=policy.method, iters=policy.iters, seed=policy.seed)
+    elif policy.share == "pow2":
+        stored = inq_quantize(array if mask is None else np.where(mask, array, np.zeros((), array.dtype)), policy.bits)
+        if mask is not None:
+            stored = CodebookTensor(stored.codebook, np.where(mask, stored.indices, ZERO_INDEX), stored.dtype)
+    else:
+        values = array if mask is None else np.where(mask, array, np.zeros((), array.dtype))
+        if policy.store == "float16" and array.dtype in (np.float32, np.float64):
+            stored = float16_codebook(values)
+        else:
+            stored = values
+    shared = isinstance(stored, CodebookTensor)
+    if shared and policy.codebook_dtype == "float16" and stored.codebook.dtype != np.float16:
+        with np.errstate(over="ignore"):
+            half = stored.codebook.astype(np.float16)
+        if not np.isfinite(half).all():
+            raise PackError("a codebook value is outside the float16 range; use codebook_dtype float32")
+        stored = CodebookTensor(half, stored.indices, stored.dtype)
+    layout = policy.layout
+    if layout == "auto":
+        # A pruned, sparse tensor goes straight to CSR: the writer's own "auto" would also encode it
+        # dense to compare, which triples the packing time and, at this density, does not win.
+        layout = "csr" if mask is not None and array.ndim >= 2 and _density(stored) <= CSR_DENSITY else "auto"
+    return stored, Encoding(index_bits=policy.resolved_index_bits(array.ndim), layout=layout)
+
+
+def _density(stored) -> float:
+    if isinstance(stored, CodebookTensor):
+        kept = np.count_nonzero(stored.indices >= 0)
+    else:
+        kept = np.count_nonzero(_nonzero_bits(stored))
+    return kept / max(1, stored.indices.size if isinstance(stored, CodebookTensor) else stored.size)
+
+
+def reconstruction(stored) -> np.ndarray:
+    """The dense tensor a reader will decode for ``stored``."""
+    return stored.decode() if isinstance(stored, CodebookTensor) else np.asarray(stored)
+
+
+def _digest(array: np.ndarray) -> bytes:
+    array = np.ascontiguousarray(array)
+    return hashlib.blake2b(array.reshape(-1).view(np.uint8), digest_size=16).digest()
+
+
+def _nonzero_bits(array: np.ndarray) -> np.ndarray:
+    """Per element, whether its bit pattern is non-zero (the spec's notion of a zero element)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.itemsize in (1, 2, 4, 8):
+        return array.reshape(-1).view(f"u{array.dtype.itemsize}") != 0
+    return array.reshape(-1) != 0
+
+
+# ----------------------------------------------------------------------------------------------
+# A whole checkpoint
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="w", unit_scale=True, leave=False, disable=None if enabled else True)
+
+
+def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, progress: bool = False,
+         verify: bool = True, source_name: str | None = None) -> PackResult:
+    """Pack a checkpoint (a path or a dict of name -> array) into the dcf file ``out``.
+
+    ``recipe``: a :class:`Recipe`, a recipe dict, a JSON (or dcf) file path, or None (lossless).
+    ``metadata``: extra string metadata (keys starting with ``dcformat.`` are reserved).
+    ``verify``: read the file back and check every tensor (cheap next to packing).
+    """
+    start = time.perf_counter()
+    recipe = coerce_recipe(recipe)
+    source_metadata: dict[str, str] = {}
+    source_format = None
+    if isinstance(source, (str, os.PathLike)):
+        source_format = checkpoint_format(source)
+        tensors, source_metadata = load_checkpoint(source)
+        source_name = source_name or os.path.basename(os.fspath(source))
+    elif isinstance(source, dict):
+        tensors = check_tensors(source, "tensors")
+    else:
+        raise PackError(f"source must be a checkpoint path or a dict of arrays, not {type(source).__name__}")
+    names = [name for name in tensors if recipe.selects(name)]
+    if not names:
+        raise PackError(f"no tensor matches {list(recipe.only or [])} (the recipe's 'only')")
+    meta = _metadata(recipe, source_name, source_format, source_metadata, metadata)
+
+    rules = {name: recipe.rule_for(name, tensors[name]) for name in names}
+    policies = {name: (rule.policy if rule else Policy()) for name, rule in rules.items()}
+    try:
+        masks = _global_masks(tensors, policies)
+    except ValueError as exc:
+        raise PackError(f"global pruning: {exc}") from None
+    expected: dict[str, tuple[bytes, int]] = {}
+    reports = []
+    total = sum(int(tensors[n].size) for n in names)
+    with DCFWriter(out, metadata=meta) as writer, _progress(total, "packing", progress) as bar:
+        for name in names:
+            array, policy = tensors[name], policies[name]
+            try:
+                stored, encoding = compress_tensor(array, policy, mask=masks.pop(name, None))
+            except PackError as exc:
+                raise PackError(f"tensor {name!r}: {exc}") from None
+            except ValueError as exc:  # the compress primitives name the argument, not the tensor
+                raise PackError(f"tensor {name!r}: {exc}") from None
+            info = writer.add(name, stored, encoding)
+            dense = reconstruction(stored)
+            kept_bits = _nonzero_bits(dense)
+            lossless = stored is array
+            error = 0.0 if lossless else relative_error(array, dense)
+            pruned = 0.0
+            if array.size and not lossless:
+                pruned = float(np.count_nonzero(_nonzero_bits(array) & ~kept_bits)) / array.size
+            expected[name] = (_digest(dense), int(np.count_nonzero(kept_bits)))
+            rule = rules[name]
+            reports.append(TensorReport(
+                name=name, shape=tuple(int(d) for d in array.shape), dtype=array.dtype.name,
+                policy=policy.describe(), rule=(rule.name or f"rule {recipe.rules.index(rule) + 1}") if rule else None,
+                parameters=int(array.size), nonzeros=expected[name][1], pruned=pruned, relative_error=error,
+                codebook_size=info.codebook_size or None, bytes=info.stored_bytes, lossless=lossless,
+            ))
+            del stored, dense, kept_bits
+            bar.update(int(array.size))
+    if verify:
+        verify_file(out, {name: digest for name, (digest, _) in expected.items()}, progress=progress)
+    file_bytes = os.path.getsize(out)
+    return PackResult(
+        path=os.fspath(out), source=source_name, recipe=recipe, file_bytes=file_bytes,
+        original_bytes=sum(int(tensors[n].nbytes) for n in names), parameters=total,
+        nonzeros=sum(n for _, n in expected.values()), seconds=time.perf_counter() - start, tensors=reports,
+        metadata=meta,
+    )
+
+
+def _metadata(recipe, source_name, source_format, source_metadata, extra) -> dict[str, str]:
+    from .. import __version__
+
+    meta = {METADATA_KEY: recipe.to_json(), "dcformat.packer": f"dcformat {__version__}"}
+    if source_name:
+        meta["dcformat.source"] = source_name
+    if source_format:
+        meta["dcformat.source_format"] = source_format
+    if source_metadata:
+        meta["dcformat.source_metadata"] = metadata_json(source_metadata)
+    for key, value in (extra or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise PackError("metadata must map strings to strings")
+        if key.startswith(RESERVED_PREFIX):
+            raise PackError(f"metadata key {key!r}: keys starting with {RESERVED_PREFIX!r} are reserved")
+        meta[key] = value
+    return meta
+
+
+def _global_masks(tensors, policies) -> dict[str, np.ndarray]:
+    """Masks of the tensors pruned globally: one magnitude threshold per group of equal sparsity."""
+    groups: dict[float, list[str]] = {}
+    for name, policy in policies.items():
+        if policy.prune == "global" and is_float(tensors[name]):
+            groups.setdefault(policy.sparsity, []).append(name)
+    masks = {}
+    for sparsity, names in groups.items():
+        masks.update(global_masks({name: tensors[name] for name in names}, sparsity))
+    return masks
+
+
+def verify_file(path, digests: dict[str, bytes], *, progress: bool = False) -> None:
+    """Check that the dcf file holds exactly the tensors whose digests are given."""
+    from .. import open as open_dcf
+
+    with open_dcf(path) as reader:
+        names = reader.keys()
+        if names != list(digests):
+            raise PackError(f"{os.fspath(path)!r}: verification failed: the file holds other tensors than were packed")
+        for name in names:
+            if _digest(reader.get_tensor(name)) != digests[name]:
+                raise PackError(f"{os.fspath(path)!r}: verification failed: {name!r} decodes to other values "
+                                "than were packed")
+
+
+def compare(path, source) -> list[TensorReport]:
+    """Fidelity of a dcf file against a source checkpoint (path or dict): one report per tensor."""
+    from .. import open as open_dcf
+
+    if isinstance(source, (str, os.PathLike)):
+        source, _ = load_checkpoint(source)
+    reports = []
+    with open_dcf(path) as reader:
+        for info in reader.tensors_info():
+            decoded = reader.get_tensor(info.name)
+            original = source.get(info.name)
+            if original is None:
+                raise PackError(f"tensor {info.name!r} of the dcf file is not in the source checkpoint")
+            if original.shape != decoded.shape:
+                raise PackError(f"tensor {info.name!r}: shape {decoded.shape} in the file, "
+                                f"{original.shape} in the source")
+            kept = _nonzero_bits(decoded)
+            exact = original.dtype == decoded.dtype and _digest(original) == _digest(decoded)
+            reports.append(TensorReport(
+                name=info.name, shape=tuple(decoded.shape), dtype=decoded.dtype.name, policy="", rule=None,
+                parameters=int(decoded.size), nonzeros=int(np.count_nonzero(kept)),
+                pruned=float(np.count_nonzero(_nonzero_bits(original) & ~kept)) / max(1, decoded.size),
+                relative_error=0.0 if exact or not is_float(original) else relative_error(original, decoded),
+                codebook_size=info.codebook_size or None, bytes=info.stored_bytes, lossless=exact,
+            ))
+    return reports
+
+
+# ----------------------------------------------------------------------------------------------
+# Unpacking
+
+
+def unpack(path, out, *, progress: bool = False) -> dict:
+    """Decode every tensor of a dcf file and write a dense checkpoint (format from ``out``'s suffix).
+
+    A safetensors output carries the dcf metadata, and the source's own metadata when the packer
+    recorded it. Returns ``{"tensors", "parameters", "bytes", "seconds"}``.
+    """
+    import json
+
+    from .. import open as open_dcf
+
+    start = time.perf_counter()
+    checkpoint_format(out)  # refuse an unknown suffix before decoding anything
+    with open_dcf(path) as reader:
+        infos = reader.tensors_info()
+        tensors = {}
+        with _progress(sum(i.numel for i in infos), "unpacking", progress) as bar:
+            for info in infos:
+                tensors[info.name] = reader.get_tensor(info.name)
+                bar.update(info.numel)
+        metadata = reader.metadata()
+    restored = {}
+    if "dcformat.source_metadata" in metadata:
+        try:
+            restored = {str(k): str(v) for k, v in json.loads(metadata["dcformat.source_metadata"]).items()}
+        except (ValueError, AttributeError):
+            restored = {}
+    save_checkpoint(tensors, out, metadata={**metadata, **restored})
+    return {"tensors": len(tensors), "parameters": sum(int(a.size) for a in tensors.values()),
+            "bytes": os.path.getsize(out), "seconds": time.perf_counter() - start}
