@@ -10,7 +10,9 @@ The API has the shape of safetensors'::
 
 Without options everything is lossless. Weight-shared tensors are handed over as
 :class:`CodebookTensor`; per-tensor choices as :class:`Encoding` (or a dict) in ``encodings``.
-This package imports neither torch nor Numba: the codecs load Numba when a stream needs it.
+This package imports neither torch nor Numba: the codecs load Numba when a stream needs it, and
+small files decode without it (:mod:`dcformat.kernels`). Decoding uses every CPU
+(``threads=``, or ``DCFORMAT_THREADS``; :mod:`dcformat.parallel`).
 """
 from __future__ import annotations
 
@@ -69,16 +71,20 @@ def open(path, *, verify: bool = True, **limits) -> DCFReader:  # noqa: A001 - t
     return DCFReader(path, verify=verify, **limits)
 
 
-def load_file(path, **limits) -> dict:
-    """Decode every tensor of the file at ``path``; returns name -> numpy array."""
-    with DCFReader(path, **limits) as reader:
-        return {name: reader.get_tensor(name) for name in reader.keys()}
+def load_file(path, **options) -> dict:
+    """Decode every tensor of the file at ``path``; returns name -> numpy array.
+
+    ``options`` go to :class:`DCFReader`: ``max_tensor_bytes``, ``verify``, and ``threads`` (the
+    chunks of all tensors decode in parallel; default: every CPU, or ``DCFORMAT_THREADS``). The
+    arrays are views of one allocation, freed with the last of them (``DCFReader.get_tensors``)."""
+    with DCFReader(path, **options) as reader:
+        return reader.get_tensors()
 
 
-def load(data: bytes, **limits) -> dict:
-    """Decode every tensor of a dcf file held in ``data``."""
-    with DCFReader(bytes(data), **limits) as reader:
-        return {name: reader.get_tensor(name) for name in reader.keys()}
+def load(data: bytes, **options) -> dict:
+    """Decode every tensor of a dcf file held in ``data`` (options as :func:`load_file`)."""
+    with DCFReader(bytes(data), **options) as reader:
+        return reader.get_tensors()
 
 
 __all__ = [

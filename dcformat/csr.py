@@ -21,7 +21,8 @@ import numpy as np
 
 from .constants import MAX_INDEX_BITS
 from .errors import CorruptFileError, CountMismatchError, EncodingError
-from .kernels import csr as _k
+from . import kernels
+from .kernels import small as _codes  # the kernels' error codes, without importing Numba
 
 _UINT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
 
@@ -67,6 +68,7 @@ def csr_encode(chunk_bits_2d: np.ndarray,
     bits = _check_chunk(chunk_bits_2d)
     index_bits = _check_index_bits(index_bits)
     row_counts = np.empty(bits.shape[0], np.uint32)
+    _k = kernels.jit("csr")
     total = _k.count_entries(bits, index_bits, row_counts)
     gaps = np.empty(total, gaps_dtype(index_bits))
     sources = np.empty(total, np.int64)
@@ -89,14 +91,16 @@ def gather_values(elements: np.ndarray, sources: np.ndarray, filler) -> np.ndarr
 
 
 def csr_decode(row_counts: np.ndarray, gaps: np.ndarray, values: np.ndarray, rows: int, cols: int,
-               out: np.ndarray | None = None) -> np.ndarray:
+               out: np.ndarray | None = None, table: np.ndarray | None = None) -> np.ndarray:
     """Rebuild a chunk from its decoded streams, per the decoder of spec §6.2.
 
     ``row_counts``: uint32[rows]; ``gaps``: uint8 or uint16; ``values``: uint8/16/32/64 element bit
     patterns (or symbols), as many as ``gaps``. ``out``: optional C-contiguous array of
     ``rows * cols`` elements of ``values``' dtype, any shape; every element of it is written (it
     need not be zeroed). Returns the chunk as a ``rows`` x ``cols`` array (a view of ``out`` if
-    given).
+    given). ``table``: optional codebook (1-D unsigned bit patterns): ``values`` are then uint8 or
+    uint16 symbols and entry ``k`` writes ``table[values[k]]``, in the same pass (spec §7.2); the
+    output has ``table``'s dtype, and a symbol ``>= len(table)`` raises :class:`CorruptFileError`.
 
     Raises :class:`CountMismatchError` if ``len(row_counts) != rows``, ``len(gaps) != len(values)``
     or the row counts do not add up to the number of entries, and :class:`CorruptFileError` if an
@@ -121,6 +125,14 @@ def csr_decode(row_counts: np.ndarray, gaps: np.ndarray, values: np.ndarray, row
     if len(gaps) != len(values):
         raise CountMismatchError(f"{len(gaps)} gaps but {len(values)} values")
     dtype = values.dtype.newbyteorder("=")
+    if table is not None:
+        table = np.asarray(table)
+        if table.ndim != 1 or table.dtype.newbyteorder("=") not in _UINT_DTYPES:
+            raise TypeError(f"table must be a 1-D unsigned integer array, got {table.dtype}")
+        if dtype not in (np.uint8, np.uint16):
+            raise TypeError(f"symbols must be uint8 or uint16, got {values.dtype}")
+        table = np.ascontiguousarray(table, table.dtype.newbyteorder("="))
+        symbol_dtype, dtype = dtype, table.dtype
     if out is None:
         out = np.empty((rows, cols), dtype)
         flat = out.reshape(-1)
@@ -130,13 +142,20 @@ def csr_decode(row_counts: np.ndarray, gaps: np.ndarray, values: np.ndarray, row
             raise TypeError(f"out must be a writable C-contiguous {dtype} array of {rows * cols} "
                             f"elements")
         flat = out.reshape(-1)
-    code, row = _k.scatter(np.ascontiguousarray(row_counts, np.uint32),
-                           np.ascontiguousarray(gaps, gaps.dtype.newbyteorder("=")),
-                           np.ascontiguousarray(values, dtype), cols, flat)
-    if code == _k.ERR_COUNT:
+    row_counts = np.ascontiguousarray(row_counts, np.uint32)
+    gaps = np.ascontiguousarray(gaps, gaps.dtype.newbyteorder("="))
+    _k = kernels.for_count("csr", len(gaps))
+    if table is None:
+        code, row = _k.scatter(row_counts, gaps, np.ascontiguousarray(values, dtype), cols, flat)
+    else:
+        code, row = _k.scatter_take(row_counts, gaps, np.ascontiguousarray(values, symbol_dtype),
+                                    table, cols, flat)
+    if code == _codes.ERR_COUNT:
         raise CountMismatchError(
             f"row counts add up to {int(row_counts.sum(dtype=np.uint64))}, not to the {len(gaps)} "
             f"entries")
-    if code == _k.ERR_POSITION:
+    if code == _codes.ERR_POSITION:
         raise CorruptFileError(f"CSR row {row}: an entry lies at a column >= {cols}")
+    if code == _codes.ERR_SYMBOL:
+        raise CorruptFileError(f"CSR row {row}: a symbol is outside the codebook of {len(table)}")
     return flat.reshape(rows, cols)

@@ -28,6 +28,7 @@ from .constants import (
     symbol_size,
 )
 from .errors import EncodingError
+from .parallel import map_ordered
 from .structures import dtype_of, numpy_dtype
 from .tensors import CodebookTensor
 
@@ -216,11 +217,14 @@ def choose_index_bits(gap_hist: np.ndarray, value_hist: np.ndarray | None, raw_v
     return best
 
 
-def encode_tensor(tensor, encoding: Encoding | None = None) -> EncodedTensor:
-    """Encode a numpy array or a :class:`CodebookTensor` into streams (in memory)."""
+def encode_tensor(tensor, encoding: Encoding | None = None, *, threads: int | None = None) -> EncodedTensor:
+    """Encode a numpy array or a :class:`CodebookTensor` into streams (in memory).
+
+    The chunks are encoded on ``threads`` threads (None: :func:`dcformat.parallel.default_threads`);
+    the bytes do not depend on it."""
     encoding = Encoding.coerce(encoding)
     if isinstance(tensor, CodebookTensor):
-        return _encode_codebook_tensor(tensor, encoding)
+        return _encode_codebook_tensor(tensor, encoding, threads)
     array = np.asarray(tensor)
     try:
         dtype = dtype_of(array.dtype)
@@ -240,9 +244,9 @@ def encode_tensor(tensor, encoding: Encoding | None = None) -> EncodedTensor:
         zero = np.searchsorted(codebook_values, 0)
         zero_symbol = int(zero) if zero < len(codebook_values) and codebook_values[zero] == 0 else None
         codebook_dtype = CodebookDType.F32 if dtype == DType.F32 else CodebookDType.F16
-        plan = _Plan(dtype, shape, encoding, bits != 0, symbols, zero_symbol, codebook_values, codebook_dtype)
+        plan = _Plan(dtype, shape, encoding, bits != 0, symbols, zero_symbol, codebook_values, codebook_dtype, threads)
     else:
-        plan = _Plan(dtype, shape, encoding, bits != 0, bits, None, None, 0)
+        plan = _Plan(dtype, shape, encoding, bits != 0, bits, None, None, 0, threads)
     return plan.encode()
 
 
@@ -265,7 +269,7 @@ def _distinct_values(bits: np.ndarray) -> np.ndarray | None:
     return values
 
 
-def _encode_codebook_tensor(tensor: CodebookTensor, encoding: Encoding) -> EncodedTensor:
+def _encode_codebook_tensor(tensor: CodebookTensor, encoding: Encoding, threads: int | None) -> EncodedTensor:
     try:
         dtype = dtype_of(tensor.dtype)
     except KeyError:
@@ -280,11 +284,11 @@ def _encode_codebook_tensor(tensor: CodebookTensor, encoding: Encoding) -> Encod
     bits = codebook.view(ELEMENT_DTYPE[codebook.itemsize])
     zero = np.flatnonzero(bits == 0)
     zero_symbol = int(zero[0]) if zero.size else None
-    indices = tensor.indices.reshape(-1).astype(np.int32)
+    indices = tensor.indices.reshape(-1).astype(np.int32, copy=False)  # no copy of int32 indices
     shape = tuple(int(d) for d in tensor.shape)
     if indices.size == 0:
         return EncodedTensor(dtype, shape, Layout.DENSE, ValueCoding.RAW, 0, 0, 0, None, [])
-    plan = _Plan(dtype, shape, encoding, indices >= 0, indices, zero_symbol, bits, codebook_dtype)
+    plan = _Plan(dtype, shape, encoding, indices >= 0, indices, zero_symbol, bits, codebook_dtype, threads)
     return plan.encode()
 
 
@@ -295,8 +299,9 @@ class _Plan:
     for an element left out). ``kept``: the elements that are not zero.
     """
 
-    def __init__(self, dtype, shape, encoding, kept, elements, zero_symbol, codebook_bits, codebook_dtype):
-        self.dtype, self.shape, self.encoding = dtype, shape, encoding
+    def __init__(self, dtype, shape, encoding, kept, elements, zero_symbol, codebook_bits, codebook_dtype,
+                 threads=None):
+        self.dtype, self.shape, self.encoding, self.threads = dtype, shape, encoding, threads
         self.kept, self.elements = kept, elements
         self.zero_symbol, self.codebook_bits, self.codebook_dtype = zero_symbol, codebook_bits, codebook_dtype
         self.numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -353,10 +358,10 @@ class _Plan:
                 elements = np.where(elements < 0, zero_symbol, elements)
         size = self._value_size(k)
         step = self.encoding.chunk_elements
-        chunks = []
-        for start in range(0, self.numel, step):
-            part = elements[start:start + step]
-            chunks.append((len(part), [encode_elements(part, size, self.encoding, symbols=self.coded)]))
+        parts = [elements[start:start + step] for start in range(0, self.numel, step)]
+        streams = map_ordered(lambda part: encode_elements(part, size, self.encoding, symbols=self.coded),
+                              parts, [part.nbytes for part in parts], self.threads)
+        chunks = [(len(part), [stream]) for part, stream in zip(parts, streams)]
         return EncodedTensor(
             self.dtype, self.shape, Layout.DENSE, ValueCoding.CODEBOOK if self.coded else ValueCoding.RAW,
             0, int(self.codebook_dtype) if self.coded else 0, k, codebook, chunks,
@@ -384,30 +389,34 @@ class _Plan:
         rows_per_chunk = max(1, min(rows, self.encoding.chunk_elements // max(1, cols)))
         if rows_per_chunk * cols > MAX_CHUNK_ELEMENTS:
             raise EncodingError(f"a row of {cols} elements is too long for CSR; store the tensor dense")
-        parts = []
-        any_filler = False
-        for start in range(0, rows, rows_per_chunk):
-            stop = min(rows, start + rows_per_chunk)
-            row_counts, gaps, sources = csr_encode(np.ascontiguousarray(marks[start:stop]), index_bits)
-            fillers = sources < 0
-            any_filler |= bool(fillers.any())
-            parts.append((start, stop, row_counts, gaps, sources, fillers))
+        bounds = [(start, min(rows, start + rows_per_chunk)) for start in range(0, rows, rows_per_chunk)]
+        costs = [(stop - start) * cols * self.elements.itemsize for start, stop in bounds]
+
+        def entries(bound):
+            start, stop = bound
+            return csr_encode(np.ascontiguousarray(marks[start:stop]), index_bits)
+
+        parts = map_ordered(entries, bounds, costs, self.threads)
+        any_filler = any(bool((sources < 0).any()) for _, _, sources in parts)
         codebook = None
         k = 0
         zero_symbol = None
         if self.coded:
             codebook, k, zero_symbol = self._codebook_stream(any_filler)
         size = self._value_size(k)
-        chunks = []
-        for start, stop, row_counts, gaps, sources, fillers in parts:
+
+        def chunk_streams(i):
+            (start, stop), (row_counts, gaps, sources) = bounds[i], parts[i]
             flat = self.elements[start * cols:stop * cols]
             values = gather_values(flat, sources, zero_symbol or 0)  # no zero symbol: no fillers
-            streams = [
+            return [
                 encode_elements(row_counts, 4, self.encoding, symbols=True),
                 encode_elements(gaps, symbol_size(1 << index_bits), self.encoding, symbols=True),
                 encode_elements(values, size, self.encoding, symbols=self.coded),
             ]
-            chunks.append((stop - start, streams))
+
+        streams = map_ordered(chunk_streams, range(len(bounds)), costs, self.threads)
+        chunks = [(stop - start, chunk) for (start, stop), chunk in zip(bounds, streams)]
         return EncodedTensor(
             self.dtype, self.shape, Layout.CSR, ValueCoding.CODEBOOK if self.coded else ValueCoding.RAW,
             index_bits, int(self.codebook_dtype) if self.coded else 0, k, codebook, chunks,

@@ -15,6 +15,7 @@ from .constants import (
     MAX_BITPACK_WIDTH,
     MAX_CHUNK_ELEMENTS,
     MAX_CODEBOOK_SIZE,
+    MAX_EMPTY_SHAPE_PRODUCT,
     MAX_INDEX_BITS,
     MAX_INDEX_LENGTH,
     MAX_METADATA_ENTRIES,
@@ -22,6 +23,7 @@ from .constants import (
     MAX_RANK,
     MAX_TENSOR_ELEMENTS,
     MAX_TENSORS,
+    MAX_ZSTD_EXPANSION,
     PREAMBLE_SIZE,
     TRAILER_SIZE,
     VERSION_MAJOR,
@@ -156,6 +158,13 @@ def _parse_index(index: bytes):
     return metadata, tensors
 
 
+def _product_of_nonzero(shape) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim or 1
+    return n
+
+
 def _enum(kind, value: int, what: str):
     try:
         return kind(value)
@@ -178,6 +187,11 @@ def _parse_tensor(cur: _Cursor) -> TensorInfo:
         numel *= dim  # Python ints cannot overflow; the bound is checked next
         if numel > MAX_TENSOR_ELEMENTS:
             raise LimitExceededError(f"{name!r} has more than {MAX_TENSOR_ELEMENTS} elements")
+    if numel == 0 and _product_of_nonzero(shape) > MAX_EMPTY_SHAPE_PRODUCT:
+        # This reader's own limit (spec §9): numpy cannot shape even an empty array like this.
+        raise LimitExceededError(
+            f"{name!r}: empty tensor of shape {shape}: the product of its non-zero dimensions "
+            f"exceeds this reader's limit of {MAX_EMPTY_SHAPE_PRODUCT}")
     layout = _enum(Layout, cur.u8("layout"), f"layout of {name!r}")
     value_coding = _enum(ValueCoding, cur.u8("value_coding"), f"value coding of {name!r}")
     index_bits = cur.u8("index_bits")
@@ -250,6 +264,16 @@ def _parse_tensor(cur: _Cursor) -> TensorInfo:
     )
 
 
+_MAX_COUNT_PER_BYTE = {
+    Codec.PLAIN: 1,  # length = count x element_size (§8.1)
+    Codec.BITPACK: 8,  # length = ceil(count x width / 8), width >= 1 (§8.2)
+    Codec.HUFFMAN: 8,  # count <= 8 x length (§8.3)
+    Codec.ZSTD: MAX_ZSTD_EXPANSION,  # count x element_size <= 65536 x length (§8.4)
+    Codec.BYTEPLANES: MAX_ZSTD_EXPANSION,  # each plane is PLAIN, HUFFMAN or ZSTD (§8.5)
+}
+"""The most elements one stored byte of each codec can decode to, whatever the element size."""
+
+
 def _parse_stream(cur: _Cursor, role: Role) -> StreamInfo:
     codec_id, param, reserved, crc, count, length = struct.unpack("<BBHIQQ", cur.take(24, "stream descriptor"))
     codec = _enum(Codec, codec_id, f"{role.value} stream codec")
@@ -262,6 +286,11 @@ def _parse_stream(cur: _Cursor, role: Role) -> StreamInfo:
         raise CorruptFileError(f"param of a {codec.name} stream must be zero")
     if count == 0 and (codec != Codec.PLAIN or length):
         raise CorruptFileError(f"an empty {role.value} stream must be PLAIN with length 0")
+    if count > _MAX_COUNT_PER_BYTE[codec] * length:
+        # Spec §8: a count the stored bytes cannot hold is corrupted. Checked here, before any
+        # buffer for the tensor is allocated, so a dense tensor's size is bounded by its streams.
+        raise CountMismatchError(
+            f"a {codec.name} {role.value} stream of {length} bytes cannot hold {count} elements")
     return StreamInfo(role, codec, param, crc, count, length)
 
 

@@ -2,12 +2,19 @@
 
 Every value read from the file is checked before a kernel indexes with it: stream bounds and
 checksums here, payload lengths in each codec, element bounds right after decoding.
+
+Decoding is planned, then run: :func:`plan_tensor` allocates a tensor's output and makes one job
+per chunk, each of which decodes its streams straight into its own slice of the output (codebook
+lookup fused into the CSR scatter or done in one pass for dense chunks). The jobs of one tensor,
+or of a whole file (:meth:`DCFReader.get_tensors`), run on several threads
+(:mod:`dcformat.parallel`).
 """
 from __future__ import annotations
 
 import mmap
 import os
 import zlib
+from functools import partial
 
 import numpy as np
 
@@ -15,20 +22,25 @@ from .codecs import get_codec
 from .constants import DEFAULT_MAX_TENSOR_BYTES, DTYPE_SIZE, ELEMENT_DTYPE, CodebookDType, Codec, DType, Layout, Role, ValueCoding
 from .errors import ChecksumError, CorruptFileError, CountMismatchError, DCFormatError, LimitExceededError
 from .index_reader import Header, read_header
+from .kernels import plan_for
+from .parallel import resolve_threads, run_jobs
 from .structures import StreamInfo, TensorInfo, element_bound, element_size, numpy_dtype
 from .tensors import CodebookTensor
 
 
-def decode_stream(buffer, stream: StreamInfo, tensor: TensorInfo, *, verify: bool = True) -> np.ndarray:
-    """Decode one stream of ``tensor`` to its elements, checked against the role's bound."""
+def decode_stream(buffer, stream: StreamInfo, tensor: TensorInfo, *, verify: bool = True,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """Decode one stream of ``tensor`` to its elements, checked against the role's bound.
+
+    ``out``: where to write them (see the codecs' ``decode``); returned."""
     payload = memoryview(buffer)[stream.offset:stream.offset + stream.length]
     if verify and zlib.crc32(payload) != stream.crc32:
         raise ChecksumError(f"{tensor.name!r}: {stream.role.value} stream checksum mismatch")
     size = element_size(stream.role, tensor)
     bound = element_bound(stream.role, tensor)
     if stream.count == 0:
-        return np.zeros(0, ELEMENT_DTYPE[size])
-    elements = get_codec(stream.codec).decode(payload, stream.count, size, stream.param, bound)
+        return np.zeros(0, ELEMENT_DTYPE[size]) if out is None else out
+    elements = get_codec(stream.codec).decode(payload, stream.count, size, stream.param, bound, out=out)
     if elements.shape != (stream.count,) or elements.dtype != ELEMENT_DTYPE[size]:
         raise CountMismatchError(f"{tensor.name!r}: {stream.role.value} stream decoded to a wrong size")
     if bound is not None and stream.codec != Codec.HUFFMAN and elements.max() >= bound:
@@ -58,21 +70,84 @@ def check_tensor_size(tensor: TensorInfo, max_tensor_bytes: int) -> None:
         )
 
 
-def decode_tensor(buffer, tensor: TensorInfo, *, verify: bool = True,
-                  max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> np.ndarray:
-    """Decode ``tensor`` (an index entry of the file held in ``buffer``) to a numpy array."""
+def plan_tensor(buffer, tensor: TensorInfo, *, verify: bool = True,
+                max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES, memory: np.ndarray | None = None):
+    """Allocate ``tensor``'s output and the jobs that fill it: returns ``(array, jobs)``.
+
+    ``jobs`` is a list of ``(cost, callable)``, one per chunk, for :func:`dcformat.parallel.run_jobs`;
+    each writes every element of its own slice of ``array`` (so ``array`` need not be zeroed), and
+    ``array`` holds the tensor once all have run without error. The codebook is decoded here.
+    ``memory``: optional uint8 array of exactly the tensor's bytes, aligned for its dtype, to
+    decode into (else a new array).
+    """
     check_tensor_size(tensor, max_tensor_bytes)
-    out_bits = np.zeros(tensor.numel, ELEMENT_DTYPE[DTYPE_SIZE[tensor.dtype]])
+    bits_dtype = ELEMENT_DTYPE[DTYPE_SIZE[tensor.dtype]]
+    out_bits = np.empty(tensor.numel, bits_dtype) if memory is None else memory.view(bits_dtype)
     table = _codebook_bits(buffer, tensor, verify) if tensor.value_coding == ValueCoding.CODEBOOK else None
+    cols = tensor.cols if tensor.layout == Layout.CSR else 1
+    jobs = []
     for chunk in tensor.chunks:
-        _decode_chunk(buffer, tensor, chunk, table, out_bits, verify)
-    return out_bits.view(numpy_dtype(tensor.dtype)).reshape(tensor.shape)
+        cost = chunk.extent * cols * out_bits.itemsize + 4 * sum(s.length for s in chunk.streams)
+        jobs.append((cost, partial(_decode_chunk, buffer, tensor, chunk, table, out_bits, verify)))
+    return out_bits.view(numpy_dtype(tensor.dtype)).reshape(tensor.shape), jobs
+
+
+def decode_tensor(buffer, tensor: TensorInfo, *, verify: bool = True,
+                  max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES, threads: int | None = None) -> np.ndarray:
+    """Decode ``tensor`` (an index entry of the file held in ``buffer``) to a numpy array.
+
+    Its chunks decode on ``threads`` threads (None: :func:`dcformat.parallel.default_threads`)."""
+    array, jobs = plan_tensor(buffer, tensor, verify=verify, max_tensor_bytes=max_tensor_bytes)
+    plan_for(tensor.numel)
+    run_jobs(jobs, threads)
+    return array
+
+
+ARENA_ALIGNMENT = 64
+"""Alignment of each tensor in the memory :func:`decode_tensors` shares between them."""
+
+
+def decode_tensors(buffer, tensors, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                   threads: int | None = None) -> dict[str, np.ndarray]:
+    """Decode several tensors at once, the chunks of all of them sharing the threads.
+
+    The arrays are views of one allocation (each 64-byte aligned), which the operating system can
+    back with huge pages: first-touch page faults cost as much as decoding otherwise. That memory
+    is freed when the last of the arrays is.
+    """
+    tensors = list(tensors)
+    for tensor in tensors:
+        check_tensor_size(tensor, max_tensor_bytes)
+    sizes = [tensor.numel * DTYPE_SIZE[tensor.dtype] for tensor in tensors]
+    offsets, total = [], 0
+    for size in sizes:
+        offsets.append(total)
+        total += -(-size // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+    arena = np.empty(total + ARENA_ALIGNMENT, np.uint8)
+    skip = -arena.ctypes.data % ARENA_ALIGNMENT
+    arrays, jobs = {}, []
+    for tensor, offset, size in zip(tensors, offsets, sizes):
+        memory = arena[skip + offset:skip + offset + size]
+        arrays[tensor.name], tensor_jobs = plan_tensor(buffer, tensor, verify=verify,
+                                                      max_tensor_bytes=max_tensor_bytes, memory=memory)
+        jobs.extend(tensor_jobs)
+    plan_for(sum(tensor.numel for tensor in tensors))
+    run_jobs(jobs, threads)
+    return arrays
 
 
 def _decode_chunk(buffer, tensor, chunk, table, out_bits, verify) -> None:
     if tensor.layout == Layout.DENSE:
-        values = decode_stream(buffer, chunk.streams[0], tensor, verify=verify)
-        out_bits[chunk.start:chunk.start + chunk.extent] = table[values] if table is not None else values
+        region = out_bits[chunk.start:chunk.start + chunk.extent]
+        if table is None:
+            decode_stream(buffer, chunk.streams[0], tensor, verify=verify, out=region)
+            return
+        from .kernels import for_count
+
+        symbols = decode_stream(buffer, chunk.streams[0], tensor, verify=verify)
+        bad = for_count("elements", len(symbols)).take(table, symbols, region)
+        if bad >= 0:
+            raise CorruptFileError(f"{tensor.name!r}: symbol {int(symbols[bad])} is outside the codebook")
         return
     from .csr import csr_decode
 
@@ -85,12 +160,10 @@ def _decode_chunk(buffer, tensor, chunk, table, out_bits, verify) -> None:
         )
     gaps = decode_stream(buffer, gaps_stream, tensor, verify=verify)
     values = decode_stream(buffer, values_stream, tensor, verify=verify)
-    if table is not None:
-        values = table[values]
     cols = tensor.cols
     start = chunk.start * cols
     region = out_bits[start:start + chunk.extent * cols]
-    csr_decode(row_counts, gaps, values, chunk.extent, cols, out=region)
+    csr_decode(row_counts, gaps, values, chunk.extent, cols, out=region, table=table)
 
 
 def decode_codebook_tensor(buffer, tensor: TensorInfo, *, verify: bool = True,
@@ -102,7 +175,9 @@ def decode_codebook_tensor(buffer, tensor: TensorInfo, *, verify: bool = True,
     """
     if tensor.value_coding != ValueCoding.CODEBOOK:
         raise DCFormatError(f"{tensor.name!r} is not stored with a codebook")
-    check_tensor_size(tensor, max_tensor_bytes)
+    if tensor.numel * 4 > max_tensor_bytes:  # what is allocated: int32 indices, whatever the dtype
+        raise LimitExceededError(f"{tensor.name!r} decodes to {tensor.numel * 4} bytes of indices, over "
+                                 f"this reader's limit of {max_tensor_bytes}")
     raw = decode_stream(buffer, tensor.codebook, tensor, verify=verify)
     codebook = raw.view("<f4" if tensor.codebook_dtype == CodebookDType.F32 else "<f2").copy()
     index_dtype = np.int32
@@ -135,7 +210,8 @@ class DCFReader:
     memory-mapped; a tensor's streams are read only when that tensor is asked for.
     """
 
-    def __init__(self, source, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES):
+    def __init__(self, source, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                 threads: int | None = None):
         self._file = None
         self._mmap = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -152,6 +228,7 @@ class DCFReader:
                 self._buffer = memoryview(self._mmap)
         self.verify = verify
         self.max_tensor_bytes = max_tensor_bytes
+        self.threads = resolve_threads(threads)
         try:
             self.header: Header = read_header(self._buffer, check_crc=verify)
         except BaseException:
@@ -175,7 +252,14 @@ class DCFReader:
         return list(self.header.tensors.values())
 
     def get_tensor(self, name: str) -> np.ndarray:
-        return decode_tensor(self._buffer, self.info(name), verify=self.verify, max_tensor_bytes=self.max_tensor_bytes)
+        return decode_tensor(self._buffer, self.info(name), verify=self.verify, max_tensor_bytes=self.max_tensor_bytes,
+                             threads=self.threads)
+
+    def get_tensors(self, names=None) -> dict[str, np.ndarray]:
+        """Decode the tensors ``names`` (default: all, in file order) at once, on all threads."""
+        infos = self.tensors_info() if names is None else [self.info(name) for name in names]
+        return decode_tensors(self._buffer, infos, verify=self.verify, max_tensor_bytes=self.max_tensor_bytes,
+                              threads=self.threads)
 
     def get_codebook_tensor(self, name: str) -> CodebookTensor:
         return decode_codebook_tensor(
@@ -194,10 +278,20 @@ class DCFReader:
     def verify_all(self) -> None:
         """Decode every tensor, checking every checksum and every rule; raise on the first fault."""
         for tensor in self.header.tensors.values():
-            decode_tensor(self._buffer, tensor, verify=True, max_tensor_bytes=self.max_tensor_bytes)
+            decode_tensor(self._buffer, tensor, verify=True, max_tensor_bytes=self.max_tensor_bytes,
+                          threads=self.threads)
+
+    def release_pages(self) -> None:
+        """Let the operating system unmap the file's pages from this process (they stay in the page
+        cache, and are mapped again when read). A reader streaming through a file larger than
+        memory calls this after each tensor, so its resident memory stays what it decodes."""
+        if self._mmap is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
-        buffer, self._buffer = getattr(self, "_buffer", None), memoryview(b"")
+        closed = memoryview(b"")
+        closed.release()  # decoding after close raises ValueError, as a closed file does (not a bad CRC)
+        buffer, self._buffer = getattr(self, "_buffer", None), closed
         if buffer is not None:
             buffer.release()
         if self._mmap is not None:

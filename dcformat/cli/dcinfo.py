@@ -46,6 +46,20 @@ def _inspect(path: str, verify: bool) -> dict:
         return file_summary(reader.header)
 
 
+def _packed_with(recipe_json) -> str | None:
+    """``preset safe, relative error <= 0.03 per tensor`` from the dcformat.recipe metadata."""
+    try:
+        recipe = json.loads(recipe_json) if recipe_json else None
+        budgets = sorted({r["max_error"] for r in recipe.get("rules", []) if r.get("max_error") is not None})
+        preset = recipe.get("preset")
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return None
+    parts = [f"preset {preset}"] if preset else []
+    if budgets:
+        parts.append(f"relative error <= {', '.join(f'{b:g}' for b in budgets)} per tensor")
+    return ", ".join(parts) or None
+
+
 def _print_text(path: str, s: dict, out) -> None:
     w = out.write
     w(f"{sanitize(path)}: dcf {s['version']}, {s['tensor_count']} tensors, {s['parameters']:,} parameters")
@@ -56,6 +70,9 @@ def _print_text(path: str, s: dict, out) -> None:
     bpw = f"{s['bits_per_weight']:.3f}" if s["bits_per_weight"] is not None else "-"
     w(f"  file {s['file_bytes']:,} bytes ({_human(s['file_bytes'])}), {bpw} bits/weight, {ratio} smaller than float32\n")
     w("  bytes by part: " + ", ".join(f"{p} {s['bytes_by_part'][p]:,}" for p in PARTS) + "\n")
+    packed = _packed_with(s["metadata"].get("dcformat.recipe"))
+    if packed:
+        w(f"  packed with: {sanitize(packed, 120)}\n")
     for key, value in s["metadata"].items():
         w(f"  meta {sanitize(key, 40)} = {sanitize(value, 80)}\n")
     if s.get("verified"):

@@ -11,9 +11,9 @@ import numpy as np
 
 from ..constants import MAX_BITPACK_WIDTH, Codec
 from ..errors import CorruptFileError, CountMismatchError, EncodingError
-from ..kernels import bitpack as _k
-from . import EncodedStream
-from .plain import as_elements, check_count, element_dtype
+from .. import kernels
+from . import EncodedStream, Prepared, _done
+from .plain import as_elements, check_count, check_out, element_dtype
 
 CODEC = Codec.BITPACK
 
@@ -46,11 +46,24 @@ def encode(elements, element_size: int, width: int | None = None) -> EncodedStre
     if needed > width:
         raise EncodingError(f"an element needs {needed} bits, more than the width {width}")
     out = np.empty(packed_size(a.size, width), np.uint8)
-    _k.pack(a, width, out)
+    kernels.jit("bitpack").pack(a, width, out)
     return EncodedStream(CODEC, width, out.tobytes())
 
 
-def decode(payload, count: int, element_size: int, param: int, bound=None) -> np.ndarray:
+def prepare(elements, element_size: int, *, limit: int | None = None, width: int | None = None) -> Prepared:
+    """The exact size, ``ceil(count × width / 8)``, before packing (``limit`` is not used)."""
+    a = as_elements(elements, element_size)
+    if a.size == 0:
+        raise EncodingError("a stream of 0 elements must use PLAIN, not BITPACK")
+    needed = max(1, int(a.max()).bit_length())
+    chosen = needed if width is None else width
+    if isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) \
+            or not needed <= chosen <= min(MAX_BITPACK_WIDTH, 8 * element_size):
+        return _done(encode(a, element_size, width))  # raises the encoder's own error
+    return Prepared(packed_size(a.size, int(chosen)), lambda: encode(a, element_size, int(chosen)))
+
+
+def decode(payload, count: int, element_size: int, param: int, bound=None, out=None) -> np.ndarray:
     """``count`` elements of ``param`` bits each, after checking the width, the exact length and
     the padding bits."""
     dtype = element_dtype(element_size)
@@ -69,6 +82,6 @@ def decode(payload, count: int, element_size: int, param: int, bound=None) -> np
     used = (count * width) % 8
     if used and data[-1] >> used:
         raise CorruptFileError("BITPACK stream: non-zero padding bits in its last byte")
-    out = np.empty(count, dtype.newbyteorder("="))
-    _k.unpack(data, width, out)
+    out = check_out(out, count, dtype)
+    kernels.for_count("bitpack", count).unpack(data, width, out)
     return out

@@ -31,8 +31,8 @@ import numpy as np
 
 from ..constants import Codec, PlaneTransform
 from ..errors import CorruptFileError, CountMismatchError, EncodingError, TruncatedFileError
-from . import EncodedStream, encode_smallest, get_codec
-from .plain import as_elements, check_count, element_dtype
+from . import EncodedStream, Prepared, get_codec, prepare_smallest
+from .plain import as_elements, check_count, check_out, element_dtype
 
 CODEC = Codec.BYTEPLANES
 PLANE_CODECS = frozenset({Codec.PLAIN, Codec.HUFFMAN, Codec.ZSTD})
@@ -57,33 +57,40 @@ def rotate_right(t: np.ndarray) -> np.ndarray:
     return (t >> t.dtype.type(1)) | ((t & t.dtype.type(1)) << t.dtype.type(bits - 1))
 
 
-def _encode_planes(a: np.ndarray, transform: PlaneTransform, plane_codecs, plane_options) -> bytes:
-    if transform == PlaneTransform.ROTATE:
-        a = rotate_left(a)
+def _prepare_planes(a: np.ndarray, transform: PlaneTransform, plane_codecs, plane_options) -> Prepared:
+    """Size the payload of ``a`` under ``transform``, each plane's codec chosen; ``finish()`` encodes."""
+    from ..kernels import jit
+
     size = a.dtype.itemsize
-    planes = a.view(np.uint8).reshape(a.size, size)  # little-endian: column j is byte j
-    descriptors, payloads = [], []
+    planes = np.empty((size, a.size), np.uint8)  # row j: byte j of every (transformed) element
+    jit("elements").split_planes(a, transform == PlaneTransform.ROTATE, planes)
+    prepared = []
     for j in range(size):
-        stream = encode_smallest(np.ascontiguousarray(planes[:, j]), 1, plane_codecs, plane_options)
-        if Codec(stream.codec) not in PLANE_CODECS or stream.param != 0:
-            raise EncodingError(f"plane codec {stream.codec} cannot be stored in BYTEPLANES")
-        if len(stream.payload) > 0xFFFFFFFF:
+        plane = prepare_smallest(planes[j], 1, plane_codecs, plane_options)
+        if plane.size > 0xFFFFFFFF:
             raise EncodingError("a byte plane is over 4 GiB; use smaller chunks")
-        descriptors.append(_PLANE.pack(stream.codec, b"\0\0\0", len(stream.payload)))
-        payloads.append(stream.payload)
-    return b"".join([_HEADER.pack(transform, size, 0), *descriptors, *payloads])
+        prepared.append(plane)
+
+    def finish() -> EncodedStream:
+        descriptors, payloads = [], []
+        for plane in prepared:
+            stream = plane.finish()
+            if Codec(stream.codec) not in PLANE_CODECS or stream.param != 0:
+                raise EncodingError(f"plane codec {stream.codec} cannot be stored in BYTEPLANES")
+            descriptors.append(_PLANE.pack(stream.codec, b"\0\0\0", len(stream.payload)))
+            payloads.append(stream.payload)
+        return EncodedStream(CODEC, 0, b"".join([_HEADER.pack(transform, size, 0), *descriptors, *payloads]))
+
+    return Prepared(HEADER_SIZE + PLANE_DESCRIPTOR_SIZE * size + sum(p.size for p in prepared), finish)
 
 
-def encode(elements, element_size: int, transform: int | None = None,
-           plane_codecs=(Codec.PLAIN, Codec.HUFFMAN, Codec.ZSTD),
-           plane_options=None) -> EncodedStream:
-    """Split into byte planes and code each with the smallest of ``plane_codecs``.
+def prepare(elements, element_size: int, *, limit: int | None = None, transform: int | None = None,
+            plane_codecs=(Codec.PLAIN, Codec.HUFFMAN, Codec.ZSTD), plane_options=None) -> Prepared:
+    """The exact size of :func:`encode`'s payload; ``finish()`` encodes only the planes it chose.
 
-    ``transform``: ``PlaneTransform.NONE`` (0), ``ROTATE`` (1), or ``None`` to try both and keep the
-    smaller payload (ties go to NONE). ``plane_codecs``: candidates for every plane, a subset of
-    PLAIN, HUFFMAN and ZSTD, tried by :func:`dcformat.codecs.encode_smallest`; ``plane_options``
-    maps a codec to its encode options (e.g. ``{Codec.ZSTD: {"level": 3}}``). Raises
-    :class:`EncodingError` for ``element_size`` 1 or no elements.
+    Every plane of every transform tried is sized (which costs a counting pass per plane, and for
+    ZSTD candidates a compression); only the winning transform's planes are then encoded.
+    ``limit`` is accepted for the codec interface and not used.
     """
     if element_size not in (2, 4, 8):
         raise EncodingError(f"BYTEPLANES needs 2-, 4- or 8-byte elements, got {element_size!r}")
@@ -105,13 +112,28 @@ def encode(elements, element_size: int, transform: int | None = None,
             raise EncodingError(f"unknown BYTEPLANES transform {transform!r}") from None
     best = None
     for t in transforms:
-        payload = _encode_planes(a, t, plane_codecs, plane_options)
-        if best is None or len(payload) < len(best):
-            best = payload
-    return EncodedStream(CODEC, 0, best)
+        prepared = _prepare_planes(a, t, plane_codecs, plane_options)
+        if best is None or prepared.size < best.size:
+            best = prepared
+    return best
 
 
-def decode(payload, count: int, element_size: int, param: int = 0, bound=None) -> np.ndarray:
+def encode(elements, element_size: int, transform: int | None = None,
+           plane_codecs=(Codec.PLAIN, Codec.HUFFMAN, Codec.ZSTD),
+           plane_options=None) -> EncodedStream:
+    """Split into byte planes and code each with the smallest of ``plane_codecs``.
+
+    ``transform``: ``PlaneTransform.NONE`` (0), ``ROTATE`` (1), or ``None`` to try both and keep the
+    smaller payload (ties go to NONE). ``plane_codecs``: candidates for every plane, a subset of
+    PLAIN, HUFFMAN and ZSTD, tried by :func:`dcformat.codecs.encode_smallest`; ``plane_options``
+    maps a codec to its encode options (e.g. ``{Codec.ZSTD: {"level": 3}}``). Raises
+    :class:`EncodingError` for ``element_size`` 1 or no elements.
+    """
+    return prepare(elements, element_size, transform=transform, plane_codecs=plane_codecs,
+                   plane_options=plane_options).finish()
+
+
+def decode(payload, count: int, element_size: int, param: int = 0, bound=None, out=None) -> np.ndarray:
     """``count`` elements from their byte planes, after validating the whole header."""
     count = check_count(count, param, CODEC)
     if element_size not in (2, 4, 8):
@@ -146,17 +168,20 @@ def decode(payload, count: int, element_size: int, param: int = 0, bound=None) -
         raise CountMismatchError(
             f"BYTEPLANES plane lengths add up to {start} bytes with the header, the payload has "
             f"{len(payload)}")
-    out = None
+    scratch = None
     for j, (codec, offset, length) in enumerate(planes):
-        # Each plane codec checks its length against count before it allocates; ``out`` is
+        # Each plane codec checks its length against count before it allocates; the planes are
         # allocated only once plane 0 has shown that its bytes can hold count elements.
-        plane = get_codec(codec).decode(payload[offset:offset + length], count, 1, 0, PLANE_BOUND)
+        plane = get_codec(codec).decode(payload[offset:offset + length], count, 1, 0, PLANE_BOUND,
+                                        out=None if scratch is None else scratch[j])
         if plane.shape != (count,):
             raise CountMismatchError(f"BYTEPLANES plane {j} decoded to {plane.shape[0]} bytes")
-        if out is None:
-            out = np.empty((count, element_size), np.uint8)
-        out[:, j] = plane
-    values = out.view(dtype).reshape(count)  # little-endian: byte j of an element is plane j
-    if transform == PlaneTransform.ROTATE:
-        values = rotate_right(values)
-    return values.astype(dtype.newbyteorder("="), copy=False)
+        if scratch is None:
+            scratch = np.empty((plane_count, count), np.uint8)
+            scratch[0] = plane
+    # one pass: byte j of an element is plane j (little-endian), then the rotation undone
+    from ..kernels import for_count
+
+    out = check_out(out, count, dtype)
+    for_count("elements", count).merge_planes(scratch, transform == PlaneTransform.ROTATE, out)
+    return out

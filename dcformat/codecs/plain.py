@@ -12,7 +12,7 @@ import numpy as np
 
 from ..constants import ELEMENT_DTYPE, Codec
 from ..errors import CorruptFileError, CountMismatchError, EncodingError
-from . import EncodedStream
+from . import EncodedStream, Prepared
 
 CODEC = Codec.PLAIN
 
@@ -58,13 +58,31 @@ def check_count(count: int, param: int, codec: Codec) -> int:
     return count
 
 
+def check_out(out, count: int, dtype: np.dtype) -> np.ndarray:
+    """The ``out`` argument of a codec's ``decode``, checked; a new array when ``out`` is None."""
+    dtype = np.dtype(dtype).newbyteorder("=")
+    if out is None:
+        return np.empty(count, dtype)
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != (count,) \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise TypeError(f"out must be a writable C-contiguous 1-D {dtype} array of {count} elements")
+    return out
+
+
 def encode(elements, element_size: int) -> EncodedStream:
     """Store the elements as they are, little-endian."""
     return EncodedStream(CODEC, 0, as_elements(elements, element_size).tobytes())
 
 
-def decode(payload, count: int, element_size: int, param: int = 0, bound=None) -> np.ndarray:
-    """``count`` elements from exactly ``count × element_size`` bytes (a new, writable array)."""
+def prepare(elements, element_size: int, *, limit: int | None = None) -> Prepared:
+    """``count × element_size`` bytes, known before encoding (``limit`` is not used)."""
+    a = as_elements(elements, element_size)
+    return Prepared(a.nbytes, lambda: EncodedStream(CODEC, 0, a.tobytes()))
+
+
+def decode(payload, count: int, element_size: int, param: int = 0, bound=None, out=None) -> np.ndarray:
+    """``count`` elements from exactly ``count × element_size`` bytes (a new, writable array, or
+    ``out``)."""
     dtype = element_dtype(element_size)
     count = int(count)
     if count < 0:
@@ -76,4 +94,6 @@ def decode(payload, count: int, element_size: int, param: int = 0, bound=None) -
         raise CountMismatchError(
             f"PLAIN stream of {count} elements of {element_size} bytes has {len(payload)} bytes, "
             f"not {count * dtype.itemsize}")
-    return np.frombuffer(payload, dtype=dtype).astype(dtype.newbyteorder("="), copy=True)
+    out = check_out(out, count, dtype)
+    out[...] = np.frombuffer(payload, dtype=dtype)
+    return out

@@ -4,7 +4,8 @@ A stream of ``width``-bit values, least significant bit first: bit 0 of the stre
 1) of its first byte, and value ``i`` occupies stream bits ``i*width … i*width + width - 1``, its
 least significant bit first. The unused high bits of the last byte are padding (zero).
 
-Plain ``@njit(cache=True)`` functions over typed numpy arrays, no Python objects inside. They do
+Plain ``@njit(cache=True, nogil=True)`` functions over typed numpy arrays, no Python objects inside
+(``nogil``: a reader decodes chunks on several threads at once). They do
 not validate: :mod:`dcformat.codecs.bitpack` checks widths, lengths and padding first. Even so,
 :func:`unpack` never reads past the end of ``data``, whatever its length.
 
@@ -17,13 +18,13 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def packed_size(count, width):
     """Bytes of ``count`` values of ``width`` bits: ``ceil(count * width / 8)``."""
     return (count * width + 7) // 8
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pack(values, width, out):
     """Pack ``values`` (any unsigned dtype) in ``width`` bits each (1 … 32) into ``out``.
 
@@ -48,7 +49,7 @@ def pack(values, width, out):
         out[pos] = np.uint8(acc)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _load64(data, b):
     """The 8 bytes ``data[b:b+8]`` as a little-endian uint64 (LLVM turns this into one load)."""
     return (np.uint64(data[b])
@@ -61,7 +62,7 @@ def _load64(data, b):
             | (np.uint64(data[b + 7]) << np.uint64(56)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def unpack(data, width, out):
     """Unpack ``len(out)`` values of ``width`` bits (1 … 32) from the uint8 array ``data``.
 

@@ -8,7 +8,8 @@ previous entry of the row (the first entry's gap is its column). A gap holds at 
 gap ``2 ** index_bits - 1`` and a zero value goes first. A raw gap of ``g`` zeros therefore costs
 ``g >> index_bits`` fillers.
 
-Plain ``@njit(cache=True)`` functions over typed arrays, no Python objects and no exceptions inside.
+Plain ``@njit(cache=True, nogil=True)`` functions over typed arrays, no Python objects and no exceptions
+inside (``nogil``: chunks decode on several threads at once).
 :mod:`dcformat.csr` validates and wraps them.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ ERR_POSITION = 2
 """An entry's column is ``>= cols``."""
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def count_entries(bits, index_bits, row_counts):
     """Pass 1 of the encoder: ``row_counts[r]`` = non-zeros + fillers of row ``r``.
 
@@ -44,7 +45,7 @@ def count_entries(bits, index_bits, row_counts):
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def fill_entries(bits, index_bits, gaps, sources):
     """Pass 2 of the encoder: write every entry's gap and source (flat index ``r * cols + c`` into
     the chunk, ``-1`` for a filler). ``gaps`` and ``sources`` have exactly the count of pass 1."""
@@ -68,7 +69,7 @@ def fill_entries(bits, index_bits, gaps, sources):
 
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def scatter(row_counts, gaps, values, cols, out):
     """Rebuild ``len(row_counts)`` rows of ``cols`` elements into the flat array ``out``.
 
@@ -98,5 +99,44 @@ def scatter(row_counts, gaps, values, cols, out):
             if position >= cols:
                 return ERR_POSITION, r
             out[base + position] = values[k]
+            k += 1
+    return OK, -1
+
+
+ERR_SYMBOL = 3
+"""A value is a codebook symbol ``>= len(table)``."""
+
+
+@numba.njit(cache=True, nogil=True)
+def scatter_take(row_counts, gaps, symbols, table, cols, out):
+    """:func:`scatter` of codebook values: writes ``table[symbols[k]]`` for entry ``k``.
+
+    One pass instead of two (symbols to values, then the scatter). Adds the check that every
+    symbol is ``< len(table)``: ``(ERR_SYMBOL, row)`` otherwise. Same contract as :func:`scatter`.
+    """
+    rows = row_counts.shape[0]
+    n = gaps.shape[0]
+    k_max = table.shape[0]
+    if symbols.shape[0] != n or out.shape[0] != rows * cols:
+        return ERR_COUNT, -1
+    total = np.int64(0)
+    for r in range(rows):
+        total += np.int64(row_counts[r])
+    if total != n:
+        return ERR_COUNT, -1
+    k = 0
+    for r in range(rows):
+        base = r * cols
+        for c in range(cols):
+            out[base + c] = 0
+        position = np.int64(-1)
+        for _ in range(np.int64(row_counts[r])):
+            position += np.int64(gaps[k]) + 1
+            s = np.int64(symbols[k])
+            if position >= cols:
+                return ERR_POSITION, r
+            if s >= k_max:
+                return ERR_SYMBOL, r
+            out[base + position] = table[s]
             k += 1
     return OK, -1

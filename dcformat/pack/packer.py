@@ -33,7 +33,8 @@ from .errors import PackError
 from .recipe import CSR_DENSITY, METADATA_KEY, Policy, Recipe, coerce_recipe, is_float
 
 RESERVED_PREFIX = "dcformat."
-"""Metadata keys the packer writes: ``dcformat.recipe`` (the recipe as JSON), ``dcformat.source``
+"""Metadata keys the packer writes: ``dcformat.recipe`` (the recipe as JSON, with its preset name
+and error budgets), ``dcformat.source``
 (the source file name), ``dcformat.source_format``, ``dcformat.source_metadata`` (the source's own
 string metadata as a JSON object, when it had any) and ``dcformat.packer``."""
 
@@ -165,12 +166,17 @@ def compress_tensor(array: np.ndarray, policy: Policy, *, mask: np.ndarray | Non
         if not np.isfinite(half).all():
             raise PackError("a codebook value is outside the float16 range; use codebook_dtype float32")
         stored = CodebookTensor(half, stored.indices, stored.dtype)
+    return stored, encoding_for(array, stored, policy, pruned=mask is not None)
+
+
+def encoding_for(array: np.ndarray, stored, policy: Policy, *, pruned: bool) -> Encoding:
+    """The writer settings for a compressed tensor: the policy's index width and layout."""
     layout = policy.layout
     if layout == "auto":
         # A pruned, sparse tensor goes straight to CSR: the writer's own "auto" would also encode it
         # dense to compare, which triples the packing time and, at this density, does not win.
-        layout = "csr" if mask is not None and array.ndim >= 2 and _density(stored) <= CSR_DENSITY else "auto"
-    return stored, Encoding(index_bits=policy.resolved_index_bits(array.ndim), layout=layout)
+        layout = "csr" if pruned and array.ndim >= 2 and _density(stored) <= CSR_DENSITY else "auto"
+    return Encoding(index_bits=policy.resolved_index_bits(array.ndim), layout=layout)
 
 
 def _density(stored) -> float:
@@ -207,6 +213,12 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="w", unit_scale=True, leave=False, disable=None if enabled else True)
+
+
+def choose_encoding(array, max_error, *, search="sparsity+bits"):
+    from .budget import choose
+
+    return choose(array, max_error, search=search)
 
 
 def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, progress: bool = False,
@@ -246,13 +258,20 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     with DCFWriter(out, metadata=meta) as writer, _progress(total, "packing", progress) as bar:
         for name in names:
             array, policy = tensors[name], policies[name]
+            described = policy.describe()
             try:
-                stored, encoding = compress_tensor(array, policy, mask=masks.pop(name, None))
+                if policy.max_error is not None:
+                    choice = choose_encoding(array, policy.max_error, search=policy.search)
+                    stored = choice.stored
+                    described = f"{choice.policy.describe()} (error ≤ {policy.max_error:g})"
+                    info = writer.add_encoded(name, choice.encoded)
+                else:
+                    stored, encoding = compress_tensor(array, policy, mask=masks.pop(name, None))
+                    info = writer.add(name, stored, encoding)
             except PackError as exc:
                 raise PackError(f"tensor {name!r}: {exc}") from None
             except ValueError as exc:  # the compress primitives name the argument, not the tensor
                 raise PackError(f"tensor {name!r}: {exc}") from None
-            info = writer.add(name, stored, encoding)
             dense = reconstruction(stored)
             kept_bits = _nonzero_bits(dense)
             lossless = stored is array
@@ -264,7 +283,7 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
             rule = rules[name]
             reports.append(TensorReport(
                 name=name, shape=tuple(int(d) for d in array.shape), dtype=array.dtype.name,
-                policy=policy.describe(), rule=(rule.name or f"rule {recipe.rules.index(rule) + 1}") if rule else None,
+                policy=described, rule=(rule.name or f"rule {recipe.rules.index(rule) + 1}") if rule else None,
                 parameters=int(array.size), nonzeros=expected[name][1], pruned=pruned, relative_error=error,
                 codebook_size=info.codebook_size or None, bytes=info.stored_bytes, lossless=lossless,
             ))

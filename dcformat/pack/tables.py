@@ -261,7 +261,8 @@ LAYER_COLUMNS = [
     Column("bytes", "bytes", ",d"),
     Column("codecs", "codecs (values/gaps)"),
 ]
-FIDELITY_COLUMNS = [Column("pruned", "pruned", _pct), Column("relative_error", "rel. error", ".3f")]
+FIDELITY_COLUMNS = [Column("policy", "setting"), Column("pruned", "pruned", _pct),
+                    Column("relative_error", "rel. error", ".3f")]
 
 LAYER_NOTES = [
     "kept: non-zero elements / elements. Entries (the denominator of every bits column) are CSR entries, "
@@ -339,6 +340,7 @@ def layer_table(path, reports=None, *, stats: FileStats | None = None, collapse_
             bytes_by_part=row["parts"],
         )
         if reports and row["name"] in reports:
+            out["policy"] = reports[row["name"]].policy
             out["pruned"] = reports[row["name"]].pruned
             out["relative_error"] = reports[row["name"]].relative_error
         rows.append(out)

@@ -1,0 +1,124 @@
+"""Run decoding jobs on several threads: one shared pool, small jobs inline, errors in job order.
+
+The chunks of a dcf file decode independently (spec §4.4), and the work inside a chunk happens in
+code that releases the GIL: the Numba kernels (compiled ``nogil=True``), ``zlib.crc32`` and
+libzstd (for buffers of a few KiB and more), numpy copies. So plain threads use every core without
+the cost of processes, and each job writes straight into its own slice of the output.
+
+The number of threads is, in order: the ``threads`` argument a caller passes, the environment
+variable ``DCFORMAT_THREADS``, or the CPUs this process may run on. ``threads=1`` decodes serially
+on the calling thread, with no pool.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+INLINE_COST = 1 << 17
+"""Jobs that cost less than this (bytes written plus bytes read, roughly) run on the calling thread:
+handing them to the pool would cost more than it saves."""
+SERIAL_COST = 1 << 21
+"""Below this total cost every job runs on the calling thread: for a small file, fixed costs per
+stream (Python, holding the GIL) outweigh what a second core brings."""
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def default_threads() -> int:
+    """``DCFORMAT_THREADS`` if set (at least 1), else the CPUs this process may run on."""
+    value = os.environ.get("DCFORMAT_THREADS")
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int | None) -> int:
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
+    return threads
+
+
+def _shared_pool(size: int) -> ThreadPoolExecutor:
+    """One pool for the process, replaced by a larger one when a caller asks for more threads.
+
+    A replaced pool is not shut down (another caller may be about to submit to it); its idle
+    threads cost nothing."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < size:
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="dcformat")
+            _pool_size = size
+        return _pool
+
+
+def run_jobs(jobs, threads: int | None = None) -> None:
+    """Run ``jobs``, a list of ``(cost, callable)``; return when every one has finished.
+
+    With more than one thread and a total cost of at least ``SERIAL_COST``, jobs of cost
+    ``>= INLINE_COST`` go to the shared pool (largest first, which balances the load) while the
+    calling thread runs the small ones. If jobs raise, the exception of the first failing job
+    *in list order* is raised, as a serial loop would raise it: once job ``i`` has failed, the
+    jobs after ``i`` that have not started are cancelled, those before it still run, and the call
+    returns only when no job is running.
+    """
+    threads = resolve_threads(threads)
+    big = [job for job in jobs if job[0] >= INLINE_COST] if threads > 1 else []
+    if len(big) < 2 or sum(job[0] for job in jobs) < SERIAL_COST:  # a pool would only add overhead
+        for _, job in jobs:
+            job()
+        return
+    order = {id(job): i for i, job in enumerate(jobs)}
+    pool = _shared_pool(threads)
+    futures = [(order[id(job)], pool.submit(job[1])) for job in sorted(big, key=lambda j: -j[0])]
+    errors = []
+
+    def stop_after(index):
+        """Cancel the pool's jobs that come after ``index``: they cannot change which error wins."""
+        for i, future in futures:
+            if i > index:
+                future.cancel()
+
+    try:
+        for i, job in enumerate(jobs):
+            if job[0] < INLINE_COST:
+                try:
+                    job[1]()
+                except BaseException as error:  # noqa: BLE001 - re-raised below, in job order
+                    errors.append((i, error))
+                    stop_after(i)
+                    break
+    finally:
+        for i, future in futures:  # wait for every job that started: none may outlive the call
+            if future.cancelled():
+                continue
+            error = future.exception()
+            if error is not None:
+                errors.append((i, error))
+                stop_after(i)
+    if errors:
+        raise min(errors, key=lambda e: e[0])[1]
+
+
+def map_ordered(function, items, costs, threads: int | None = None) -> list:
+    """``[function(item) for item in items]``, the calls spread over threads as :func:`run_jobs`
+    spreads jobs (``costs``: one per item); raises what the first failing call raises."""
+    results = [None] * len(items)
+
+    def job(i, item):
+        def run():
+            results[i] = function(item)
+        return run
+
+    run_jobs([(cost, job(i, item)) for i, (item, cost) in enumerate(zip(items, costs))], threads)
+    return results

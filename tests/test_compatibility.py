@@ -1,0 +1,151 @@
+"""Compatibility: every released format version stays readable, forever.
+
+The golden vectors of each version (spec/vectors/README.md) are frozen here by their SHA-256:
+they are never regenerated, so a reader change that stops decoding one, or a change to the bytes
+of one, fails this test. A reader refuses a newer *major* version, naming it, and reads a newer
+*minor* version (spec §3.1), refusing only the unknown enum values it meets.
+"""
+import hashlib
+import json
+import pathlib
+import struct
+
+import numpy as np
+import pytest
+
+import dcformat
+import fuzz_helpers as fh
+from dcformat.constants import VERSION_MAJOR, VERSION_MINOR
+from dcformat.errors import CorruptFileError, UnsupportedVersionError
+from dcformat.vectors import array_from_json
+
+VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
+
+# version -> {file name: SHA-256}. The top level of spec/vectors/ holds the 1.0 vectors; a later
+# version's vectors go in spec/vectors/MAJOR.MINOR/ and get an entry here when it is released.
+FROZEN = {
+    "1.0": {
+        "01_dense_raw.dcf": "a92101e770e4ec3b9045d6727505eecee38423add6c669a5c09cf9766a18f75a",
+        "02_scalar_empty_types.dcf": "4b0154515d335aa4a15ad65407c836d47cc626906097df7f38c87f9783f6420c",
+        "03_csr_fillers_bitpack.dcf": "a9e3a32ee758a3f9c6ea1f7dd233ac27557223aa508b5101a6992bfb94c6559b",
+        "04_csr_codebook_huffman.dcf": "fb7416df239fb391a27d25625d9b4b9e2a05258820e2a04d22b5935aed7dd3b6",
+        "05_dense_codebook_f16.dcf": "58a8eac69b18a5316daebcc9fcd0252c2cbedfb9c63ac6767c7e6d8710d73448",
+        "06_huffman_one_symbol.dcf": "dce50070751753382ce509a58f68e5a48640829e1290fef2eeb0852c71be5514",
+        "07_codebook_16bit.dcf": "1b5370bde4f993a42daaba1c5764b8edab39e8f9ab7c09c21d3fa0f49ef36d00",
+        "08_multichunk.dcf": "48ead9f17837cd04d584be9a4b2e1ce138d5b78a57ff11da051b53432de2bf70",
+        "09_zstd.dcf": "dd938b34d20554d7fdb0ce950634269caea0ec96d55fa3bfcc839a9f06790094",
+        "10_byteplanes_lossless.dcf": "5d8235accec2cf665d6ce4ebc7dee8e19ec61c0714c9d368b4de740b5797623c",
+        "11_power_of_two.dcf": "1d4c9e6b0aecdcda5bfda1a3c403a54240fc844dfb8c1cd75305bdc1c1ec1e35",
+        "12_alignment.dcf": "07cf03dd782a5813d4d84df061aeadd05d2b0c2f06c886f9b1526bb85bcfbd0c",
+        "13_metadata_unicode.dcf": "30538f3a64fdaa242cc75901a9a0e33055ea3d4eedbeeb98a09f700e83954d61",
+        "14_huffman_lanes.dcf": "b3d130891913418eb9e402ce002c2eb21779dd3166b8412bd4fe1fb212e62f6a",
+        "15_lossless_codebook_auto.dcf": "5663964ebb4d013f65955806207511bd7ad6b45938cf495e6a9a0ca1a9f3a3c5",
+        "16_worked_example.dcf": "07aaf81fbecfd88c044637b2cb08e119b98f0ffc329f4dfc8b4fa8d675d0363c",
+        "01_dense_raw.json": "ab940123e3ec8588f4ee41138761200deffc280489163c5568462c0fd1c023fe",
+        "02_scalar_empty_types.json": "139b8bcc516e6a6d48030dfebac2f5544e3e2e8f132851a8756efa7574bcb9b9",
+        "03_csr_fillers_bitpack.json": "9026a0ea4eae00feb215b23af48a6d73c0de60020d06a7dc237e02be1d0b78e8",
+        "04_csr_codebook_huffman.json": "5519dd35dfa59d77713ad16781fb95725630a16e8db597db33da0d6ff83719ae",
+        "05_dense_codebook_f16.json": "faf016173d8f5eea132b27c455e180207cc2fc98c602908bfec0948357ef6da1",
+        "06_huffman_one_symbol.json": "5363636377ed2084a41cac916b5fe25033e59b78dea59428fad8183325a030ef",
+        "07_codebook_16bit.json": "d4ebcfc021fbc7a42ac6b3993b00bdd89b2916d7582cd7512ab5620a0aac64fa",
+        "08_multichunk.json": "7703030326941ba711f59fabdb4f7b4c33741a149233ee3ba372ea8ea4de0481",
+        "09_zstd.json": "5dbf5774ac6dcc6d69f3d7e9ac16ca54bb7a172d53df6e8452d333b731522ee0",
+        "10_byteplanes_lossless.json": "f7803fafdc7a0049c9674fb44e31871e89f27a0911009ae716230fbb9527f6b2",
+        "11_power_of_two.json": "7ab2175c0d26a57316ca71b2a6b247767fb82004d5f5ccd2774ae3589106fde9",
+        "12_alignment.json": "612880e8a8d3207ce8dd413269c9ac03f193567386d1c7784205356a30cae075",
+        "13_metadata_unicode.json": "2494e384998d2258c20421a3c1998cd7a324c4802cc4a479f3b2de82bea8b60b",
+        "14_huffman_lanes.json": "9f6cbefbd7ed9303a284292af994bc020a56f0a29946ab4a37ff41bf3399e544",
+        "15_lossless_codebook_auto.json": "dc7e49859488dfa4401c3b3dc19634dac1c1ff03a147182968fd8b4aa83c59ca",
+        "16_worked_example.json": "b6de79e8434d1ab570aa93eeeedecd1fbedd0ab487e382e3be3eb60e35526afe",
+    },
+}
+
+
+def _directory(version: str) -> pathlib.Path:
+    return VECTORS if version == "1.0" else VECTORS / version
+
+
+def test_every_vector_is_frozen():
+    """A vector added without an entry here (or one removed) fails: vectors are added once, with
+    their hash, and kept."""
+    on_disk = {p.name for p in VECTORS.iterdir() if p.suffix in (".dcf", ".json")}
+    assert on_disk == set(FROZEN["1.0"])
+    versions = {p.name for p in VECTORS.iterdir() if p.is_dir()}
+    assert versions <= set(FROZEN), f"vector directories without frozen hashes: {versions - set(FROZEN)}"
+
+
+@pytest.mark.parametrize("version, name", [(v, n) for v, files in FROZEN.items() for n in sorted(files)])
+def test_vector_bytes_never_change(version, name):
+    data = (_directory(version) / name).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == FROZEN[version][name], (
+        f"{version}/{name} changed: released vectors are never regenerated (spec §10)")
+
+
+@pytest.mark.parametrize("version, name", [(v, n[:-4]) for v, files in FROZEN.items() for n in sorted(files)
+                                           if n.endswith(".dcf")])
+def test_every_released_version_stays_readable(version, name):
+    """Each vector of each released version decodes to what its JSON says, by this reader."""
+    directory = _directory(version)
+    data = (directory / f"{name}.dcf").read_bytes()
+    spec = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    with dcformat.open(data) as f:
+        assert f.header.version == tuple(int(x) for x in version.split("."))
+        assert f.keys() == list(spec["expected"])
+        for key, expected in spec["expected"].items():
+            want = array_from_json(expected)
+            got = f.get_tensor(key)
+            assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+        f.verify_all()
+
+
+def test_this_writer_writes_the_current_version():
+    data = dcformat.save({"a": np.ones(2, np.float32)})
+    assert struct.unpack_from("<HH", data, 4) == (VERSION_MAJOR, VERSION_MINOR) == (1, 0)
+    assert dcformat.FORMAT_VERSION == (1, 0)
+
+
+def _with_version(major, minor):
+    data = bytearray((VECTORS / "04_csr_codebook_huffman.dcf").read_bytes())
+    struct.pack_into("<HH", data, 4, major, minor)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("major", [0, 2, 3, 10, 255, 0xFFFF])
+@pytest.mark.parametrize("minor", [0, 1, 0xFFFF])
+def test_other_major_versions_are_refused_by_name(major, minor):
+    with pytest.raises(UnsupportedVersionError, match=rf"version {major}\.{minor} is not supported") as caught:
+        dcformat.open(_with_version(major, minor))
+    assert f"{VERSION_MAJOR}.x" in str(caught.value)  # and says what this reader implements
+    with pytest.raises(UnsupportedVersionError):
+        dcformat.load(_with_version(major, minor))
+
+
+@pytest.mark.parametrize("minor", [1, 2, 9, 100, 0xFFFF])
+def test_newer_minor_versions_are_read(minor):
+    """A newer minor version only adds enum values: a file that uses none of them decodes as 1.0."""
+    want = dcformat.load(_with_version(1, 0))
+    with dcformat.open(_with_version(1, minor)) as f:
+        assert f.header.version == (1, minor)
+        for name, array in want.items():
+            assert np.array_equal(f.get_tensor(name), array)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("dtype", 14, "dtype"),
+    ("codec", 5, "codec"),
+    ("layout", 2, "layout"),
+    ("value_coding", 2, "value coding"),
+    ("codebook_dtype", 3, "codebook dtype"),
+])
+def test_newer_minor_version_with_an_unknown_enum_value(field, value, words):
+    """The unknown value is refused, and the message names it (a newer minor version's reader
+    would know it)."""
+    model = fh.parse_model((VECTORS / "04_csr_codebook_huffman.dcf").read_bytes())
+    model.minor = 1
+    t = model.tensors[0]
+    if field == "codec":
+        t.chunks[0].streams[0].codec = value
+    else:
+        setattr(t, field, value)
+    with pytest.raises(CorruptFileError, match=rf"{words}.* {value}"):
+        dcformat.load(fh.serialize(model))
