@@ -74,7 +74,8 @@ def open(path, *, verify: bool = True, **limits) -> DCFReader:  # noqa: A001 - t
 def load_file(path, **options) -> dict:
     """Decode every tensor of the file at ``path``; returns name -> numpy array.
 
-    ``options`` go to :class:`DCFReader`: ``max_tensor_bytes``, ``verify``, and ``threads`` (the
+    ``options`` go to :class:`DCFReader`: ``max_tensor_bytes``, ``max_total_bytes`` (16 GiB each by
+    default), ``verify``, and ``threads`` (the
     chunks of all tensors decode in parallel; default: every CPU, or ``DCFORMAT_THREADS``). The
     arrays are views of one allocation, freed with the last of them (``DCFReader.get_tensors``)."""
     with DCFReader(path, **options) as reader:

@@ -36,6 +36,8 @@ MAX_ALIGNMENT_LOG2 = 12
 # The reference decoder's own limit (spec §9 allows a lower one): a tensor decoding to more bytes
 # than this is refused unless the caller raises the limit.
 DEFAULT_MAX_TENSOR_BYTES = 16 * 2**30
+# ... and the same for everything one eager load (load_file, get_tensors) decodes together.
+DEFAULT_MAX_TOTAL_BYTES = 16 * 2**30
 # Another: an empty tensor (a zero dimension) whose other dimensions multiply to more than this is
 # refused, since numpy cannot shape even an empty array of 8-byte elements past 2**63 - 1 bytes.
 MAX_EMPTY_SHAPE_PRODUCT = 2**60 - 1

@@ -19,7 +19,7 @@ from functools import partial
 import numpy as np
 
 from .codecs import get_codec
-from .constants import DEFAULT_MAX_TENSOR_BYTES, DTYPE_SIZE, ELEMENT_DTYPE, CodebookDType, Codec, DType, Layout, Role, ValueCoding
+from .constants import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, DTYPE_SIZE, ELEMENT_DTYPE, CodebookDType, Codec, DType, Layout, Role, ValueCoding
 from .errors import ChecksumError, CorruptFileError, CountMismatchError, DCFormatError, LimitExceededError
 from .index_reader import Header, read_header
 from .kernels import plan_for
@@ -108,7 +108,8 @@ ARENA_ALIGNMENT = 64
 
 
 def decode_tensors(buffer, tensors, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
-                   threads: int | None = None) -> dict[str, np.ndarray]:
+                   threads: int | None = None,
+                   max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> dict[str, np.ndarray]:
     """Decode several tensors at once, the chunks of all of them sharing the threads.
 
     The arrays are views of one allocation (each 64-byte aligned), which the operating system can
@@ -119,6 +120,11 @@ def decode_tensors(buffer, tensors, *, verify: bool = True, max_tensor_bytes: in
     for tensor in tensors:
         check_tensor_size(tensor, max_tensor_bytes)
     sizes = [tensor.numel * DTYPE_SIZE[tensor.dtype] for tensor in tensors]
+    if sum(sizes) > max_total_bytes:
+        raise LimitExceededError(
+            f"the tensors decode to {sum(sizes)} bytes together, over this reader's limit of {max_total_bytes} "
+            "(max_total_bytes)"
+        )
     offsets, total = [], 0
     for size in sizes:
         offsets.append(total)
@@ -211,7 +217,7 @@ class DCFReader:
     """
 
     def __init__(self, source, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
-                 threads: int | None = None):
+                 threads: int | None = None, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES):
         self._file = None
         self._mmap = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -228,6 +234,7 @@ class DCFReader:
                 self._buffer = memoryview(self._mmap)
         self.verify = verify
         self.max_tensor_bytes = max_tensor_bytes
+        self.max_total_bytes = max_total_bytes
         self.threads = resolve_threads(threads)
         try:
             self.header: Header = read_header(self._buffer, check_crc=verify)
@@ -259,7 +266,7 @@ class DCFReader:
         """Decode the tensors ``names`` (default: all, in file order) at once, on all threads."""
         infos = self.tensors_info() if names is None else [self.info(name) for name in names]
         return decode_tensors(self._buffer, infos, verify=self.verify, max_tensor_bytes=self.max_tensor_bytes,
-                              threads=self.threads)
+                              threads=self.threads, max_total_bytes=self.max_total_bytes)
 
     def get_codebook_tensor(self, name: str) -> CodebookTensor:
         return decode_codebook_tensor(

@@ -85,6 +85,10 @@ class DCFWriter:
             self._path = os.fspath(target)
             directory = os.path.dirname(os.path.abspath(self._path))
             fd, self._temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".dcf.tmp")
+            # mkstemp makes the file 0600; give it the mode a file created in place would have
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
             self._file = os.fdopen(fd, "wb")
         else:
             self._file = target

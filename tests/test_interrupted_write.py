@@ -283,9 +283,6 @@ def test_successful_write_is_durable_and_complete(tmp_path, monkeypatch):
     assert _temps(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason="DCFWriter's temporary file comes from mkstemp (mode 0600) and "
-                                       "keeps that mode after the rename (fix: os.fchmod(fd, 0o666 & "
-                                       "~umask) after mkstemp)")
 def test_written_file_has_the_permissions_of_a_new_file(tmp_path):
     """A file written atomically should look like one written in place: mode 0666 & ~umask."""
     umask = os.umask(0)

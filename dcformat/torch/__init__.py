@@ -20,12 +20,13 @@ A typical loop::
         pruner.prune(target)
         train(model, optimizer, epochs=2)     # the user's loop, unchanged
     pruner.remove()
-    quantizer = TrainedQuantizer(model, bits=5)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)   # now trains the centroids
+    TrainedQuantizer(model, bits=5)           # weights = codebook[labels] from now on
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)  # trains the centroids
     train(model, optimizer, epochs=2)
-    save_dcf(model, "model.dcf")
+    save_dcf(model, "model.dcf")              # codebooks and labels exactly as trained
+    load_dcf(fresh_model, "model.dcf")
 
-Only this subpackage imports torch; ``import dcformat`` works without it.
+The core codec does not need torch: ``import dcformat`` works without it.
 """
 from __future__ import annotations
 
