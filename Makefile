@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow bench venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]' || echo "ZipNN did not install: the benchmark skips it"
+	$(BIN)/python tools/benchmark.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

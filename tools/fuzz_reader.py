@@ -399,7 +399,8 @@ def atheris_main(args, state=None) -> int:
         else int(60 * args.minutes) or 600
     argv = [sys.argv[0], str(corpus_dir), f"-max_total_time={seconds}", f"-timeout={args.timeout}",
             f"-rss_limit_mb={args.memory_mb + 1024}", f"-artifact_prefix={args.findings}/",
-            "-print_final_stats=1", "-max_len=65536", f"-seed={args.seed}"]
+            "-print_final_stats=1", "-max_len=65536", f"-seed={args.seed}",
+            "-report_slow_units=60"]  # not 10 s: a fresh process may JIT-compile the kernels first
     atheris.Setup(argv, one_input, custom_mutator=mutator)
     atheris.Fuzz()  # exits the process when done
     return 0
