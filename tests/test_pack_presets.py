@@ -74,7 +74,8 @@ def test_cli_preset_conflicts_are_one_line_errors(tmp_path, checkpoint, capsys, 
     assert len(err) == 1 and message in err[0], err
 
 
-def test_help_documents_the_presets(capsys):
+def test_help_documents_the_presets(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps at hyphens on narrow terminals
     with pytest.raises(SystemExit):
         dcpack.main(["--help"])
     text = capsys.readouterr().out
