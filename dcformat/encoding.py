@@ -18,6 +18,7 @@ from .constants import (
     ELEMENT_DTYPE,
     MAX_CHUNK_ELEMENTS,
     MAX_CODEBOOK_SIZE,
+    MAX_EMPTY_SHAPE_PRODUCT,
     MAX_INDEX_BITS,
     CodebookDType,
     Codec,
@@ -235,6 +236,8 @@ def encode_tensor(tensor, encoding: Encoding | None = None, *, threads: int | No
     bits = _bits_view(array)
     shape = tuple(int(d) for d in array.shape)
     if array.size == 0:
+        if int(np.prod([d for d in shape if d], dtype=object)) > MAX_EMPTY_SHAPE_PRODUCT:
+            raise EncodingError(f"empty shape {shape}: its non-zero dimensions multiply past what readers accept")
         return EncodedTensor(dtype, shape, Layout.DENSE, ValueCoding.RAW, 0, 0, 0, None, [])
     codebook_values = None
     if encoding.codebook == "auto" and dtype in (DType.F32, DType.F16):

@@ -140,6 +140,7 @@ def test_writer_state_machine(tmp_path):
     dict(tensors={"x": np.zeros(1)}, metadata={"k": 1}),
     dict(tensors={"x": np.zeros(1)}, encodings={"y": Encoding()}),
     dict(tensors={"x": np.zeros(3)}, encodings={"x": Encoding(layout="csr")}),
+    dict(tensors={"x": np.zeros((0, 2**31, 2**31), np.uint8)}),
 ])
 def test_bad_writer_input_raises_encoding_error(bad):
     with pytest.raises(dcformat.EncodingError):
