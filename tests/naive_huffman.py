@@ -6,6 +6,8 @@ Written from the spec text alone, as a reference for the Numba kernels: lists of
 """
 from __future__ import annotations
 
+import numpy as np
+
 MAX_CODE_LENGTH = 16
 MAX_HUFFMAN_LANES = 8
 
@@ -154,3 +156,22 @@ def decode_lane(lane: bytes, n: int, decoding: dict, max_length: int) -> list[in
     if any(bits[i:]):
         raise NaiveError("lane padding")
     return out
+
+
+def random_lengths(rng, alphabet, max_length, present=None):
+    """Valid code lengths: a random complete code (or one symbol) over a random subset."""
+    present = present or int(rng.integers(1, min(alphabet, 1 << max_length) + 1))
+    symbols = np.sort(rng.choice(alphabet, size=present, replace=False))
+    lengths = np.zeros(alphabet, np.uint8)
+    if present == 1:
+        lengths[symbols] = 1
+        return lengths
+    leaves = [0] * (max_length + 1)  # leaves per depth: split a leaf at a random depth
+    leaves[0] = 1
+    for _ in range(present - 1):
+        depths = [d for d in range(max_length) if leaves[d]]
+        d = depths[int(rng.integers(len(depths)))]
+        leaves[d] -= 1
+        leaves[d + 1] += 2
+    lengths[symbols] = rng.permutation(np.repeat(np.arange(max_length + 1), leaves))
+    return lengths

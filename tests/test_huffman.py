@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import naive_huffman as naive
+from naive_huffman import random_lengths
 from dcformat.codecs import huffman
 from dcformat.constants import Codec
 from dcformat.errors import (
@@ -25,25 +26,6 @@ from dcformat.errors import (
 )
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def random_lengths(rng, alphabet, max_length, present=None):
-    """Valid code lengths: a random complete code (or one symbol) over a random subset."""
-    present = present or int(rng.integers(1, min(alphabet, 1 << max_length) + 1))
-    symbols = np.sort(rng.choice(alphabet, size=present, replace=False))
-    lengths = np.zeros(alphabet, np.uint8)
-    if present == 1:
-        lengths[symbols] = 1
-        return lengths
-    leaves = [0] * (max_length + 1)  # leaves per depth: split a leaf at a random depth
-    leaves[0] = 1
-    for _ in range(present - 1):
-        depths = [d for d in range(max_length) if leaves[d]]
-        d = depths[int(rng.integers(len(depths)))]
-        leaves[d] -= 1
-        leaves[d + 1] += 2
-    lengths[symbols] = rng.permutation(np.repeat(np.arange(max_length + 1), leaves))
-    return lengths
 
 
 def random_symbols(rng, lengths, count):

@@ -17,6 +17,7 @@ from dcformat.kernels import bitpack as jit_bitpack
 from dcformat.kernels import csr as jit_csr
 from dcformat.kernels import elements as jit_elements
 from dcformat.kernels import huffman as jit_huffman
+from naive_huffman import random_lengths
 
 SEEDS = range(30)
 
@@ -40,25 +41,6 @@ def test_unpack(seed):
     jit_bitpack.unpack(data, width, want)
     small.unpack(data, width, got)
     assert np.array_equal(want, got)
-
-
-def random_lengths(rng, alphabet, max_length):
-    """A random complete code over a random subset of the alphabet (or one symbol of length 1)."""
-    present = int(rng.integers(1, min(alphabet, 1 << max_length) + 1))
-    symbols = np.sort(rng.choice(alphabet, size=present, replace=False))
-    lengths = np.zeros(alphabet, np.uint8)
-    if present == 1:
-        lengths[symbols] = 1
-        return lengths
-    leaves = [0] * (max_length + 1)
-    leaves[0] = 1
-    for _ in range(present - 1):
-        depths = [d for d in range(max_length) if leaves[d]]
-        d = depths[int(rng.integers(len(depths)))]
-        leaves[d] -= 1
-        leaves[d + 1] += 2
-    lengths[symbols] = rng.permutation(np.repeat(np.arange(max_length + 1), leaves))
-    return lengths
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -70,6 +70,19 @@ def fill_entries(bits, index_bits, gaps, sources):
 
 
 @numba.njit(cache=True, nogil=True)
+def _counts_agree(row_counts, n_gaps, n_values, n_out, cols):
+    """The checks both scatters make first: as many values as gaps, the row counts (summed in
+    int64) add up to them, and the output holds ``rows * cols`` elements."""
+    rows = row_counts.shape[0]
+    if n_values != n_gaps or n_out != rows * cols:
+        return False
+    total = np.int64(0)
+    for r in range(rows):
+        total += np.int64(row_counts[r])
+    return total == n_gaps
+
+
+@numba.njit(cache=True, nogil=True)
 def scatter(row_counts, gaps, values, cols, out):
     """Rebuild ``len(row_counts)`` rows of ``cols`` elements into the flat array ``out``.
 
@@ -80,13 +93,7 @@ def scatter(row_counts, gaps, values, cols, out):
     count error). Never writes outside ``out``; after an error ``out`` is partly written.
     """
     rows = row_counts.shape[0]
-    n = gaps.shape[0]
-    if values.shape[0] != n or out.shape[0] != rows * cols:
-        return ERR_COUNT, -1
-    total = np.int64(0)
-    for r in range(rows):
-        total += np.int64(row_counts[r])
-    if total != n:
+    if not _counts_agree(row_counts, gaps.shape[0], values.shape[0], out.shape[0], cols):
         return ERR_COUNT, -1
     k = 0
     for r in range(rows):
@@ -115,14 +122,8 @@ def scatter_take(row_counts, gaps, symbols, table, cols, out):
     symbol is ``< len(table)``: ``(ERR_SYMBOL, row)`` otherwise. Same contract as :func:`scatter`.
     """
     rows = row_counts.shape[0]
-    n = gaps.shape[0]
     k_max = table.shape[0]
-    if symbols.shape[0] != n or out.shape[0] != rows * cols:
-        return ERR_COUNT, -1
-    total = np.int64(0)
-    for r in range(rows):
-        total += np.int64(row_counts[r])
-    if total != n:
+    if not _counts_agree(row_counts, gaps.shape[0], symbols.shape[0], out.shape[0], cols):
         return ERR_COUNT, -1
     k = 0
     for r in range(rows):
