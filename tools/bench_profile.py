@@ -52,10 +52,12 @@ def _stages():
 
 
 @contextlib.contextmanager
-def _no_gc():
+def no_gc():
     """Like ``timeit``: no cyclic garbage collection while timing (after Numba is loaded, a full
-    collection walks its hundreds of thousands of objects: tens of milliseconds at random)."""
+    collection walks its hundreds of thousands of objects: tens of milliseconds at random). One
+    collection runs first, so garbage from before does not wait for the timed code."""
     enabled = gc.isenabled()
+    gc.collect()
     gc.disable()
     try:
         yield
@@ -113,7 +115,7 @@ def decode_profile(path, repeat: int = 3) -> tuple[float, list[tuple[str, float]
     dcformat.load_file(path, threads=1)  # warm: kernels compiled, file in the page cache
     totals = collections.Counter()
     runs = []
-    with _instrumented(totals), _no_gc():
+    with _instrumented(totals), no_gc():
         for _ in range(repeat):
             gc.collect()
             start = _clock()

@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,24 +64,13 @@ THREADS = default_threads()
 # ------------------------------------------------------------------------------------------------
 # Measuring
 
-@contextmanager
-def no_gc():
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
 
 def measure(fn, repeat: int):
     """``(median seconds, last result)`` of ``repeat`` calls of ``fn``."""
     times, result = [], None
     for _ in range(max(1, repeat)):
         result = None
-        with no_gc():
+        with bench_profile.no_gc():
             start = time.perf_counter()
             result = fn()
             times.append(time.perf_counter() - start)
@@ -385,7 +373,7 @@ def _cpu(fn, repeat=5) -> float:
     fn()
     times = []
     for _ in range(repeat):
-        with no_gc():
+        with bench_profile.no_gc():
             start = time.thread_time()
             fn()
             times.append(time.thread_time() - start)
