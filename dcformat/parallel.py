@@ -11,6 +11,7 @@ on the calling thread, with no pool.
 """
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -122,3 +123,37 @@ def map_ordered(function, items, costs, threads: int | None = None) -> list:
 
     run_jobs([(cost, job(i, item)) for i, (item, cost) in enumerate(zip(items, costs))], threads)
     return results
+
+
+def imap_ordered(function, items, costs, threads: int | None = None, window: float = 0):
+    """``function(item)`` for each of ``items``, yielded in order, computed ahead on ``threads`` threads.
+
+    For producer/consumer loops (the packer searches the next tensors' encodings while it writes
+    this one). An item is started once ``threads`` items are not already pending, or while the
+    ``costs`` of the pending ones (the results not yet taken) stay within ``window``, so that one
+    long item does not stall the others and memory stays bounded. Uses its own threads, not the
+    shared pool (``function`` may itself call :func:`run_jobs`, which waits on the shared pool).
+    An exception is raised when its item's turn comes; items not yet started are then cancelled,
+    as they are when the caller stops iterating early."""
+    threads = resolve_threads(threads)
+    items, costs = list(items), list(costs)
+    if threads == 1 or len(items) < 2:
+        for item in items:
+            yield function(item)
+        return
+    pending: collections.deque = collections.deque()
+    pending_cost = 0.0
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dcformat-ahead") as pool:
+        try:
+            for item, cost in zip(items, costs):
+                while len(pending) >= threads and pending_cost + cost > window:
+                    future, done_cost = pending.popleft()
+                    pending_cost -= done_cost
+                    yield future.result()
+                pending.append((pool.submit(function, item), cost))
+                pending_cost += cost
+            while pending:
+                yield pending.popleft()[0].result()
+        finally:
+            for future, _ in pending:
+                future.cancel()

@@ -10,6 +10,7 @@ import dcformat
 from dcformat.compress import relative_error
 from dcformat.pack import RecipeError, load_checkpoint, pack
 from dcformat.pack.budget import Candidate, TensorSearch, choose, frontier
+from dcformat.pack.packer import compress_tensor
 from dcformat.pack.recipe import Policy, budget_recipe
 
 SMALL = ["encoder.layer.0.attention.self.query.weight", "encoder.layer.3.attention.output.dense.weight"]
@@ -36,6 +37,25 @@ def test_candidate_errors_are_the_errors_of_their_reconstructions(minilm):
     assert len(cands) == 1 + 5 * 7
     for c in cands[1::6]:
         assert relative_error(w, search.build(c.policy)) == pytest.approx(c.error, rel=1e-9, abs=1e-12)
+
+
+def test_candidates_are_what_compress_tensor_stores_for_their_policy(minilm):
+    w = minilm[SMALL[1]]
+    search = TensorSearch(w)
+    for c in search.candidates()[1::4]:
+        built = search.build(c.policy)
+        stored, _ = compress_tensor(w, c.policy)
+        assert bits(built.codebook) == bits(stored.codebook), c.policy.describe()
+        assert np.array_equal(built.indices, stored.indices), c.policy.describe()
+
+
+def test_the_file_does_not_depend_on_the_number_of_threads(tmp_path, minilm):
+    tensors = {name: minilm[name] for name in SMALL} | {"bias": minilm["encoder.layer.0.attention.self.query.bias"]}
+    files = []
+    for threads in (1, 2, 3):
+        pack(tensors, tmp_path / f"t{threads}.dcf", budget_recipe(0.04), threads=threads)
+        files.append((tmp_path / f"t{threads}.dcf").read_bytes())
+    assert files[0] == files[1] == files[2]
 
 
 def test_choice_is_within_budget_and_zero_budget_is_bit_exact(minilm):

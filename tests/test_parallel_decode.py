@@ -4,6 +4,7 @@ any number of threads, errors raised as a serial decoder raises them, the shared
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -176,6 +177,51 @@ def test_run_jobs_runs_everything_once_and_orders_errors():
         parallel.run_jobs(jobs, threads=2)
     with pytest.raises(ValueError, match="1"):
         parallel.run_jobs(jobs, threads=1)
+
+
+def test_imap_ordered_keeps_order_bounds_what_is_pending_and_raises_in_turn():
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+    started = []
+
+    def work(i):
+        with lock:
+            started.append(i)
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(0.002 * (i % 3))
+        with lock:
+            running["now"] -= 1
+        if i == 7:
+            raise ValueError(i)
+        return i * i
+
+    assert list(parallel.imap_ordered(work, range(7), [1] * 7, threads=3, window=0)) == [i * i for i in range(7)]
+    assert running["most"] <= 3
+    results = parallel.imap_ordered(work, range(12), [1] * 12, threads=2, window=0)
+    assert [next(results) for _ in range(7)] == [i * i for i in range(7)]
+    with pytest.raises(ValueError, match="7"):
+        next(results)
+    # window=0: never more than `threads` results waiting, so item 11 cannot have started
+    # when item 7 was taken; once the error is raised, nothing new starts.
+    time.sleep(0.05)
+    assert 11 not in started
+    # A wide window lets cheap items run on past an expensive one still pending.
+    first_done = threading.Event()
+    late = []
+
+    def slow_first(i):
+        if i == 0:
+            first_done.wait(5)  # held until a cheap item behind it has run
+        else:
+            late.append(i)
+            if len(late) == 5:
+                first_done.set()
+        return i
+
+    consumed = parallel.imap_ordered(slow_first, range(10), [100] + [1] * 9, threads=2, window=200)
+    assert list(consumed) == list(range(10)) and first_done.is_set()
+    assert list(parallel.imap_ordered(work, range(3), [1] * 3, threads=1)) == [0, 1, 4]
 
 
 def test_threads_setting(monkeypatch):

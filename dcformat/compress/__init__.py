@@ -1,4 +1,5 @@
-"""Compression primitives shared by post-training packing and training-time methods (numpy only).
+"""Compression primitives shared by post-training packing and training-time methods (numpy, and
+Numba for the k-means loops: :mod:`dcformat.kernels.kmeans`, loaded on first use; no torch).
 
 Pruning masks (True = kept), 1-D k-means weight sharing, INQ power-of-two levels, and the metrics
 that report them. One implementation of each: :mod:`dcformat.torch` calls these same functions.

@@ -1,31 +1,56 @@
 """Measures of a compression step: reconstruction error, entropy, parameter compression rate."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
 from ..tensors import CodebookTensor
-from ._checks import as_float64
+from ._checks import as_finite_array
 
 __all__ = ["relative_error", "entropy_bits", "pcr"]
+
+
+_BLOCK = 1 << 20
+"""Elements per block of :func:`relative_error`: its float64 working copies stay at a few MiB."""
 
 
 def relative_error(w, w_hat) -> float:
     """``||w - w_hat|| / ||w||`` (Frobenius norms, float64).
 
     ``w_hat`` may be an array of ``w``'s shape or a :class:`~dcformat.tensors.CodebookTensor`
-    (decoded first). When ``w`` is all zero the error is 0.0 if ``w_hat`` is all zero too and
-    ``inf`` otherwise.
+    (its ``codebook[indices]``, zero at index -1, in its dtype). When ``w`` is all zero the error is
+    0.0 if ``w_hat`` is all zero too and ``inf`` otherwise. Sums of squares are taken block by block
+    (``_BLOCK`` elements), so memory stays small whatever the size of ``w``.
     """
+    a = as_finite_array(w, "w")
     if isinstance(w_hat, CodebookTensor):
-        w_hat = w_hat.decode()
-    a = as_float64(w, "w")
-    b = as_float64(w_hat, "w_hat")
-    if a.shape != b.shape:
-        raise ValueError(f"w has shape {a.shape} but w_hat has shape {b.shape}")
-    num = float(np.linalg.norm((a - b).ravel()))
-    den = float(np.linalg.norm(a.ravel()))
+        shape = w_hat.shape
+        table = np.append(w_hat.codebook.astype(w_hat.dtype).astype(np.float64), 0.0)
+        indices = w_hat.indices.reshape(-1)
+
+        def hat(start, stop):
+            block = indices[start:stop]
+            return table[np.where(block < 0, table.size - 1, block)]
+    else:
+        b = as_finite_array(w_hat, "w_hat")
+        shape = b.shape
+        flat_b = b.reshape(-1)
+
+        def hat(start, stop):
+            return flat_b[start:stop].astype(np.float64)
+    if a.shape != shape:
+        raise ValueError(f"w has shape {a.shape} but w_hat has shape {shape}")
+    flat_a = a.reshape(-1)
+    num2 = den2 = 0.0
+    for start in range(0, flat_a.size, _BLOCK):
+        stop = min(start + _BLOCK, flat_a.size)
+        x = flat_a[start:stop].astype(np.float64)
+        d = x - hat(start, stop)
+        num2 += float(np.dot(d, d))
+        den2 += float(np.dot(x, x))
+    num, den = math.sqrt(num2), math.sqrt(den2)
     if den == 0.0:
         return 0.0 if num == 0.0 else float("inf")
     return num / den

@@ -1,4 +1,4 @@
-"""Weight sharing (Deep Compression stage 2) and power-of-two codebooks (INQ), numpy only.
+"""Weight sharing (Deep Compression stage 2) and power-of-two codebooks (INQ).
 
 One implementation of each primitive, used both when packing a trained model and by the
 training-time methods in :mod:`dcformat.torch`:
@@ -57,18 +57,6 @@ def linear_codebook(lo: float, hi: float, k: int) -> np.ndarray:
     if k > 1 and not np.all(np.diff(cb) > 0):
         raise ValueError(f"linear_codebook({lo}, {hi}, {k}): needs lo < hi and k distinct float32 values")
     return cb
-
-
-def _nearest_sorted(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Index of the nearest entry of the sorted, distinct float64 array ``c`` for each of ``x``.
-
-    The nearest entry is one of the two that bracket ``x``; an exact tie in float64 distance goes
-    to the lower entry (the lower index). O(len(x) log len(c)).
-    """
-    hi = np.searchsorted(c, x, side="left")  # c[hi - 1] < x <= c[hi]
-    lo = np.maximum(hi - 1, 0)
-    np.minimum(hi, c.size - 1, out=hi)
-    return np.where(np.abs(x - c[hi]) < np.abs(x - c[lo]), hi, lo)
 
 
 def quantize_to_codebook(values, codebook) -> np.ndarray:
@@ -169,6 +157,7 @@ def kmeans_1d(values, k: int, init="linear", *, iters: int = 300, seed: int = 0,
             raise ValueError("init centroids must be distinct")
 
     u, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    u += 0.0  # -0.0 and +0.0 are one value, which numpy.unique keeps as whichever it sorted first
     inverse = inverse.ravel()
     if u.size <= k:
         c = u
@@ -202,77 +191,36 @@ def _initial_centroids(u, counts, inverse, k, init, seed):
         take *= 2
 
 
-def _lloyd_sorted(u, counts, c, iters):
-    """Lloyd's on the sorted distinct values ``u`` with multiplicities ``counts``, from ``c``."""
-    c = np.array(c, dtype=np.float64)
-    m = u.size
-    cum_n = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
-    cum_s = np.concatenate([[0.0], np.cumsum(counts * u)])
-    bounds = None
-    for _ in range(iters):
-        cuts = _cuts(u, c)
-        new_bounds = np.concatenate([[0], cuts, [m]])
-        if bounds is not None and np.array_equal(new_bounds, bounds):
-            break
-        bounds = new_bounds
-        n_in = cum_n[bounds[1:]] - cum_n[bounds[:-1]]
-        filled = n_in > 0
-        c[filled] = (cum_s[bounds[1:]] - cum_s[bounds[:-1]])[filled] / n_in[filled]
-        if not filled.all():
-            c = _relocate_empty(u, bounds, c, ~filled)
-            bounds = None  # the partition will change: no convergence test on the next round
-        elif np.any(np.diff(c) <= 0):  # means of values an ulp apart, rounded out of order
-            c = np.unique(c)
-            bounds = None
-    if bounds is not None:  # the same means, summed directly rather than from prefix sums
-        cluster = np.repeat(np.arange(c.size), np.diff(bounds))
-        n_in = np.bincount(cluster, weights=counts, minlength=c.size)
-        s_in = np.bincount(cluster, weights=counts * u, minlength=c.size)
-        filled = n_in > 0
-        c[filled] = s_in[filled] / n_in[filled]
-    return c
+def _kmeans_kernels():
+    """The compiled k-means kernels (:mod:`dcformat.kernels.kmeans`), loaded on first use."""
+    from ..kernels import jit
+
+    return jit("kmeans")
 
 
-def _cuts(u, c):
-    """For sorted distinct ``u`` and sorted ``c``: ``cuts[j]`` values of ``u`` are nearest to ``c[:j+1]``.
+def _lloyd_sorted(u, counts, c, iters, sums=None):
+    """Lloyd's on the sorted distinct values ``u`` with multiplicities ``counts``, from ``c``.
 
-    The cut between ``a = c[j]`` and ``b = c[j+1]`` is found at their midpoint by ``searchsorted``
-    and then moved (rarely, and by a step or two) until it agrees with the float64 comparison
-    ``|x - a| <= |x - b|`` that defines "nearest, ties to the lower centroid" everywhere else.
-    """
-    a, b = c[:-1], c[1:]
-    cuts = np.searchsorted(u, 0.5 * (a + b), side="right")
-    m = u.size
-    while True:
-        last = u[np.maximum(cuts - 1, 0)]  # the last value on the low side must prefer a
-        down = (cuts > 0) & (np.abs(last - a) > np.abs(last - b))
-        first = u[np.minimum(cuts, m - 1)]  # the first value on the high side must prefer b
-        up = (cuts < m) & (np.abs(first - a) <= np.abs(first - b)) & ~down
-        if not (down.any() or up.any()):
-            return np.maximum.accumulate(cuts)  # a no-op unless centroids are within an ulp
-        cuts = cuts - down + up
-
-
-def _relocate_empty(u, bounds, c, empty):
-    """Move each empty cluster's centroid onto one of the distinct values farthest from theirs.
-
-    Distances are to the updated centroids of the clusters the values were just assigned to;
-    the ``e`` farthest distinct values are taken (ties: the lower value). Returns ``c`` sorted,
-    without duplicates (in the unlikely case that a chosen value equals another centroid).
-    """
-    owner = np.repeat(np.arange(c.size), np.diff(bounds))
-    far = np.argsort(-np.abs(u - c[owner]), kind="stable")[: int(empty.sum())]
-    c[empty] = u[far]
-    return np.unique(c)
+    ``sums``: ``prefix_sums(u, counts)`` when the caller already has them (several codebooks of
+    the same values). Compiled: :func:`dcformat.kernels.kmeans.lloyd_sorted`."""
+    kernels = _kmeans_kernels()
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    cum_n, cum_s = kernels.prefix_sums(u, counts) if sums is None else sums
+    c0 = np.array(c, dtype=np.float64)
+    return kernels.lloyd_sorted(u, counts, cum_n, cum_s, c0, int(iters))
 
 
 def _finalize(u, c):
-    """Round centroids to float32, merge duplicates, assign, and drop centroids that own nothing."""
+    """Round centroids to float32, merge duplicates, assign, and drop centroids that own nothing.
+
+    ``u`` is sorted; labels are int64, each value's nearest centroid (ties to the lower one)."""
+    kernels = _kmeans_kernels()
+    u = np.ascontiguousarray(u, dtype=np.float64)
     centroids = np.unique(np.asarray(c, dtype=np.float64).astype(np.float32))
+    labels = np.empty(u.size, np.int64)
     while True:
-        labels = _nearest_sorted(u, centroids.astype(np.float64))
-        used = np.zeros(centroids.size, dtype=bool)
-        used[labels] = True
+        used = kernels.nearest_sorted(u, centroids.astype(np.float64), labels)
         if used.all():
             return centroids, labels
         centroids = centroids[used]

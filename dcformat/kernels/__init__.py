@@ -1,6 +1,6 @@
 """Kernels: the compiled (Numba) loops of the codecs, and numpy versions for small streams.
 
-The Numba modules (``bitpack``, ``huffman``, ``csr``, ``elements``) are imported on first use, never
+The Numba modules (``bitpack``, ``huffman``, ``csr``, ``elements``, and ``kmeans`` for packing) are imported on first use, never
 by ``import dcformat``. :func:`for_count` picks, for a stream about to be decoded, between them and
 :mod:`dcformat.kernels.small` (numpy, identical results and error codes): while Numba is not loaded
 in the process, a decode call of up to :data:`SMALL_COUNT` elements uses numpy, so that opening a
@@ -22,7 +22,7 @@ _loaded: dict = {}
 
 
 def jit(name: str):
-    """The Numba kernel module ``name`` (``"bitpack"``, ``"huffman"``, ``"csr"``, ``"elements"``)."""
+    """The Numba kernel module ``name`` (``"bitpack"``, ``"huffman"``, ``"csr"``, ``"elements"``, ``"kmeans"``)."""
     module = _loaded.get(name)
     if module is None:
         module = _loaded[name] = importlib.import_module(f"{__name__}.{name}")

@@ -5,12 +5,15 @@
 smallest one whose relative error ``‖W − Ŵ‖ / ‖W‖`` is at most the budget. The relative-index
 width of a pruned candidate is chosen by the writer, as always.
 
-How, fast enough for a 22M-parameter checkpoint:
+How, fast enough for a 22M-parameter checkpoint (MiniLM: about 10 s on 2 cores):
 
-1. The tensor is sorted once (``numpy.unique``). Every candidate's k-means runs on the sorted
+1. The tensor is sorted once (:func:`unique_values`: one SIMD sort of 64-bit keys); the pruning
+   masks come from the sorted values too (a threshold, then one pass), equal to
+   :func:`~dcformat.compress.magnitude_mask`'s. Every candidate's k-means runs on the sorted
    distinct kept values with their counts — the computation :func:`~dcformat.compress.kmeans_1d`
-   does (linear init, Lloyd's, 300 rounds), so the stored tensor equals what ``compress_tensor``
-   gives for the candidate's policy. (An MSE-optimal codebook was tried: lower error per bit, but
+   does (linear init, Lloyd's, 300 rounds; compiled, :mod:`dcformat.kernels.kmeans`), so the
+   stored tensor equals what ``compress_tensor`` gives for the candidate's policy. (An
+   MSE-optimal codebook was tried: lower error per bit, but
    its evenly used symbols entropy-code worse; linear init's rarely used tail centroids cost
    little after Huffman, and the files were 1.7x larger at the same budget.) Its error comes
    from the same sorted values, and its size is *estimated* from symbol counts (order-0 entropy
@@ -34,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compress import magnitude_mask, relative_error
-from ..compress.sharing import _finalize, _lloyd_sorted  # kmeans_1d's Lloyd's, on values sorted once
+from ..compress import relative_error
+from ..compress.sharing import _finalize, _kmeans_kernels, _lloyd_sorted  # kmeans_1d's, on values sorted once
 from ..encoding import EncodedTensor, Encoding, encode_tensor, raw_gap_histogram
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..writer import DCFWriter, serialize_index
@@ -105,6 +108,25 @@ def _csr_bits(gap_hist: np.ndarray, value_hist: np.ndarray, zero_symbol: int) ->
     return best
 
 
+def unique_values(flat: np.ndarray):
+    """``numpy.unique(flat, return_inverse=True, return_counts=True)`` for a 1-D float array, with
+    zero as ``+0.0`` in the distinct values (``numpy.unique`` merges ``-0.0`` and ``+0.0`` and keeps
+    whichever it sorted first; :func:`~dcformat.compress.kmeans_1d` does the same).
+
+    For finite float32 and fewer than 2**32 values, by one sort of 64-bit keys (the value's bits
+    made monotone, then its position): numpy sorts integers with SIMD, several times faster than
+    the ``argsort`` inside ``numpy.unique``."""
+    n = flat.size
+    if flat.dtype != np.float32 or n == 0 or n >= 1 << 32 or not np.isfinite(flat).all():
+        u, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        return u + u.dtype.type(0), inverse.reshape(-1), counts
+    kernels = _kmeans_kernels()
+    keys = kernels.value_keys(flat.view(np.uint32))
+    keys.sort()
+    bits, inverse, counts = kernels.unique_from_keys(keys)
+    return bits.view(np.float32), inverse, counts
+
+
 class TensorSearch:
     """The candidates of one floating-point tensor, sharing one sort of its values.
 
@@ -120,11 +142,11 @@ class TensorSearch:
         self.sparsities = SPARSITIES if search == "sparsity+bits" else (0.0,)
         wide = np.float64 if array.dtype == np.float64 else np.float32
         flat = np.ascontiguousarray(array).astype(wide, copy=False).reshape(-1)
+        self.flat = flat
         self.shareable = array.size > 0 and bool(np.isfinite(flat).all())
         if not self.shareable:
             return
-        u, self.inverse, self.counts = np.unique(flat, return_inverse=True, return_counts=True)
-        self.inverse = self.inverse.reshape(-1)
+        u, self.inverse, self.counts = unique_values(flat)
         self.u = u.astype(np.float64)
         self.norm2 = float((self.counts * self.u**2).sum())
         self._masks: dict[float, np.ndarray | None] = {}
@@ -132,8 +154,18 @@ class TensorSearch:
         self._codebooks: dict[tuple, tuple] = {}
 
     def mask(self, sparsity: float) -> np.ndarray | None:
+        """``magnitude_mask(array, sparsity)`` (None for 0), from the sorted values: one pass."""
         if sparsity not in self._masks:
-            self._masks[sparsity] = magnitude_mask(self.array, sparsity) if sparsity > 0 else None
+            mask = None
+            if sparsity > 0:
+                n_prune = min(self.array.size, int(round(sparsity * self.array.size)))
+                if n_prune == 0:
+                    mask = np.ones(self.array.shape, bool)
+                else:
+                    kernels = _kmeans_kernels()
+                    t, below = kernels.magnitude_threshold(self.u, self.counts, n_prune)
+                    mask = kernels.magnitude_keep(self.flat, t, n_prune - below).reshape(self.array.shape)
+            self._masks[sparsity] = mask
         return self._masks[sparsity]
 
     def _kept(self, sparsity: float):
@@ -141,12 +173,14 @@ class TensorSearch:
         if sparsity not in self._kept_cache:
             mask = self.mask(sparsity)
             if mask is None:
-                self._kept_cache[sparsity] = (self.u, self.counts, None, None)
+                us, cs, where = self.u, self.counts, None
             else:
-                kept = np.bincount(self.inverse[mask.reshape(-1)], minlength=self.u.size)
+                kept = _kmeans_kernels().masked_counts(self.inverse, mask.reshape(-1), self.u.size)
                 where = np.flatnonzero(kept)
-                self._kept_cache[sparsity] = (self.u[where], kept[where], where, mask)
-        return self._kept_cache[sparsity]
+                us, cs = self.u[where], kept[where]
+            sums = _kmeans_kernels().prefix_sums(us, cs)  # shared by the k-means of every bit width
+            self._kept_cache[sparsity] = (us, cs, where, mask, sums)
+        return self._kept_cache[sparsity][:4]
 
     def _kmeans(self, sparsity: float, k: int):
         """``kmeans_1d(kept values, k)`` (linear init, Lloyd's) from the pre-sorted kept values."""
@@ -154,7 +188,8 @@ class TensorSearch:
         if key in self._codebooks:
             return self._codebooks[key]
         us, cs, _, _ = self._kept(sparsity)
-        c = us if us.size <= k else _lloyd_sorted(us, cs, np.linspace(us[0], us[-1], k), KMEANS_ITERS)
+        sums = self._kept_cache[sparsity][4]
+        c = us if us.size <= k else _lloyd_sorted(us, cs, np.linspace(us[0], us[-1], k), KMEANS_ITERS, sums)
         centroids, labels = _finalize(us, c)
         if us.size <= CACHE_VALUES:  # labels of up to 256 entries: one byte per distinct value
             self._codebooks[key] = (centroids, labels.astype(np.uint8) if centroids.size <= 256 else labels)
@@ -179,13 +214,17 @@ class TensorSearch:
                 policy = Policy.from_dict({"sparsity": sparsity, "bits": bits} if pruned else {"bits": bits})
                 centroids, labels = self._kmeans(sparsity, policy.centroids(pruned))
                 decoded = centroids.astype(self.array.dtype).astype(np.float64)
-                err2 = float((cs * (us - decoded[labels]) ** 2).sum()) + removed2
+                hist, err2 = _kmeans_kernels().cluster_totals(labels, cs, us, decoded, centroids.size)
+                err2 += removed2
                 error = math.sqrt(err2 / self.norm2) if self.norm2 > 0 else (0.0 if err2 == 0 else math.inf)
-                hist = np.bincount(labels, weights=cs, minlength=centroids.size)
                 size = _stream_bits(np.append(hist, n - cs.sum()) if pruned else hist)
                 if gap_hist is not None:
                     size = min(size, _csr_bits(gap_hist, np.append(hist, 0.0), centroids.size))
                 out.append(Candidate(policy, error, size / 8 + 4 * centroids.size))
+            # The kept values of one sparsity take ~5 words per distinct value: keep one sparsity's
+            # at a time (build() computes them again for the few candidates it builds).
+            del us, cs
+            self._kept_cache.pop(sparsity, None)
         return out
 
     def build(self, policy: Policy):

@@ -26,6 +26,7 @@ from ..compress import (
     threshold_mask,
 )
 from ..encoding import Encoding
+from ..parallel import imap_ordered, resolve_threads
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..writer import DCFWriter
 from .checkpoints import check_tensors, checkpoint_format, load_checkpoint, metadata_json, save_checkpoint
@@ -222,12 +223,15 @@ def choose_encoding(array, max_error, *, search="sparsity+bits"):
 
 
 def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, progress: bool = False,
-         verify: bool = True, source_name: str | None = None) -> PackResult:
+         verify: bool = True, source_name: str | None = None, threads: int | None = None) -> PackResult:
     """Pack a checkpoint (a path or a dict of name -> array) into the dcf file ``out``.
 
     ``recipe``: a :class:`Recipe`, a recipe dict, a JSON (or dcf) file path, or None (lossless).
     ``metadata``: extra string metadata (keys starting with ``dcformat.`` are reserved).
     ``verify``: read the file back and check every tensor (cheap next to packing).
+    ``threads``: when the recipe has an error budget, the searches of that many tensors run at
+    once, ahead of the one being written (None: ``DCFORMAT_THREADS`` or the CPUs). The file is the
+    same whatever the number. Other recipes go tensor by tensor (their memory stays one tensor's).
     """
     start = time.perf_counter()
     recipe = coerce_recipe(recipe)
@@ -255,39 +259,56 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     expected: dict[str, tuple[bytes, int]] = {}
     reports = []
     total = sum(int(tensors[n].size) for n in names)
+
+    def prepare(name):
+        """Everything about one tensor that does not touch the file: run ahead on other threads."""
+        array, policy = tensors[name], policies[name]
+        described, encoded, encoding = policy.describe(), None, None
+        try:
+            if policy.max_error is not None:
+                choice = choose_encoding(array, policy.max_error, search=policy.search)
+                stored, encoded = choice.stored, choice.encoded
+                described = f"{choice.policy.describe()} (error ≤ {policy.max_error:g})"
+            else:
+                stored, encoding = compress_tensor(array, policy, mask=masks.get(name))
+        except PackError as exc:
+            raise PackError(f"tensor {name!r}: {exc}") from None
+        except ValueError as exc:  # the compress primitives name the argument, not the tensor
+            raise PackError(f"tensor {name!r}: {exc}") from None
+        dense = reconstruction(stored)
+        kept_bits = _nonzero_bits(dense)
+        lossless = stored is array
+        error = 0.0 if lossless else relative_error(array, dense)
+        pruned = 0.0
+        if array.size and not lossless:
+            pruned = float(np.count_nonzero(_nonzero_bits(array) & ~kept_bits)) / array.size
+        check = (_digest(dense), int(np.count_nonzero(kept_bits)))
+        return name, stored, encoded, encoding, described, lossless, error, pruned, check
+
+    # Error-budget searches run ahead on other threads, as long as the tensors waiting to be written
+    # hold at most twice the largest one (so a long search does not stall the small ones behind it).
+    ahead = resolve_threads(threads) if any(policies[n].max_error is not None for n in names) else 1
+    sizes = [int(tensors[n].size) for n in names]
     with DCFWriter(out, metadata=meta) as writer, _progress(total, "packing", progress) as bar:
-        for name in names:
-            array, policy = tensors[name], policies[name]
-            described = policy.describe()
+        for name, stored, encoded, encoding, described, lossless, error, pruned, check in imap_ordered(
+                prepare, names, sizes, ahead, window=2 * max(sizes)):
+            array = tensors[name]
             try:
-                if policy.max_error is not None:
-                    choice = choose_encoding(array, policy.max_error, search=policy.search)
-                    stored = choice.stored
-                    described = f"{choice.policy.describe()} (error ≤ {policy.max_error:g})"
-                    info = writer.add_encoded(name, choice.encoded)
-                else:
-                    stored, encoding = compress_tensor(array, policy, mask=masks.pop(name, None))
-                    info = writer.add(name, stored, encoding)
+                info = writer.add_encoded(name, encoded) if encoded is not None else writer.add(name, stored, encoding)
             except PackError as exc:
                 raise PackError(f"tensor {name!r}: {exc}") from None
-            except ValueError as exc:  # the compress primitives name the argument, not the tensor
+            except ValueError as exc:
                 raise PackError(f"tensor {name!r}: {exc}") from None
-            dense = reconstruction(stored)
-            kept_bits = _nonzero_bits(dense)
-            lossless = stored is array
-            error = 0.0 if lossless else relative_error(array, dense)
-            pruned = 0.0
-            if array.size and not lossless:
-                pruned = float(np.count_nonzero(_nonzero_bits(array) & ~kept_bits)) / array.size
-            expected[name] = (_digest(dense), int(np.count_nonzero(kept_bits)))
+            expected[name] = check
             rule = rules[name]
             reports.append(TensorReport(
                 name=name, shape=tuple(int(d) for d in array.shape), dtype=array.dtype.name,
                 policy=described, rule=(rule.name or f"rule {recipe.rules.index(rule) + 1}") if rule else None,
-                parameters=int(array.size), nonzeros=expected[name][1], pruned=pruned, relative_error=error,
+                parameters=int(array.size), nonzeros=check[1], pruned=pruned, relative_error=error,
                 codebook_size=info.codebook_size or None, bytes=info.stored_bytes, lossless=lossless,
             ))
-            del stored, dense, kept_bits
+            masks.pop(name, None)
+            del stored, encoded
             bar.update(int(array.size))
     if verify:
         verify_file(out, {name: digest for name, (digest, _) in expected.items()}, progress=progress)
