@@ -9,7 +9,7 @@ from pack_fixtures import bits, minilm_checkpoint
 import dcformat
 from dcformat.compress import relative_error
 from dcformat.pack import RecipeError, load_checkpoint, pack
-from dcformat.pack.budget import Candidate, TensorSearch, choose, frontier
+from dcformat.pack.budget import BITS, SPARSITIES, UNPRUNED_BITS, Candidate, TensorSearch, choose, frontier
 from dcformat.pack.packer import compress_tensor
 from dcformat.pack.recipe import Policy, budget_recipe
 
@@ -34,7 +34,7 @@ def test_candidate_errors_are_the_errors_of_their_reconstructions(minilm):
     w = minilm[SMALL[0]]
     search = TensorSearch(w)
     cands = search.candidates()
-    assert len(cands) == 1 + 5 * 7
+    assert len(cands) == 1 + len(UNPRUNED_BITS) + (len(SPARSITIES) - 1) * len(BITS)
     for c in cands[1::6]:
         assert relative_error(w, search.build(c.policy)) == pytest.approx(c.error, rel=1e-9, abs=1e-12)
 
@@ -66,6 +66,8 @@ def test_choice_is_within_budget_and_zero_budget_is_bit_exact(minilm):
         choice = choose(w, budget)
         assert choice.error <= budget and choice.error == relative_error(w, choice.stored)
         assert choice.bytes < exact.bytes
+    tight = choose(w, 0.01)  # below what 8 bits reach: a wider codebook, not raw storage
+    assert tight.policy.bits > 8 and tight.error <= 0.01 and tight.bytes < exact.bytes / 2
 
 
 def test_looser_budget_never_gives_a_larger_file(tmp_path, minilm):

@@ -1,7 +1,8 @@
 """Error budgets: per tensor, the smallest encoding whose relative error stays within a bound.
 
 :func:`choose` looks at every candidate of one tensor — raw (lossless), and magnitude pruning
-(``SPARSITIES``) × k-means sharing (``BITS``; ``search="bits"``: no pruning) — and returns the
+(``SPARSITIES``) × k-means sharing (``BITS``), and sharing without pruning through the wider
+codebooks of ``UNPRUNED_BITS`` (``search="bits"``: no pruning) — and returns the
 smallest one whose relative error ``‖W − Ŵ‖ / ‖W‖`` is at most the budget. The relative-index
 width of a pruned candidate is chosen by the writer, as always.
 
@@ -46,6 +47,10 @@ from .recipe import SEARCHES, Policy, is_float
 
 SPARSITIES = (0.0, 0.25, 0.5, 0.75, 0.9)
 BITS = tuple(range(2, 9))
+UNPRUNED_BITS = BITS + (9, 10, 11, 12)
+"""Codebooks above 8 bits serve tight budgets (below ~0.03), where raw storage was the only
+alternative; pruning a quarter of the weights already costs more error than that, so pruned
+candidates stop at 8 bits."""
 MAX_INDEX_BITS = 16
 KMEANS_ITERS = Policy().iters
 CACHE_VALUES = 1 << 21
@@ -210,7 +215,7 @@ class TensorSearch:
             gap_hist = None
             if pruned and self.array.ndim >= 2:
                 gap_hist = raw_gap_histogram(mask.reshape(mask.shape[0], -1))
-            for bits in BITS:
+            for bits in BITS if pruned else UNPRUNED_BITS:
                 policy = Policy.from_dict({"sparsity": sparsity, "bits": bits} if pruned else {"bits": bits})
                 centroids, labels = self._kmeans(sparsity, policy.centroids(pruned))
                 decoded = centroids.astype(self.array.dtype).astype(np.float64)
