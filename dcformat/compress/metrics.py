@@ -48,8 +48,10 @@ def relative_error(w, w_hat) -> float:
         stop = min(start + _BLOCK, flat_a.size)
         x = flat_a[start:stop].astype(np.float64)
         d = x - hat(start, stop)
-        num2 += float(np.dot(d, d))
-        den2 += float(np.dot(x, x))
+        # squares summed by numpy, not np.dot: a BLAS dot may start threads that spin for a while
+        # after each call and take the cores that other tensors are being packed on.
+        num2 += float(np.multiply(d, d, out=d).sum())
+        den2 += float(np.multiply(x, x, out=x).sum())
     num, den = math.sqrt(num2), math.sqrt(den2)
     if den == 0.0:
         return 0.0 if num == 0.0 else float("inf")

@@ -39,21 +39,51 @@ def prefix_sums(u, counts):
 
 
 @numba.njit(cache=True, nogil=True)
-def cuts(u, c):
+def _first_above(u, x, hint):
+    """``numpy.searchsorted(u, x, side="right")`` (the first index with ``u[i] > x``), searched
+    outward from ``hint`` (galloping): a cut moves by a few values from one round to the next."""
+    m = u.shape[0]
+    h = min(max(hint, 0), m)
+    if h < m and u[h] <= x:  # the answer is above h
+        lo = h + 1
+        step = 1
+        while lo + step - 1 < m and u[lo + step - 1] <= x:
+            lo += step
+            step *= 2
+        hi = min(lo + step - 1, m)
+    else:  # the answer is at most h
+        hi = h
+        step = 1
+        while hi - step >= 0 and u[hi - step] > x:
+            hi -= step
+            step *= 2
+        lo = max(hi - step + 1, 0)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if u[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def cuts(u, c, hints):
     """``cuts[j]``: how many values of ``u`` are nearest to ``c[:j+1]`` (ties to the lower centroid).
 
-    The cut between ``a = c[j]`` and ``b = c[j+1]`` starts at their midpoint (binary search) and
-    moves a step at a time until the last value below it prefers ``a`` (``|x - a| <= |x - b|``)
-    and the first value above it prefers ``b``; then a running maximum (a no-op unless centroids
-    are within an ulp)."""
+    The cut between ``a = c[j]`` and ``b = c[j+1]`` starts at their midpoint (searched from
+    ``hints[j]``, the previous round's cut, when ``hints`` has one per cut) and moves a step at a
+    time until the last value below it prefers ``a`` (``|x - a| <= |x - b|``) and the first value
+    above it prefers ``b``; then a running maximum (a no-op unless centroids are within an ulp)."""
     m = u.shape[0]
     k = c.shape[0]
     out = np.empty(max(k - 1, 0), np.int64)
+    hinted = hints.shape[0] == k - 1
     running = np.int64(0)
     for j in range(k - 1):
         a = c[j]
         b = c[j + 1]
-        cut = np.int64(np.searchsorted(u, 0.5 * (a + b), side="right"))
+        cut = np.int64(_first_above(u, 0.5 * (a + b), hints[j] if hinted else m // 2))
         while True:
             last = u[max(cut - 1, 0)]
             down = cut > 0 and abs(last - a) > abs(last - b)
@@ -172,7 +202,7 @@ def lloyd_sorted(u, counts, cum_n, cum_s, c0, iters):
         k = c.shape[0]
         new_bounds = np.empty(k + 1, np.int64)
         new_bounds[0] = 0
-        new_bounds[1:k] = cuts(u, c)
+        new_bounds[1:k] = cuts(u, c, bounds[1:-1] if bounds.shape[0] == k + 1 else bounds[:0])
         new_bounds[k] = m
         if have_bounds and new_bounds.shape[0] == bounds.shape[0] and np.all(new_bounds == bounds):
             break
