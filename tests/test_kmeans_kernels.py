@@ -62,6 +62,21 @@ def test_relocation_picks_the_farthest_values_with_ties_to_the_lower_value():
         assert np.count_nonzero(expected > -8) >= 3  # the empty centroids moved out of [-10, -9]
 
 
+def test_relocation_breaks_a_tie_in_distance_by_the_lower_value():
+    from naive_kmeans import relocate_empty
+
+    from dcformat.kernels.kmeans import _relocate_empty
+
+    u = np.arange(-10.0, 11.0)
+    bounds = np.array([0, 1, 1, 1, 1, 21])  # -10 alone, three empty clusters, -9..10 around 0.5
+    c = np.array([-10.0, -9.5, -9.2, -9.1, 0.5])
+    empty = np.array([False, True, True, True, False])
+    # farthest from 0.5: -9 and 10 (9.5), then -8 and 9 (8.5): the third empty one takes -8
+    expected = np.array([-10.0, -9.0, -8.0, 0.5, 10.0])
+    assert np.array_equal(relocate_empty(u, bounds, c.copy(), empty), expected)
+    assert np.array_equal(_relocate_empty(u, bounds, c.copy(), empty), expected)
+
+
 def test_unique_values_is_numpy_unique_with_positive_zero():
     rng = np.random.default_rng(5)
     for trial in range(120):

@@ -162,18 +162,12 @@ def _relocate_empty(u, bounds, c, empty):
         if lo == hi:
             continue
         split = lo + np.searchsorted(u[lo:hi], c[j], side="right")  # u[lo:split] <= c[j] < u[split:hi]
-        # left side, d non-increasing: the run of d == t is [first t, first below t)
-        start = _run_bound(u, c[j], lo, split, t, True, True)
-        stop = _run_bound(u, c[j], lo, split, t, False, True)
-        for i in range(start, stop):
-            if taken < e:
-                far[taken] = u[i]
-                taken += 1
-        # right side, d non-decreasing: the run of d == t is [first at t, first above t)
-        start = _run_bound(u, c[j], split, hi, t, False, False)
-        stop = _run_bound(u, c[j], split, hi, t, True, False)
-        for i in range(start, stop):
-            if taken < e:
+        # below c[j] d falls: the run of d == t starts where d > t ends and stops where d >= t ends;
+        # above c[j] d rises: it starts where d >= t starts and stops where d > t starts.
+        for side_lo, side_hi, falling in ((lo, split, True), (split, hi, False)):
+            start = _run_bound(u, c[j], side_lo, side_hi, t, falling, falling)
+            stop = _run_bound(u, c[j], side_lo, side_hi, t, not falling, falling)
+            for i in range(start, min(stop, start + e - taken)):
                 far[taken] = u[i]
                 taken += 1
     out = c.copy()
