@@ -184,13 +184,9 @@ def _entropy_bits(counts: np.ndarray) -> float:
 
 def raw_gap_histogram(nonzero: np.ndarray) -> np.ndarray:
     """Histogram of the zeros skipped before each non-zero of a 2-D bool mask, per row (spec §6.2)."""
-    rows, cols = np.nonzero(nonzero)
-    if rows.size == 0:
-        return np.zeros(1, np.int64)
-    previous = np.empty_like(cols)
-    previous[0] = -1
-    previous[1:] = np.where(rows[1:] == rows[:-1], cols[:-1], -1)
-    return np.bincount(cols - previous - 1)
+    from .kernels import jit
+
+    return jit("csr").gap_histogram(np.ascontiguousarray(nonzero, dtype=np.bool_))
 
 
 def _stream_bits(hist: np.ndarray) -> float:

@@ -141,3 +141,22 @@ def scatter_take(row_counts, gaps, symbols, table, cols, out):
             out[base + position] = table[s]
             k += 1
     return OK, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def gap_histogram(nonzero):
+    """``hist[g]``: how many non-zeros of the 2-D bool matrix ``nonzero`` follow ``g`` zeros of their
+    row (the raw gaps, before any filler). Trimmed after the largest gap; ``[0]`` when there is no
+    non-zero. The writer picks the index width from it."""
+    rows, cols = nonzero.shape
+    hist = np.zeros(cols + 1, np.int64)
+    largest = np.int64(0)
+    for r in range(rows):
+        last = np.int64(-1)
+        for c in range(cols):
+            if nonzero[r, c]:
+                gap = c - last - 1
+                hist[gap] += 1
+                largest = max(largest, gap)
+                last = c
+    return hist[:largest + 1].copy()
