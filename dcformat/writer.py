@@ -4,10 +4,17 @@ Tensors are encoded and written one at a time, so a file larger than memory can 
 index goes last. Writing to a path is atomic: the bytes go to a temporary file in the same
 directory, which is flushed, fsynced and renamed over the target only when the writer closes
 cleanly. An exception or :meth:`DCFWriter.abort` leaves the old file (or no file) in place.
+
+A writer that is killed (SIGKILL, power loss) cannot remove its temporary file, named
+``.TARGET.TAG.PID.XXXXXXXX.tmp``. The next writer to the same target removes it once process PID
+is gone: TAG hashes the host name and the PID namespace, so only files whose PID means the same
+process here are judged (without ``/proc``, nothing is removed).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import struct
 import tempfile
 import zlib
@@ -84,7 +91,12 @@ class DCFWriter:
         if isinstance(target, (str, os.PathLike)):
             self._path = os.fspath(target)
             directory = os.path.dirname(os.path.abspath(self._path))
-            fd, self._temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".dcf.tmp")
+            stem = os.path.basename(self._path)[:TEMP_STEM_LENGTH]
+            tag = _owner_tag()
+            if tag is not None:
+                _remove_stale_temps(directory, f".{stem}.{tag}.")
+            prefix = f".{stem}.{tag}.{os.getpid()}." if tag is not None else f".{stem}."
+            fd, self._temp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
             # mkstemp makes the file 0600; give it the mode a file created in place would have
             umask = os.umask(0)
             os.umask(umask)
@@ -211,6 +223,49 @@ class DCFWriter:
             self.close()
         else:
             self.abort()
+
+
+TEMP_STEM_LENGTH = 96
+"""Characters of the target's name kept in its temporary file's name."""
+
+
+def _owner_tag() -> str | None:
+    """8 hex digits naming this host and PID namespace (where a PID means one process), or None
+    where the namespace cannot be read."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):  # e.g. another user's process: it exists
+        return True
+    return True
+
+
+def _remove_stale_temps(directory: str, prefix: str) -> None:
+    """Remove ``PREFIX<pid>.<random>.tmp`` files of writers whose process is gone."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_exists(int(pid)):
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            pass
 
 
 def _fsync_directory(directory: str) -> None:

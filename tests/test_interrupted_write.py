@@ -7,7 +7,8 @@ a process killed with SIGKILL while it writes a large file (at several moments),
 file object whose ``write`` raises ENOSPC after N bytes, for many N; the kernel's own file-size
 limit, RLIMIT_FSIZE, in a child process), failing ``fsync`` and ``rename``, and an exception while
 a tensor is encoded. A process that is killed cannot remove its temporary file: that one stays
-(a hidden ``.NAME.dcf.tmp`` beside the target), the target is still whole.
+(a hidden ``.NAME.TAG.PID.XXXX.tmp`` beside the target), the target is still whole, and the next
+writer to that target removes it once the process is gone.
 """
 import errno
 import os
@@ -97,6 +98,34 @@ def test_sigkill_mid_write_leaves_old_file_or_none(tmp_path, had_old, after_byte
     assert proc.returncode == -signal.SIGKILL
     _assert_old_or_absent(target, had_old)
     assert len(_temps(tmp_path)) == 1  # the killed writer's: the target was never touched
+
+
+def test_the_next_writer_removes_what_a_killed_writer_left(tmp_path):
+    from dcformat.writer import _owner_tag
+
+    if _owner_tag() is None:
+        pytest.skip("no /proc: stale temporary files are never removed here")
+    target = tmp_path / "model.dcf"
+    proc = _start_writer(target)
+    assert proc.stdout.readline().strip() == "started"
+    assert _wait_for_bytes(tmp_path, 1 << 20, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()  # reaped: its PID no longer names a process
+    [stale] = _temps(tmp_path)
+    assert stale.startswith(f".model.dcf.{_owner_tag()}.{proc.pid}.")
+    # Files that must survive: a live process's, another host's or namespace's, another target's.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        keep = [f".model.dcf.{_owner_tag()}.{sleeper.pid}.abcd1234.tmp", f".model.dcf.0badc0de.{proc.pid}.x.tmp",
+                f".other.dcf.{_owner_tag()}.{proc.pid}.x.tmp", "model.dcf.notes.tmp"]
+        for name in keep:
+            (tmp_path / name).write_bytes(b"x")
+        dcformat.save_file(OLD, target)
+        assert _temps(tmp_path) == sorted(keep)
+        _assert_old_or_absent(target, True)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_sigkill_while_closing_never_tears(tmp_path):
