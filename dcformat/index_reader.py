@@ -6,9 +6,9 @@ codec: this is all ``dcinfo`` needs, so inspecting a file pays no JIT compile ti
 from __future__ import annotations
 
 import struct
-import zlib
 from typing import NamedTuple
 
+from .checksum import crc32
 from .constants import (
     MAGIC,
     MAX_ALIGNMENT_LOG2,
@@ -122,7 +122,7 @@ def read_header(buffer, *, check_crc: bool = True) -> Header:
     if index_offset < PREAMBLE_SIZE:
         raise TruncatedFileError(f"index length {index_length} is larger than the file allows")
     index = bytes(view[index_offset:index_offset + index_length])
-    if check_crc and zlib.crc32(index) != index_crc:
+    if check_crc and crc32(index) != index_crc:
         raise ChecksumError("index checksum mismatch")
     metadata, tensors = _parse_index(index)
     _place_streams(view, tensors, alignment_log2, index_offset)

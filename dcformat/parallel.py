@@ -1,7 +1,7 @@
 """Run decoding jobs on several threads: one shared pool, small jobs inline, errors in job order.
 
 The chunks of a dcf file decode independently (spec §4.4), and the work inside a chunk happens in
-code that releases the GIL: the Numba kernels (compiled ``nogil=True``), ``zlib.crc32`` and
+code that releases the GIL: the Numba kernels (compiled ``nogil=True``), the CRC-32 (zlib or ISA-L) and
 libzstd (for buffers of a few KiB and more), numpy copies. So plain threads use every core without
 the cost of processes, and each job writes straight into its own slice of the output.
 

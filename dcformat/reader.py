@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import mmap
 import os
-import zlib
 from functools import partial
 
 import numpy as np
 
+from .checksum import crc32
 from .codecs import get_codec
 from .constants import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, DTYPE_SIZE, ELEMENT_DTYPE, CodebookDType, Codec, DType, Layout, Role, ValueCoding
 from .errors import ChecksumError, CorruptFileError, CountMismatchError, DCFormatError, LimitExceededError
@@ -34,7 +34,7 @@ def decode_stream(buffer, stream: StreamInfo, tensor: TensorInfo, *, verify: boo
 
     ``out``: where to write them (see the codecs' ``decode``); returned."""
     payload = memoryview(buffer)[stream.offset:stream.offset + stream.length]
-    if verify and zlib.crc32(payload) != stream.crc32:
+    if verify and crc32(payload) != stream.crc32:
         raise ChecksumError(f"{tensor.name!r}: {stream.role.value} stream checksum mismatch")
     size = element_size(stream.role, tensor)
     bound = element_bound(stream.role, tensor)

@@ -17,8 +17,8 @@ import os
 import socket
 import struct
 import tempfile
-import zlib
 
+from .checksum import crc32
 from .codecs import EncodedStream
 from .constants import (
     MAGIC,
@@ -135,7 +135,7 @@ class DCFWriter:
             if pad:
                 self._write(bytes(pad))
         self._write(payload)
-        return StreamInfo(role, stream.codec, stream.param, zlib.crc32(payload), count, len(payload))
+        return StreamInfo(role, stream.codec, stream.param, crc32(payload), count, len(payload))
 
     def add(self, name: str, tensor, encoding: Encoding | dict | None = None) -> TensorInfo:
         """Encode ``tensor`` (numpy array or CodebookTensor) and write its streams now."""
@@ -185,7 +185,7 @@ class DCFWriter:
             index = serialize_index(self.metadata, self._tensors)
             if len(index) > MAX_INDEX_LENGTH:
                 raise EncodingError(f"the index would be {len(index)} bytes, over {MAX_INDEX_LENGTH}")
-            self._write(index + struct.pack("<QI", len(index), zlib.crc32(index)) + MAGIC)
+            self._write(index + struct.pack("<QI", len(index), crc32(index)) + MAGIC)
             self._file.flush()
             if self._path is not None:
                 os.fsync(self._file.fileno())
