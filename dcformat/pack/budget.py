@@ -266,15 +266,38 @@ def encoded_bytes(encoded: EncodedTensor, name: str = "t") -> int:
     return info.stored_bytes + len(serialize_index({}, [info])) - len(serialize_index({}, []))
 
 
+def _check_budget(max_error) -> float:
+    if isinstance(max_error, bool) or not (isinstance(max_error, (int, float)) and max_error >= 0):
+        raise ValueError(f"max_error must be a number >= 0, not {max_error!r}")
+    return float(max_error)
+
+
+def _may_fit(candidate: Candidate, max_error: float) -> bool:
+    """Whether the estimated error leaves the candidate worth measuring: clearly-over ones are not;
+    the exact error, computed on the decoded tensor, decides the borderline ones."""
+    return candidate.error <= max_error * (1 + 1e-9) + 1e-12
+
+
+def _measure(tensor: TensorSearch, policy: Policy):
+    """A candidate built and encoded for real: ``(stored, encoded, exact error, bytes in the file)``."""
+    from .packer import encoding_for
+
+    array = tensor.array
+    stored = tensor.build(policy)
+    if stored is array:
+        encoded = encode_tensor(array)
+        return stored, encoded, 0.0, encoded_bytes(encoded)
+    encoding = encoding_for(array, stored, policy, pruned=policy.prune != "none")
+    encoded = encode_tensor(stored, Encoding.coerce(encoding))
+    return stored, encoded, relative_error(array, stored), encoded_bytes(encoded)
+
+
 def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits") -> Choice:
     """The candidate with the fewest bytes in the file among those within ``max_error``.
 
     Raw storage (error 0) is always a candidate, so there is always a choice.
     """
-    from .packer import encoding_for
-
-    if not (isinstance(max_error, (int, float)) and max_error >= 0):
-        raise ValueError(f"max_error must be a number >= 0, not {max_error!r}")
+    max_error = _check_budget(max_error)
     if not is_float(array):
         encoded = encode_tensor(array)
         return Choice(Policy(), array, encoded, 0.0, encoded_bytes(encoded), 1, 1)
@@ -283,19 +306,52 @@ def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits"
     front = frontier(candidates)
     best = None
     for c in front:
-        if c.error > max_error * (1 + 1e-9) + 1e-12:
-            continue  # clearly over; the exact error below decides the borderline ones
-        stored = tensor.build(c.policy)
-        error = 0.0 if stored is array else relative_error(array, stored)
+        if not _may_fit(c, max_error):
+            continue
+        stored, encoded, error, size = _measure(tensor, c.policy)
         if error > max_error:
             continue
-        if stored is array:
-            encoded = encode_tensor(array)
-        else:
-            encoding = encoding_for(array, stored, c.policy, pruned=c.policy.prune != "none")
-            encoded = encode_tensor(stored, Encoding.coerce(encoding))
-        size = encoded_bytes(encoded)
         if best is None or (size, error) < (best.bytes, best.error):
             best = Choice(c.policy, stored, encoded, error, size, len(candidates), len(front))
     assert best is not None  # raw (error 0) is on the frontier: nothing beats its error
     return best
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`choose` would pick for one budget: the policy, its exact error and its bytes."""
+
+    policy: Policy
+    error: float
+    bytes: int
+
+
+def sweep(array: np.ndarray, budgets, *, search: str = "sparsity+bits") -> list[Outcome]:
+    """:func:`choose` for each of ``budgets`` at once (the same picks, tested), from one search.
+
+    The frontier, every candidate's exact error and its real bytes do not depend on the budget,
+    so each frontier candidate that may fit the loosest budget is measured once; each budget then
+    takes the first candidate with the fewest bytes among those within it, as :func:`choose`
+    does. Nothing is kept but the numbers.
+    """
+    budgets = [_check_budget(b) for b in budgets]
+    if not is_float(array):
+        size = encoded_bytes(encode_tensor(array))
+        return [Outcome(Policy(), 0.0, size) for _ in budgets]
+    tensor = TensorSearch(array, search)
+    front = frontier(tensor.candidates())
+    loosest = max(budgets, default=0.0)
+    measured = []
+    for c in front:
+        if _may_fit(c, loosest):
+            _, _, error, size = _measure(tensor, c.policy)
+            measured.append((c, error, size))
+    out = []
+    for budget in budgets:
+        best = None
+        for c, error, size in measured:
+            if _may_fit(c, budget) and error <= budget and (best is None or (size, error) < (best.bytes, best.error)):
+                best = Outcome(c.policy, error, size)
+        assert best is not None  # raw (error 0) is always measured and always fits
+        out.append(best)
+    return out

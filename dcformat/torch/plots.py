@@ -5,14 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..plotting import pyplot as _pyplot
 
 
 def accuracy_vs_iteration(curves: dict[str, list[tuple[float, float]]], baselines: dict[str, float],
