@@ -5,19 +5,15 @@ index goes last. Writing to a path is atomic: the bytes go to a temporary file i
 directory, which is flushed, fsynced and renamed over the target only when the writer closes
 cleanly. An exception or :meth:`DCFWriter.abort` leaves the old file (or no file) in place.
 
-A writer that is killed (SIGKILL, power loss) cannot remove its temporary file, named
-``.TARGET.TAG.PID.XXXXXXXX.tmp``. The next writer to the same target removes it once process PID
-is gone: TAG hashes the host name and the PID namespace, so only files whose PID means the same
-process here are judged (without ``/proc``, nothing is removed).
+A writer that is killed (SIGKILL, power loss) cannot remove its temporary file; the next writer
+to the same target removes it once that process is gone (:mod:`dcformat.atomic`).
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 import struct
-import tempfile
 
+from .atomic import AtomicFile, AtomicWriter
 from .checksum import crc32
 from .codecs import EncodedStream
 from .constants import (
@@ -69,7 +65,7 @@ def _descriptor(s: StreamInfo) -> bytes:
     return struct.pack("<BBHIQQ", s.codec, s.param, 0, s.crc32, s.count, s.length)
 
 
-class DCFWriter:
+class DCFWriter(AtomicWriter):
     """Write tensors to a dcf file one at a time; the index is written by :meth:`close`.
 
     ``target`` is a path (written atomically) or a binary file object opened for writing.
@@ -86,22 +82,10 @@ class DCFWriter:
         self.alignment = 1 << alignment_log2
         self._tensors: list[TensorInfo] = []
         self._names: set[str] = set()
-        self._path = None
-        self._temp = None
+        self._atomic = None
         if isinstance(target, (str, os.PathLike)):
-            self._path = os.fspath(target)
-            directory = os.path.dirname(os.path.abspath(self._path))
-            stem = os.path.basename(self._path)[:TEMP_STEM_LENGTH]
-            tag = _owner_tag()
-            if tag is not None:
-                _remove_stale_temps(directory, f".{stem}.{tag}.")
-            prefix = f".{stem}.{tag}.{os.getpid()}." if tag is not None else f".{stem}."
-            fd, self._temp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
-            # mkstemp makes the file 0600; give it the mode a file created in place would have
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
-            self._file = os.fdopen(fd, "wb")
+            self._atomic = AtomicFile(target)
+            self._file = self._atomic.file
         else:
             self._file = target
         self._position = 0
@@ -175,108 +159,13 @@ class DCFWriter:
     def tensors(self) -> list[TensorInfo]:
         return list(self._tensors)
 
-    def close(self) -> None:
-        """Write the index and trailer; for a path, fsync and rename into place."""
-        if self._state != "open":
-            if self._state == "closed":
-                return
-            raise EncodingError("cannot close a writer that was aborted")
-        try:
-            index = serialize_index(self.metadata, self._tensors)
-            if len(index) > MAX_INDEX_LENGTH:
-                raise EncodingError(f"the index would be {len(index)} bytes, over {MAX_INDEX_LENGTH}")
-            self._write(index + struct.pack("<QI", len(index), crc32(index)) + MAGIC)
-            self._file.flush()
-            if self._path is not None:
-                os.fsync(self._file.fileno())
-                self._file.close()
-                os.replace(self._temp, self._path)
-                self._temp = None
-                _fsync_directory(os.path.dirname(os.path.abspath(self._path)))
-        except BaseException:
-            self.abort()
-            raise
-        self._state = "closed"
+    def _finish(self) -> None:
+        """Write the index and trailer."""
+        index = serialize_index(self.metadata, self._tensors)
+        if len(index) > MAX_INDEX_LENGTH:
+            raise EncodingError(f"the index would be {len(index)} bytes, over {MAX_INDEX_LENGTH}")
+        self._write(index + struct.pack("<QI", len(index), crc32(index)) + MAGIC)
+        self._file.flush()
 
-    def abort(self) -> None:
-        """Give up: remove the temporary file; the target is left as it was."""
-        if self._state == "closed":
-            return
-        self._state = "aborted"
-        if self._path is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            if self._temp is not None:
-                try:
-                    os.unlink(self._temp)
-                except FileNotFoundError:
-                    pass
-                self._temp = None
-
-    def __enter__(self) -> "DCFWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-TEMP_STEM_LENGTH = 96
-"""Characters of the target's name kept in its temporary file's name."""
-
-
-def _owner_tag() -> str | None:
-    """8 hex digits naming this host and PID namespace (where a PID means one process), or None
-    where the namespace cannot be read."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError, ValueError):  # e.g. another user's process: it exists
-        return True
-    return True
-
-
-def _remove_stale_temps(directory: str, prefix: str) -> None:
-    """Remove ``PREFIX<pid>.<random>.tmp`` files of writers whose process is gone."""
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return
-    for entry in entries:
-        name = entry.name
-        if not (name.startswith(prefix) and name.endswith(".tmp")):
-            continue
-        pid = name[len(prefix):].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _process_exists(int(pid)):
-            continue
-        try:
-            os.unlink(entry.path)
-        except OSError:
-            pass
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
+    def _closed_error(self) -> Exception:
+        return EncodingError("cannot close a writer that was aborted")

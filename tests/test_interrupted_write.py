@@ -101,7 +101,7 @@ def test_sigkill_mid_write_leaves_old_file_or_none(tmp_path, had_old, after_byte
 
 
 def test_the_next_writer_removes_what_a_killed_writer_left(tmp_path):
-    from dcformat.writer import _owner_tag
+    from dcformat.atomic import owner_tag as _owner_tag
 
     if _owner_tag() is None:
         pytest.skip("no /proc: stale temporary files are never removed here")

@@ -1,5 +1,6 @@
 """Weights for the benchmark: LeNets and synthetic transformers with trained-like distributions,
-Deep Compression settings for each, and a minimal streaming safetensors reader and writer.
+Deep Compression settings for each, and a minimal streaming safetensors reader (the writer is
+dcformat's, :mod:`dcformat.pack.safetensors_stream`).
 
 No trained LeNet ships with dcformat (``dcformat.torch`` has the architectures, not weights), so
 the LeNets here are *random-init-shaped but trained-like*: every layer is Laplacian (the peaked,
@@ -14,15 +15,15 @@ writes (no memory map), so a process's resident memory is its own arrays and not
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 
 import numpy as np
 
+from dcformat.pack.safetensors_stream import SafetensorsStreamWriter, save_safetensors_streaming
+
 ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
              "U8": np.uint8, "I8": np.int8, "BOOL": np.bool_}
-ST_NAMES = {np.dtype(v).name: k for k, v in ST_DTYPES.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,28 +126,19 @@ DC_RECIPE = {"rules": [{"rank": [2, 3, 4], "sparsity": 0.9, "bits": 5}]}
 # Streaming safetensors
 
 def write_safetensors(path, layout, make, metadata=None) -> int:
-    """Write a float32 safetensors file tensor by tensor: ``make(name, shape)`` gives each array.
-    Returns the largest tensor's bytes."""
-    header, offset = {}, 0
-    if metadata:
-        header["__metadata__"] = metadata
-    dtype = np.dtype(np.float32)
-    for name, shape in layout:
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        header[name] = {"dtype": ST_NAMES[dtype.name], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
+    """Write a float32 safetensors file tensor by tensor: ``make(name, shape)`` gives each array
+    (with dcformat's streaming writer, one tensor in memory at a time). Returns the largest
+    tensor's bytes."""
+    shapes = dict(layout)
     largest = 0
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        for name, shape in layout:
-            array = np.ascontiguousarray(make(name, shape), dtype)
-            largest = max(largest, array.nbytes)
-            f.write(memoryview(array).cast("B"))
-            del array
-    os.replace(tmp, path)
+
+    def one(name):
+        nonlocal largest
+        array = np.ascontiguousarray(make(name, shapes[name]), np.float32)
+        largest = max(largest, array.nbytes)
+        return array
+
+    save_safetensors_streaming(path, [(name, np.float32, shape) for name, shape in layout], one, metadata)
     return largest
 
 
@@ -177,37 +169,6 @@ class SafetensorsStream:
         self.file.close()
 
 
-class SafetensorsWriter:
-    """Write a safetensors file whose tensors are known in advance (names, dtypes, shapes), then
-    streamed in that order: the header goes first, so nothing is held in memory."""
-
-    def __init__(self, path, entries, metadata=None):
-        header, offset = {}, 0
-        if metadata:
-            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-        self.order = []
-        for name, dtype, shape in entries:
-            dtype = np.dtype(dtype)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            header[name] = {"dtype": ST_NAMES[dtype.name], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-            self.order.append((name, nbytes))
-            offset += nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)
-        self.path = os.fspath(path)
-        self.file = open(self.path + ".tmp", "wb")
-        self.file.write(struct.pack("<Q", len(raw)) + raw)
-        self.next = 0
-
-    def write(self, name, array):
-        expected, nbytes = self.order[self.next]
-        if name != expected or array.nbytes != nbytes:
-            raise ValueError(f"expected {expected} ({nbytes} bytes), got {name} ({array.nbytes})")
-        self.file.write(memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B"))
-        self.next += 1
-
-    def close(self):
-        self.file.close()
-        if self.next != len(self.order):
-            raise ValueError("not every tensor was written")
-        os.replace(self.path + ".tmp", self.path)
+SafetensorsWriter = SafetensorsStreamWriter
+"""``SafetensorsWriter(path, [(name, dtype, shape), ...], metadata)``, then ``write(name, array)``
+for each and ``close()``: dcformat's streaming safetensors writer (atomic, any write order)."""

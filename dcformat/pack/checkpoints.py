@@ -10,17 +10,18 @@ the other formats). Nothing is unpickled beyond plain tensors:
   ``"state_dict"`` entry holding one; torch is imported only here;
 - ``.npz`` through ``numpy.load(allow_pickle=False)``.
 
-Writers are atomic (a temporary file renamed into place) and store plain tensors only.
+Writers are atomic (a temporary file next to the target, fsynced and renamed into place) and store
+plain tensors only. :mod:`.safetensors_stream` writes a safetensors file one tensor at a time.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from ..atomic import AtomicFile
 from ..constants import MAX_NAME_LENGTH
 from ..structures import dtype_of
 from .errors import CheckpointError
@@ -148,16 +149,13 @@ def save_checkpoint(tensors: dict[str, np.ndarray], path, metadata: dict[str, st
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CheckpointError(f"{path!r}: directory {directory!r} does not exist")
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=os.path.splitext(path)[1] + ".tmp")
-    os.close(fd)
+    atomic = AtomicFile(path)
+    atomic.file.close()  # the savers below write by name
     try:
-        {"safetensors": _save_safetensors, "torch": _save_torch, "npz": _save_npz}[fmt](tensors, temp, metadata)
-        os.replace(temp, path)
+        {"safetensors": _save_safetensors, "torch": _save_torch, "npz": _save_npz}[fmt](tensors, atomic.temp, metadata)
+        atomic.commit()
     except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+        atomic.discard()
         raise
 
 

@@ -401,29 +401,50 @@ def compare(path, source) -> list[TensorReport]:
 def unpack(path, out, *, progress: bool = False) -> dict:
     """Decode every tensor of a dcf file and write a dense checkpoint (format from ``out``'s suffix).
 
-    A safetensors output carries the dcf metadata, and the source's own metadata when the packer
-    recorded it. Returns ``{"tensors", "parameters", "bytes", "seconds"}``.
+    A ``.safetensors`` output is streamed: its header comes from the dcf index, then each tensor is
+    decoded, written and dropped, so memory holds one tensor at a time (the file is the one
+    ``safetensors.numpy.save_file`` would write). ``.pt``/``.pth`` and ``.npz`` outputs are not
+    streamed: every tensor is decoded, then the file is written. Either way the file appears
+    atomically. A safetensors output carries the dcf metadata, and the source's own metadata when
+    the packer recorded it. Returns ``{"tensors", "parameters", "bytes", "seconds"}``.
     """
     import json
 
     from .. import open as open_dcf
+    from ..structures import numpy_dtype
+    from .safetensors_stream import SafetensorsStreamWriter
 
     start = time.perf_counter()
-    checkpoint_format(out)  # refuse an unknown suffix before decoding anything
+    fmt = checkpoint_format(out)  # refuse an unknown suffix before decoding anything
     with open_dcf(path) as reader:
         infos = reader.tensors_info()
-        tensors = {}
-        with _progress(sum(i.numel for i in infos), "unpacking", progress) as bar:
-            for info in infos:
-                tensors[info.name] = reader.get_tensor(info.name)
-                bar.update(info.numel)
         metadata = reader.metadata()
-    restored = {}
-    if "dcformat.source_metadata" in metadata:
-        try:
-            restored = {str(k): str(v) for k, v in json.loads(metadata["dcformat.source_metadata"]).items()}
-        except (ValueError, AttributeError):
-            restored = {}
-    save_checkpoint(tensors, out, metadata={**metadata, **restored})
-    return {"tensors": len(tensors), "parameters": sum(int(a.size) for a in tensors.values()),
+        restored = {}
+        if "dcformat.source_metadata" in metadata:
+            try:
+                restored = {str(k): str(v) for k, v in json.loads(metadata["dcformat.source_metadata"]).items()}
+            except (ValueError, AttributeError):
+                restored = {}
+        metadata = {**metadata, **restored}
+        parameters = 0
+        with _progress(sum(i.numel for i in infos), "unpacking", progress) as bar:
+            if fmt == "safetensors":
+                entries = [(i.name, numpy_dtype(i.dtype), i.shape) for i in infos]
+                with SafetensorsStreamWriter(out, entries, metadata) as writer:
+                    for name in writer.names:  # the file's order: sequential writes
+                        array = reader.get_tensor(name)
+                        writer.write(name, array)
+                        parameters += int(array.size)
+                        bar.update(int(array.size))
+                        del array
+                        reader.release_pages()  # the mapped dcf pages of this tensor leave RSS too
+            else:
+                tensors = {}
+                for info in infos:
+                    tensors[info.name] = reader.get_tensor(info.name)
+                    parameters += int(tensors[info.name].size)
+                    bar.update(info.numel)
+    if fmt != "safetensors":
+        save_checkpoint(tensors, out, metadata=metadata)
+    return {"tensors": len(infos), "parameters": parameters,
             "bytes": os.path.getsize(out), "seconds": time.perf_counter() - start}
