@@ -91,13 +91,10 @@ def _instrumented(totals):
         saved.append((module, name, original))
         setattr(module, name, wrap(label, original))
     import dcformat.reader as reader
-    import zlib
+    from dcformat import checksum
 
-    class _Zlib:
-        crc32 = staticmethod(wrap("CRC-32", zlib.crc32))
-
-    saved.append((reader, "zlib", reader.zlib))
-    reader.zlib = _Zlib
+    saved.append((reader, "crc32", reader.crc32))
+    reader.crc32 = wrap(f"CRC-32 ({checksum.IMPLEMENTATION})", reader.crc32)
     try:
         yield
     finally:
