@@ -85,3 +85,4 @@ def test_demo_runs(tmp_path, capsys):
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "smaller than zstd -19" in out and "bit-exact" in out and "| P+Q |" in out
+    assert "| safe | --preset safe | 16,0" in out and "| budget 0.05 |" in out
