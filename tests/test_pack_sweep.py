@@ -60,6 +60,18 @@ def test_dctable_budgets_prints_tables_and_draws_the_plot(tmp_path, capsys):
     assert '"search": "bits"' in capsys.readouterr().out
 
 
+def test_sweep_input_errors():
+    from dcformat.pack import PackError
+
+    for budgets, message in [([], "at least one budget"), ([float("nan")], "finite number"), ([True], "finite")]:
+        with pytest.raises(PackError, match=message):
+            budget_sweep(small_model(), budgets)
+    with pytest.raises(PackError, match="no tensors"):
+        budget_sweep({}, [0.1])
+    with pytest.raises(PackError, match="search must be"):
+        budget_sweep(small_model(), [0.1], search="pruning")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--budgets", "0.1,x"], "budgets must be comma-separated numbers"),
     (["--budgets", "-1"], "budgets must be finite numbers >= 0"),

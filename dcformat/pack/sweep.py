@@ -92,6 +92,8 @@ def budget_sweep(source, budgets, *, search: str = "sparsity+bits", progress: bo
         tensors = check_tensors(source, "tensors")
     recipes = [_recipe(b, search) for b in budgets]
     names = list(tensors)
+    if not names:
+        raise PackError("the checkpoint holds no tensors")
     rules = {name: recipes[-1].rule_for(name, tensors[name]) for name in names}
     policies = {name: rule.policy if rule else None for name, rule in rules.items()}
     searched = [n for n in names if policies[n] is not None and policies[n].max_error is not None]
