@@ -54,15 +54,20 @@ def _write_all(writer: DCFWriter, tensors, encodings) -> None:
             writer.add(name, tensor, encodings.get(name))
 
 
-def save_file(tensors, path, metadata=None, encodings=None, *, alignment_log2: int = 0) -> None:
-    """Write ``tensors`` (name -> numpy array or CodebookTensor) to ``path``, atomically."""
-    _write_all(DCFWriter(path, metadata=metadata, alignment_log2=alignment_log2), tensors, encodings)
+def save_file(tensors, path, metadata=None, encodings=None, *, alignment_log2: int | None = None,
+              profile=None) -> None:
+    """Write ``tensors`` (name -> numpy array or CodebookTensor) to ``path``, atomically.
+
+    ``profile="mobile"`` keeps the file within the mobile profile (:mod:`dcformat.profiles`)."""
+    _write_all(DCFWriter(path, metadata=metadata, alignment_log2=alignment_log2, profile=profile), tensors,
+               encodings)
 
 
-def save(tensors, metadata=None, encodings=None, *, alignment_log2: int = 0) -> bytes:
-    """The bytes of a dcf file holding ``tensors``."""
+def save(tensors, metadata=None, encodings=None, *, alignment_log2: int | None = None, profile=None) -> bytes:
+    """The bytes of a dcf file holding ``tensors`` (options as :func:`save_file`)."""
     buffer = io.BytesIO()
-    _write_all(DCFWriter(buffer, metadata=metadata, alignment_log2=alignment_log2), tensors, encodings)
+    _write_all(DCFWriter(buffer, metadata=metadata, alignment_log2=alignment_log2, profile=profile), tensors,
+               encodings)
     return buffer.getvalue()
 
 

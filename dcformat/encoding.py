@@ -56,7 +56,8 @@ class Encoding:
         included).
     codecs: names of the stream codecs a writer may use (``"plain"``, ``"bitpack"``,
         ``"huffman"``, ``"zstd"``, ``"byteplanes"``); ``None`` allows all. A stream that none of
-        them can hold is stored PLAIN.
+        them can hold is stored PLAIN. The planes of a BYTEPLANES stream use the allowed ones
+        among PLAIN, HUFFMAN and ZSTD (PLAIN always), or all three if ``codecs`` names none of them.
     codebook: for plain float32/float16 arrays, ``"auto"`` stores a codebook of the distinct values
         when that is smaller (lossless), ``"never"`` keeps raw values.
     codebook_dtype: ``"float32"`` or ``"float16"`` for the codebook of a CodebookTensor; ``None``
@@ -66,6 +67,11 @@ class Encoding:
         :data:`RAW_FLOAT_CHUNK_ELEMENTS`).
     zstd_level: zstd level, or ``None`` to choose by stream size (19 small, 9 medium, 3 large).
     huffman_lanes: Huffman lanes per stream, or ``None`` for the codec's default.
+    in_place: when the tensor is stored DENSE with RAW values, store its VALUES PLAIN (the
+        elements' little-endian bytes) in one chunk (chunks of ``MAX_CHUNK_ELEMENTS`` beyond that,
+        contiguous in any file whose alignment divides their byte length), so that with an
+        alignment the tensor can be used in place from a memory map. ``chunk_elements`` and
+        ``codecs`` then apply to the tensor's other encodings only (codebook, CSR).
     """
 
     layout: str = "auto"
@@ -76,6 +82,7 @@ class Encoding:
     chunk_elements: int | None = None
     zstd_level: int | None = None
     huffman_lanes: int | None = None
+    in_place: bool = False
 
     def __post_init__(self):
         if self.layout not in ("auto", "dense", "csr"):
@@ -96,6 +103,8 @@ class Encoding:
             isinstance(self.chunk_elements, (int, np.integer)) and 1 <= self.chunk_elements <= MAX_CHUNK_ELEMENTS
         ):
             raise EncodingError(f"chunk_elements must be 1..{MAX_CHUNK_ELEMENTS}")
+        if not isinstance(self.in_place, bool):
+            raise EncodingError(f"in_place must be True or False, not {self.in_place!r}")
 
     @classmethod
     def coerce(cls, value) -> "Encoding":
@@ -134,6 +143,7 @@ class EncodedTensor(NamedTuple):
 
 _SYMBOL_CODECS = (Codec.BITPACK, Codec.HUFFMAN, Codec.ZSTD, Codec.PLAIN)
 _WIDE_VALUE_CODECS = (Codec.PLAIN, Codec.BYTEPLANES, Codec.ZSTD)
+_PLANE_CODECS = (Codec.PLAIN, Codec.HUFFMAN, Codec.ZSTD)
 
 
 def _zstd_level(encoding: Encoding, nbytes: int) -> int:
@@ -153,7 +163,12 @@ def encode_elements(elements: np.ndarray, element_size: int, encoding: Encoding,
     options = {Codec.ZSTD: {"level": _zstd_level(encoding, elements.nbytes)}}
     if encoding.huffman_lanes is not None:
         options[Codec.HUFFMAN] = {"lanes": encoding.huffman_lanes}
-    options[Codec.BYTEPLANES] = {"plane_options": {Codec.ZSTD: options[Codec.ZSTD]}}
+    # The planes keep to the allowed codecs among PLAIN, HUFFMAN and ZSTD (a zstd-less decoder must
+    # not meet ZSTD inside them); codecs that name none of the three leave the planes all three.
+    plane_codecs = list(_PLANE_CODECS)
+    if encoding.codecs is not None and any(c.name.lower() in encoding.codecs for c in _PLANE_CODECS):
+        plane_codecs = [c for c in _PLANE_CODECS if c == Codec.PLAIN or c.name.lower() in encoding.codecs]
+    options[Codec.BYTEPLANES] = {"plane_codecs": plane_codecs, "plane_options": {Codec.ZSTD: options[Codec.ZSTD]}}
     try:
         stream = encode_smallest(elements, element_size, encoding.allowed(candidates), options)
     except EncodingError:  # no allowed codec can hold these elements: PLAIN always can
@@ -345,6 +360,9 @@ def _encode_codebook_tensor(tensor: CodebookTensor, encoding: Encoding, threads:
     return plan.encode()
 
 
+_PLAIN_ONLY = Encoding(codecs=("plain",))
+
+
 class _Plan:
     """Chooses layout and index width for one tensor, then encodes it chunk by chunk.
 
@@ -420,13 +438,15 @@ class _Plan:
             if needs_zero:
                 elements = np.where(elements < 0, zero_symbol, elements)
         size = self._value_size(k)
+        in_place = self.encoding.in_place and not self.coded
         if self.coded and self.adaptive_chunks and self.encoding.chunk_elements is None:
             bounds = adaptive_chunk_bounds(elements, k)
         else:
-            step = self._chunk_elements(Layout.DENSE)
+            step = MAX_CHUNK_ELEMENTS if in_place else self._chunk_elements(Layout.DENSE)
             bounds = list(range(0, self.numel, step)) + [self.numel]
         parts = [elements[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
-        streams = map_ordered(lambda part: encode_elements(part, size, self.encoding, symbols=self.coded),
+        encoding = _PLAIN_ONLY if in_place else self.encoding
+        streams = map_ordered(lambda part: encode_elements(part, size, encoding, symbols=self.coded),
                               parts, [part.nbytes for part in parts], self.threads)
         chunks = [(len(part), [stream]) for part, stream in zip(parts, streams)]
         return EncodedTensor(

@@ -29,6 +29,8 @@ from .constants import (
 )
 from .encoding import EncodedTensor, Encoding, encode_tensor
 from .errors import EncodingError
+from .profiles import METADATA_KEY as PROFILE_KEY
+from .profiles import get_profile
 from .structures import CHUNK_ROLES, ChunkInfo, StreamInfo, TensorInfo
 
 
@@ -70,15 +72,28 @@ class DCFWriter(AtomicWriter):
 
     ``target`` is a path (written atomically) or a binary file object opened for writing.
     ``metadata`` is a dict of str to str, stored in the index. ``alignment_log2`` aligns every
-    stream to ``2 ** alignment_log2`` bytes (0: packed, the smallest file).
+    stream to ``2 ** alignment_log2`` bytes (None: 0, packed, the smallest file, or the profile's).
+    ``profile``: a :class:`dcformat.profiles.Profile` or its name (``"mobile"``): every tensor is
+    encoded within it, and its name is stored in the metadata under ``dcformat.profile``.
 
     The writer is a small state machine: ``add`` after ``close`` or ``abort`` raises.
     """
 
-    def __init__(self, target, *, metadata: dict[str, str] | None = None, alignment_log2: int = 0):
+    def __init__(self, target, *, metadata: dict[str, str] | None = None, alignment_log2: int | None = None,
+                 profile=None):
+        self.profile = get_profile(profile)
+        least = self.profile.alignment_log2 if self.profile else 0
+        if alignment_log2 is None:
+            alignment_log2 = least
         if not 0 <= alignment_log2 <= MAX_ALIGNMENT_LOG2:
             raise EncodingError(f"alignment_log2 must be 0..{MAX_ALIGNMENT_LOG2}")
+        if alignment_log2 < least:
+            raise EncodingError(f"profile {self.profile.name!r} needs alignment_log2 >= {least}")
         self.metadata = self._check_metadata(metadata or {})
+        if self.profile:
+            if self.metadata.setdefault(PROFILE_KEY, self.profile.name) != self.profile.name:
+                raise EncodingError(f"metadata {PROFILE_KEY!r} is {self.metadata[PROFILE_KEY]!r}, "
+                                    f"but the profile is {self.profile.name!r}")
         self.alignment = 1 << alignment_log2
         self._tensors: list[TensorInfo] = []
         self._names: set[str] = set()
@@ -130,13 +145,18 @@ class DCFWriter(AtomicWriter):
             raise EncodingError(f"tensor name {name!r} is already in this file")
         if len(self._tensors) >= MAX_TENSORS:
             raise EncodingError(f"a file holds at most {MAX_TENSORS} tensors")
+        if self.profile:
+            encoding = self.profile.encoding(tensor, encoding)
         encoded = encode_tensor(tensor, encoding)
         return self.add_encoded(name, encoded)
 
     def add_encoded(self, name: str, encoded: EncodedTensor) -> TensorInfo:
-        """Write a tensor that :func:`dcformat.encoding.encode_tensor` already encoded."""
+        """Write a tensor that :func:`dcformat.encoding.encode_tensor` already encoded (within the
+        writer's profile, if it has one: checked)."""
         if self._state != "open":
             raise EncodingError(f"cannot add a tensor to a writer that is {self._state}")
+        if self.profile:
+            self.profile.check(encoded)
         try:
             codebook = self._write_stream(Role.CODEBOOK, *encoded.codebook) if encoded.codebook else None
             chunks = []

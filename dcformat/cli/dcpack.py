@@ -218,6 +218,10 @@ def main(argv=None) -> int:
     add_recipe_arguments(parser)
     add_preset_arguments(parser)
     out = parser.add_argument_group("output")
+    out.add_argument("--profile", choices=("mobile",),
+                     help="mobile: no zstd (the zstd-less C decoder reads it), dense raw tensors PLAIN and 64-byte "
+                          "aligned (usable in place from a memory map), chunks of at most 2^16 elements "
+                          "(decoding scratch <= 896 KiB per thread); combines with any preset")
     out.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="extra metadata (repeatable)")
     out.add_argument("--table", choices=("md", "csv", "json"),
                      help="print the per-layer table (with fidelity) to stdout")
@@ -239,7 +243,7 @@ def main(argv=None) -> int:
                   "the model's outputs will change badly. Retrain with dcformat.torch (masked fine-tuning, "
                   "then codebook fine-tuning) before using it.", file=sys.stderr)
         result = pack(args.input, args.output, recipe, metadata=_metadata(args.metadata), progress=not args.quiet,
-                      verify=not args.no_verify)
+                      verify=not args.no_verify, profile=args.profile)
         if not args.quiet:
             mode = "lossless" if recipe.lossless else "recipe " + recipe.to_json()
             if recipe.preset:

@@ -278,28 +278,30 @@ def _may_fit(candidate: Candidate, max_error: float) -> bool:
     return candidate.error <= max_error * (1 + 1e-9) + 1e-12
 
 
-def _measure(tensor: TensorSearch, policy: Policy):
-    """A candidate built and encoded for real: ``(stored, encoded, exact error, bytes in the file)``."""
+def _measure(tensor: TensorSearch, policy: Policy, profile=None):
+    """A candidate built and encoded for real: ``(stored, encoded, exact error, bytes in the file)``;
+    within ``profile`` (a :class:`dcformat.profiles.Profile`) when one is given."""
     from .packer import encoding_for
 
     array = tensor.array
     stored = tensor.build(policy)
     if stored is array:
-        encoded = encode_tensor(array)
+        encoded = encode_tensor(array, profile.encoding(array) if profile else None)
         return stored, encoded, 0.0, encoded_bytes(encoded)
     encoding = encoding_for(array, stored, policy, pruned=policy.prune != "none")
-    encoded = encode_tensor(stored, Encoding.coerce(encoding))
+    encoded = encode_tensor(stored, profile.encoding(stored, encoding) if profile else Encoding.coerce(encoding))
     return stored, encoded, relative_error(array, stored), encoded_bytes(encoded)
 
 
-def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits") -> Choice:
+def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits", profile=None) -> Choice:
     """The candidate with the fewest bytes in the file among those within ``max_error``.
 
-    Raw storage (error 0) is always a candidate, so there is always a choice.
+    Raw storage (error 0) is always a candidate, so there is always a choice. With ``profile`` (a
+    :class:`dcformat.profiles.Profile`) every candidate is encoded, and sized, as it stores it.
     """
     max_error = _check_budget(max_error)
     if not is_float(array):
-        encoded = encode_tensor(array)
+        encoded = encode_tensor(array, profile.encoding(array) if profile else None)
         return Choice(Policy(), array, encoded, 0.0, encoded_bytes(encoded), 1, 1)
     tensor = TensorSearch(array, search)
     candidates = tensor.candidates()
@@ -308,7 +310,7 @@ def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits"
     for c in front:
         if not _may_fit(c, max_error):
             continue
-        stored, encoded, error, size = _measure(tensor, c.policy)
+        stored, encoded, error, size = _measure(tensor, c.policy, profile)
         if error > max_error:
             continue
         if best is None or (size, error) < (best.bytes, best.error):

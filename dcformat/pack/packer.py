@@ -26,6 +26,9 @@ from ..compress import (
     threshold_mask,
 )
 from ..encoding import Encoding
+from ..errors import EncodingError
+from ..profiles import METADATA_KEY as PROFILE_KEY
+from ..profiles import get_profile
 from ..parallel import imap_ordered, resolve_threads
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..writer import DCFWriter
@@ -37,7 +40,8 @@ RESERVED_PREFIX = "dcformat."
 """Metadata keys the packer writes: ``dcformat.recipe`` (the recipe as JSON, with its preset name
 and error budgets), ``dcformat.source``
 (the source file name), ``dcformat.source_format``, ``dcformat.source_metadata`` (the source's own
-string metadata as a JSON object, when it had any) and ``dcformat.packer``."""
+string metadata as a JSON object, when it had any), ``dcformat.packer`` and, with a profile,
+``dcformat.profile`` (its name)."""
 
 
 @dataclass
@@ -216,14 +220,15 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="w", unit_scale=True, leave=False, disable=None if enabled else True)
 
 
-def choose_encoding(array, max_error, *, search="sparsity+bits"):
+def choose_encoding(array, max_error, *, search="sparsity+bits", profile=None):
     from .budget import choose
 
-    return choose(array, max_error, search=search)
+    return choose(array, max_error, search=search, profile=profile)
 
 
 def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, progress: bool = False,
-         verify: bool = True, source_name: str | None = None, threads: int | None = None) -> PackResult:
+         verify: bool = True, source_name: str | None = None, threads: int | None = None,
+         profile=None) -> PackResult:
     """Pack a checkpoint (a path or a dict of name -> array) into the dcf file ``out``.
 
     ``recipe``: a :class:`Recipe`, a recipe dict, a JSON (or dcf) file path, or None (lossless).
@@ -232,9 +237,15 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     ``threads``: when the recipe has an error budget, the searches of that many tensors run at
     once, ahead of the one being written (None: ``DCFORMAT_THREADS`` or the CPUs). The file is the
     same whatever the number. Other recipes go tensor by tensor (their memory stays one tensor's).
+    ``profile``: a writer profile or its name (``"mobile"``, :mod:`dcformat.profiles`), with any
+    recipe; error-budget searches then measure each candidate as the profile stores it.
     """
     start = time.perf_counter()
     recipe = coerce_recipe(recipe)
+    try:
+        profile = get_profile(profile)
+    except EncodingError as exc:
+        raise PackError(str(exc)) from None
     source_metadata: dict[str, str] = {}
     source_format = None
     if isinstance(source, (str, os.PathLike)):
@@ -249,6 +260,8 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     if not names:
         raise PackError(f"no tensor matches {list(recipe.only or [])} (the recipe's 'only')")
     meta = _metadata(recipe, source_name, source_format, source_metadata, metadata)
+    if profile is not None:
+        meta[PROFILE_KEY] = profile.name
 
     rules = {name: recipe.rule_for(name, tensors[name]) for name in names}
     policies = {name: (rule.policy if rule else Policy()) for name, rule in rules.items()}
@@ -266,7 +279,7 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
         described, encoded, encoding = policy.describe(), None, None
         try:
             if policy.max_error is not None:
-                choice = choose_encoding(array, policy.max_error, search=policy.search)
+                choice = choose_encoding(array, policy.max_error, search=policy.search, profile=profile)
                 stored, encoded = choice.stored, choice.encoded
                 described = f"{choice.policy.describe()} (error ≤ {policy.max_error:g})"
             else:
@@ -289,7 +302,7 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     # hold at most twice the largest one (so a long search does not stall the small ones behind it).
     ahead = resolve_threads(threads) if any(policies[n].max_error is not None for n in names) else 1
     sizes = [int(tensors[n].size) for n in names]
-    with DCFWriter(out, metadata=meta) as writer, _progress(total, "packing", progress) as bar:
+    with DCFWriter(out, metadata=meta, profile=profile) as writer, _progress(total, "packing", progress) as bar:
         for name, stored, encoded, encoding, described, lossless, error, pruned, check in imap_ordered(
                 prepare, names, sizes, ahead, window=2 * max(sizes)):
             array = tensors[name]

@@ -1,0 +1,141 @@
+"""Writer profiles: what a file promises its decoder, beyond the format itself.
+
+A profile restricts what the writer may choose, so that a given class of decoders can read the file
+cheaply. It applies to every tensor of a file (:class:`dcformat.DCFWriter` ``profile=``,
+``dcformat.save_file(..., profile=)``, :func:`dcformat.pack.packer.pack` ``profile=``,
+``dcpack --profile``), combines with any recipe or preset, and its name is stored in the file's
+metadata under ``dcformat.profile``. A file that keeps the promises is an ordinary dcf file: any
+decoder reads it; the profile only tells which promises hold.
+
+``mobile`` (:data:`MOBILE`), for phones and embedded boards:
+
+- **No ZSTD**, not even inside BYTEPLANES planes: a build of the C decoder without libzstd decodes
+  every stream. Streams use PLAIN, BITPACK, HUFFMAN and BYTEPLANES (with PLAIN or HUFFMAN planes).
+- **Dense raw tensors usable in place.** The file's ``alignment_log2`` is 6: every stream starts
+  at a multiple of 64 bytes (a cache line; the widest SIMD load). A tensor stored DENSE with RAW
+  values has its VALUES PLAIN in one chunk (up to ``MAX_CHUNK_ELEMENTS`` elements; larger tensors
+  use chunks of exactly that many, whose byte lengths are multiples of 64, so the streams follow
+  each other without padding): the bytes at the stream's offset *are* the tensor, little-endian,
+  64-byte aligned, and an app can hand a memory map of them to its runtime without decoding.
+- **Bounded chunks.** Every other chunk covers at most :data:`MOBILE_CHUNK_ELEMENTS` (2**16)
+  elements (DENSE: ``extent``; CSR: ``extent × cols``; a matrix whose rows are longer than that is
+  stored DENSE). A decoder that decodes chunk by chunk into the caller's tensor then needs per
+  thread at most 14 bytes of element scratch per chunk element — CSR row counts (4 bytes per row,
+  at most one row per element), gaps (at most 2 bytes per entry) and values (at most 8 bytes per
+  entry, at most one entry per element); DENSE symbols or byte planes need at most 8 — so
+  **896 KiB per decoding thread** (a float32 CSR tensor with 1-byte gaps and symbols: 384 KiB),
+  plus its Huffman tables and the tensor's codebook as float32 (at most 256 KiB), whatever the
+  model's size. 2**16 was chosen over 2**18 (3.5 MiB) because it costs about 0.1–0.4 % of the file
+  on MiniLM (README, presets), and below 2**16 the per-chunk Huffman tables of 9–12-bit codebooks
+  start to cost more than that.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .constants import MAX_CHUNK_ELEMENTS, Codec, Layout, ValueCoding
+from .encoding import EncodedTensor, Encoding
+from .errors import EncodingError
+
+METADATA_KEY = "dcformat.profile"
+"""The metadata key holding the profile's name."""
+
+MOBILE_CHUNK_ELEMENTS = 2**16
+"""The most elements one chunk of a ``mobile`` file covers, in-place dense raw tensors aside."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a profile lets the writer choose. See the module's docstring for ``mobile``.
+
+    name: stored under ``dcformat.profile``.
+    codecs: the stream codecs allowed (BYTEPLANES planes included).
+    alignment_log2: the file's alignment (at least).
+    max_chunk_elements: the most elements of a chunk, in-place dense raw tensors aside.
+    in_place: dense raw tensors are stored PLAIN in one chunk (:attr:`Encoding.in_place`).
+    """
+
+    name: str
+    codecs: tuple[str, ...]
+    alignment_log2: int
+    max_chunk_elements: int
+    in_place: bool
+
+    def encoding(self, tensor, encoding: Encoding | dict | None = None) -> Encoding:
+        """The caller's ``encoding`` for ``tensor`` restricted to this profile.
+
+        Raises :class:`EncodingError` when the caller asks for what the profile forbids (a codec
+        outside it, CSR with rows longer than a chunk, larger chunks)."""
+        encoding = Encoding.coerce(encoding)
+        if encoding.codecs is not None:
+            outside = [c for c in encoding.codecs if c not in self.codecs]
+            if outside:
+                raise EncodingError(f"profile {self.name!r} allows the codecs {list(self.codecs)}, not {outside}")
+            codecs = encoding.codecs
+        else:
+            codecs = self.codecs
+        chunk = encoding.chunk_elements
+        if chunk is not None and chunk > self.max_chunk_elements:
+            raise EncodingError(f"profile {self.name!r} allows chunks of at most {self.max_chunk_elements} "
+                                f"elements, not {chunk}")
+        shape = tuple(int(d) for d in getattr(tensor, "shape", np.shape(tensor)))
+        layout = encoding.layout
+        if len(shape) >= 2 and _cols(shape) > self.max_chunk_elements:
+            if layout == "csr":
+                raise EncodingError(f"profile {self.name!r}: rows of {_cols(shape)} elements are longer than a "
+                                    f"chunk ({self.max_chunk_elements}); store the tensor dense")
+            layout = "dense"
+        return replace(encoding, codecs=codecs, chunk_elements=chunk or self.max_chunk_elements, layout=layout,
+                       in_place=self.in_place or encoding.in_place)
+
+    def check(self, encoded: EncodedTensor) -> None:
+        """Raise :class:`EncodingError` if ``encoded`` breaks a promise of this profile."""
+        allowed = {Codec[c.upper()] for c in self.codecs}
+        streams = ([encoded.codebook[0]] if encoded.codebook else []) + [s for _, ss in encoded.chunks for s, _ in ss]
+        for stream in streams:
+            used = {stream.codec} | set(plane_codecs(stream.payload) if stream.codec == Codec.BYTEPLANES else ())
+            if not used <= allowed:
+                raise EncodingError(f"profile {self.name!r}: a stream uses {sorted(c.name for c in used - allowed)}")
+        cols = _cols(encoded.shape) if encoded.layout == Layout.CSR else 1
+        in_place = self.in_place and encoded.layout == Layout.DENSE and encoded.value_coding == ValueCoding.RAW
+        for i, (extent, chunk_streams) in enumerate(encoded.chunks):
+            if in_place:
+                last = i == len(encoded.chunks) - 1
+                if chunk_streams[0][0].codec != Codec.PLAIN or (not last and extent != MAX_CHUNK_ELEMENTS):
+                    raise EncodingError(f"profile {self.name!r}: a dense raw tensor must be PLAIN in chunks of "
+                                        f"{MAX_CHUNK_ELEMENTS} elements")
+            elif extent * cols > self.max_chunk_elements:
+                raise EncodingError(f"profile {self.name!r}: a chunk of {extent * cols} elements is over "
+                                    f"{self.max_chunk_elements}")
+
+
+def _cols(shape) -> int:
+    return int(np.prod(shape[1:], dtype=np.int64)) if len(shape) >= 2 else 1
+
+
+_PLANES = struct.Struct("<BBH")
+
+
+def plane_codecs(payload) -> list[Codec]:
+    """The plane codecs named by a BYTEPLANES payload (spec §8.5)."""
+    _, count, _ = _PLANES.unpack_from(payload, 0)
+    return [Codec(payload[_PLANES.size + 8 * j]) for j in range(count)]
+
+
+MOBILE = Profile("mobile", codecs=("plain", "bitpack", "huffman", "byteplanes"), alignment_log2=6,
+                 max_chunk_elements=MOBILE_CHUNK_ELEMENTS, in_place=True)
+
+PROFILES = {p.name: p for p in (MOBILE,)}
+
+
+def get_profile(profile) -> Profile | None:
+    """A :class:`Profile` from its name (``"mobile"``), a Profile, or None (no profile)."""
+    if profile is None or isinstance(profile, Profile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except (KeyError, TypeError):
+        raise EncodingError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}") from None
