@@ -44,3 +44,12 @@ class CountMismatchError(CorruptFileError):
 
 class EncodingError(DCFormatError, ValueError):
     """A writer was given something it cannot encode (bad array, bad option, misuse)."""
+
+
+class EncodingTypeError(EncodingError, TypeError):
+    """A writer was given an object of the wrong type: a name that is not a str, a value that is
+    not an array (or is one of a dtype the format lacks)."""
+
+
+class ClosedFileError(DCFormatError, ValueError):
+    """A reader (or a slice of one) was used after it was closed, as when its ``with`` block ends."""
