@@ -11,16 +11,75 @@ A process that is killed (SIGKILL, power loss) cannot remove its temporary file.
 :class:`AtomicFile` for the same target removes it once process PID is gone: TAG hashes the host
 name and the PID namespace, so only files whose PID means the same process here are judged
 (without ``/proc``, nothing is removed).
+
+An interrupted process (Ctrl-C, an exception nobody catches) leaves nothing either: writers used
+as context managers discard their file on any exception, KeyboardInterrupt included, and whatever
+temporary file is still open when the interpreter exits is removed then (:func:`remove_live_temps`).
+Errors about a temporary file are reported under its target's name (:func:`target_of_temp`).
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import re
 import socket
 import tempfile
+import threading
 
 TEMP_STEM_LENGTH = 96
 """Characters of the target's name kept in its temporary file's name."""
+
+
+_live: dict[str, str] = {}
+"""Temporary files not yet committed or discarded (temp -> target), removed at exit."""
+_seen: dict[str, str] = {}
+"""Every temporary file's target (bounded), to name the target in errors about the temporary file."""
+_SEEN_MAX = 256
+_lock = threading.Lock()
+
+
+def _register(temp: str, target: str) -> None:
+    with _lock:
+        _live[temp] = target
+        _seen[temp] = target
+        while len(_seen) > _SEEN_MAX:
+            del _seen[next(iter(_seen))]
+
+
+def _unregister(temp: str) -> None:
+    with _lock:
+        _live.pop(temp, None)
+
+
+@atexit.register
+def remove_live_temps() -> None:
+    """Remove the temporary files of writers that were neither committed nor discarded."""
+    with _lock:
+        temps = list(_live)
+        _live.clear()
+    for temp in temps:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+
+
+_TEMP_NAME = re.compile(r"(?P<dir>(?:[^\s'\"]*/)?)\.(?P<stem>[^/\s'\"]+?)\.(?:[0-9a-f]{8}\.)?(?:\d+\.)?[a-z0-9_]{8}\.tmp\b")
+
+
+def target_of_temp(text: str) -> str:
+    """``text`` with every temporary file's path replaced by its target's (the path the user gave):
+    those this process made exactly, others by the ``.NAME.TAG.PID.XXXX.tmp`` pattern."""
+    with _lock:
+        known = sorted(_seen.items(), key=lambda item: -len(item[0]))
+    for temp, target in known:
+        if temp in text:
+            text = text.replace(temp, target)
+        base = os.path.basename(temp)
+        if base in text:
+            text = text.replace(base, os.path.basename(target))
+    return _TEMP_NAME.sub(lambda m: m.group("dir") + m.group("stem"), text)
 
 
 def owner_tag() -> str | None:
@@ -91,7 +150,11 @@ class AtomicFile:
         if tag is not None:
             remove_stale_temps(self.directory, f".{stem}.{tag}.")
         prefix = f".{stem}.{tag}.{os.getpid()}." if tag is not None else f".{stem}."
-        fd, self.temp = tempfile.mkstemp(dir=self.directory, prefix=prefix, suffix=".tmp")
+        try:
+            fd, self.temp = tempfile.mkstemp(dir=self.directory, prefix=prefix, suffix=".tmp")
+        except OSError as exc:  # name the target, not the temporary file that could not be made
+            raise type(exc)(exc.errno, exc.strerror, self.path) from None
+        _register(self.temp, self.path)
         try:
             umask = os.umask(0)
             os.umask(umask)
@@ -100,6 +163,7 @@ class AtomicFile:
         except BaseException:
             os.close(fd)
             os.unlink(self.temp)
+            _unregister(self.temp)
             raise
 
     def commit(self) -> None:
@@ -116,6 +180,7 @@ class AtomicFile:
             finally:
                 os.close(fd)
         os.replace(self.temp, self.path)
+        _unregister(self.temp)
         self.temp = None
         fsync_directory(self.directory)
 
@@ -130,6 +195,7 @@ class AtomicFile:
                 os.unlink(self.temp)
             except FileNotFoundError:
                 pass
+            _unregister(self.temp)
             self.temp = None
 
 

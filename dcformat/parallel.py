@@ -8,6 +8,12 @@ the cost of processes, and each job writes straight into its own slice of the ou
 The number of threads is, in order: the ``threads`` argument a caller passes, the environment
 variable ``DCFORMAT_THREADS``, or the CPUs this process may run on. ``threads=1`` decodes serially
 on the calling thread, with no pool.
+
+Stopping: a Ctrl-C reaches the main thread only. :func:`imap_ordered` then calls
+:func:`request_stop`, and long jobs (the packer's error-budget searches) call :func:`check_stop`
+between their steps, which raises :class:`Stopped` (a ``KeyboardInterrupt``) in the worker, so that
+the pool drains within a step instead of finishing every running search. The commands call
+:func:`request_stop` from their SIGINT handler and :func:`clear_stop` when they return.
 """
 from __future__ import annotations
 
@@ -22,6 +28,33 @@ handing them to the pool would cost more than it saves."""
 SERIAL_COST = 1 << 21
 """Below this total cost every job runs on the calling thread: for a small file, fixed costs per
 stream (Python, holding the GIL) outweigh what a second core brings."""
+
+_stop = threading.Event()
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised by :func:`check_stop` in a job after :func:`request_stop`."""
+
+
+def request_stop() -> None:
+    """Ask running jobs to stop at their next :func:`check_stop` (Ctrl-C)."""
+    _stop.set()
+
+
+def clear_stop() -> None:
+    """Let jobs run again (after the interrupted work has been cleaned up)."""
+    _stop.clear()
+
+
+def stopping() -> bool:
+    return _stop.is_set()
+
+
+def check_stop() -> None:
+    """Raise :class:`Stopped` if a stop was requested: call between the steps of a long job."""
+    if _stop.is_set():
+        raise Stopped()
+
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -143,17 +176,25 @@ def imap_ordered(function, items, costs, threads: int | None = None, window: flo
         return
     pending: collections.deque = collections.deque()
     pending_cost = 0.0
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dcformat-ahead") as pool:
-        try:
-            for item, cost in zip(items, costs):
-                while len(pending) >= threads and pending_cost + cost > window:
-                    future, done_cost = pending.popleft()
-                    pending_cost -= done_cost
-                    yield future.result()
-                pending.append((pool.submit(function, item), cost))
-                pending_cost += cost
-            while pending:
-                yield pending.popleft()[0].result()
-        finally:
-            for future, _ in pending:
-                future.cancel()
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dcformat-ahead")
+    interrupted = False
+    try:
+        for item, cost in zip(items, costs):
+            while len(pending) >= threads and pending_cost + cost > window:
+                future, done_cost = pending.popleft()
+                pending_cost -= done_cost
+                yield future.result()
+            pending.append((pool.submit(function, item), cost))
+            pending_cost += cost
+        while pending:
+            yield pending.popleft()[0].result()
+    except KeyboardInterrupt:
+        interrupted = True  # Ctrl-C: the running jobs stop at their next check_stop()
+        request_stop()
+        raise
+    finally:
+        for future, _ in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+        if interrupted:
+            clear_stop()

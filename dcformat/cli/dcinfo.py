@@ -3,9 +3,13 @@
     dcinfo FILE...            sizes by part, bits per weight, one row per tensor (headers only)
     dcinfo --json FILE...     the same as JSON
     dcinfo --verify FILE...   also decode every tensor, check every checksum, count non-zeros
+    dcinfo --wide FILE...     every column (codecs, stored entries), names in full
+    dcinfo - < model.dcf      read the file from stdin
 
 Without --verify it reads the preamble, trailer and index only, and imports no codec (no JIT).
-A bad file gets one line naming what is wrong, and exit status 1.
+The table fits the terminal (80 columns when the output is not one): long names are elided in the
+middle; --wide shows everything, and --json is the machine-readable form. A bad file gets one line
+naming what is wrong, and exit status 1 (2 for bad usage).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import sys
 from ..errors import DCFormatError
 from ..reader import DCFReader
 from ..report import PARTS, file_summary, sanitize
+from ._common import OneLineParser, describe_error, elide, ellipsis, fit_columns, note_first_compile, run, terminal_width, wrap
 
 
 def _human(n: float) -> str:
@@ -30,11 +35,21 @@ def _shape(shape) -> str:
     return "×".join(str(d) for d in shape) if shape else "scalar"
 
 
-def _inspect(path: str, verify: bool) -> dict:
+def ratio_text(ratio: float | None, than: str = "float32") -> str:
+    """``17.61× smaller than float32``, or for a file larger than the dense weights ``4.17× larger``."""
+    if not ratio:
+        return f"- vs {than}"
+    if ratio >= 1:
+        return f"{ratio:.2f}× smaller than {than}"
+    return f"{1 / ratio:.2f}× larger than {than}"
+
+
+def _inspect(path: str, verify: bool, data: bytes | None = None) -> dict:
+    source = data if data is not None else path
     if verify:
         import numpy as np
 
-        with DCFReader(path, verify=True) as reader:
+        with DCFReader(source, verify=True) as reader:
             nonzeros = {}
             for name in reader.keys():
                 array = reader.get_tensor(name)
@@ -42,7 +57,7 @@ def _inspect(path: str, verify: bool) -> dict:
             summary = file_summary(reader.header, nonzeros)
         summary["verified"] = True
         return summary
-    with DCFReader(path) as reader:  # parses the index only; no stream is read
+    with DCFReader(source) as reader:  # parses the index only; no stream is read
         return file_summary(reader.header)
 
 
@@ -60,65 +75,91 @@ def _packed_with(recipe_json) -> str | None:
     return ", ".join(parts) or None
 
 
-def _print_text(path: str, s: dict, out) -> None:
+def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) -> None:
     w = out.write
-    w(f"{sanitize(path)}: dcf {s['version']}, {s['tensor_count']} tensors, {s['parameters']:,} parameters")
+    dots = ellipsis(out)
+    first = f": dcf {s['version']}, {s['tensor_count']} tensors, {s['parameters']:,} parameters"
     if s["nonzeros"] is not None:
-        w(f", {s['nonzeros']:,} non-zero ({100 * s['nonzeros'] / max(1, s['parameters']):.2f}%)")
-    w("\n")
-    ratio = f"{s['ratio_vs_float32']:.2f}×" if s["ratio_vs_float32"] else "-"
+        first += f", {s['nonzeros']:,} non-zero ({100 * s['nonzeros'] / max(1, s['parameters']):.2f}%)"
+    name = sanitize(path, 10**6)
+    w((name if wide else elide(name, max(20, width - len(first)), dots)) + first + "\n")
     bpw = f"{s['bits_per_weight']:.3f}" if s["bits_per_weight"] is not None else "-"
-    w(f"  file {s['file_bytes']:,} bytes ({_human(s['file_bytes'])}), {bpw} bits/weight, {ratio} smaller than float32\n")
-    w("  bytes by part: " + ", ".join(f"{p} {s['bytes_by_part'][p]:,}" for p in PARTS) + "\n")
+    w(f"  file {s['file_bytes']:,} bytes ({_human(s['file_bytes'])}), {bpw} bits/weight, "
+      f"{ratio_text(s['ratio_vs_float32'])}\n")
+    for line in wrap("bytes by part: " + ", ".join(f"{p}\xa0{s['bytes_by_part'][p]:,}" for p in PARTS), width):
+        w(line + "\n")
     packed = _packed_with(s["metadata"].get("dcformat.recipe"))
+    limit = 10**6 if wide else width
     if packed:
-        w(f"  packed with: {sanitize(packed, 120)}\n")
+        w(_cut(f"  packed with: {sanitize(packed, 10**6)}", limit, dots) + "\n")
     for key, value in s["metadata"].items():
-        w(f"  meta {sanitize(key, 40)} = {sanitize(value, 80)}\n")
+        w(_cut(f"  meta {sanitize(key, 40)} = {sanitize(value, 10**6 if wide else 200)}", limit, dots) + "\n")
     if s.get("verified"):
         w("  verified: every tensor decoded, every checksum matched\n")
-    headers = ["name", "shape", "dtype", "layout", "stored", "density", "k", "ib", "codecs", "bytes", "bits/w"]
+    columns = ["name", "shape", "dtype", "layout", "stored", "density", "k", "ib", "codecs", "bytes", "bits/w"]
+    if not wide:  # what fits 80 columns; --wide adds stored entries and codecs
+        columns = [c for c in columns if c not in ("stored", "codecs") and (c != "density" or s.get("verified"))]
     rows = []
     for t in s["tensors"]:
         stored = t["entries"] if t["entries"] is not None else t["parameters"]
-        density = f"{100 * t['density']:.1f}%" if t["density"] is not None else "-"
-        codecs = " ".join(f"{role[:3]}:{codec}" for role, codec in t["codecs"].items()) or "-"
-        bits = f"{8 * t['bytes'] / t['parameters']:.2f}" if t["parameters"] else "-"
-        rows.append([
-            sanitize(t["name"], 48), _shape(t["shape"]), t["dtype"], t["layout"], f"{stored:,}", density,
-            str(t["codebook_size"] or "-"), str(t["index_bits"] or "-"), codecs, f"{t['bytes']:,}", bits,
-        ])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    w("  " + "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)) + "\n")
-    for r in rows:
-        w("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r)) + "\n")
-    w("  (stored = CSR entries incl. fillers, or elements; density shown with --verify; k = codebook size;"
-      " ib = index bits; codecs per stream role: cod(ebook) row(_counts) gap(s) val(ues))\n")
+        cells = {
+            "name": sanitize(t["name"], 10**6), "shape": _shape(t["shape"]), "dtype": t["dtype"], "layout": t["layout"],
+            "stored": f"{stored:,}", "density": f"{100 * t['density']:.1f}%" if t["density"] is not None else "-",
+            "k": str(t["codebook_size"] or "-"), "ib": str(t["index_bits"] or "-"),
+            "codecs": " ".join(f"{role[:3]}:{codec}" for role, codec in t["codecs"].items()) or "-",
+            "bytes": f"{t['bytes']:,}", "bits/w": f"{8 * t['bytes'] / t['parameters']:.2f}" if t["parameters"] else "-",
+        }
+        rows.append([cells[c] for c in columns])
+    for line in fit_columns(columns, rows, 10**6 if wide else width, mark=dots):
+        w(line + "\n")
+    legend = ("(k = codebook size; ib = CSR index bits; bits/w = stored bits per weight"
+              + ("; density with --verify" if not s.get("verified") and not wide else "")
+              + ("; stored = CSR entries incl. fillers, or elements; codecs per stream role: cod(ebook) "
+                 "row(_counts) gap(s) val(ues))" if wide else "; --wide: codecs and stored entries)"))
+    for line in wrap(legend, width):
+        w(line + "\n")
+
+
+def _cut(line: str, width: int, dots: str) -> str:
+    return line if len(line) <= width else line[: width - len(dots)] + dots
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="dcinfo", description="Inspect dcf files (compressed neural-network weights).")
-    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser = OneLineParser(prog="dcinfo", description="Inspect dcf files (compressed neural-network weights).")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="dcf files; - reads one from stdin")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per file, in a list)")
     parser.add_argument("--verify", action="store_true", help="decode everything and check every checksum")
+    parser.add_argument("--wide", action="store_true",
+                        help="every column, names and metadata in full (default: fit the terminal, 80 columns "
+                             "when not one)")
     args = parser.parse_args(argv)
+    return run("dcinfo", lambda: _main(args))
+
+
+def _main(args) -> int:
+    if args.files.count("-") > 1:
+        from ._common import UsageError
+
+        raise UsageError("stdin (-) can be read once")
+    if args.verify:
+        note_first_compile("dcinfo")
     status = 0
     results = []
+    width = terminal_width(sys.stdout)
     for path in args.files:
+        name = "<stdin>" if path == "-" else path
         try:
-            summary = _inspect(path, args.verify)
-        except DCFormatError as exc:
-            print(f"dcinfo: {sanitize(path)}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            data = sys.stdin.buffer.read() if path == "-" else None
+            summary = _inspect(path, args.verify, data)
+        except (DCFormatError, OSError, MemoryError) as exc:
+            kind = f"{type(exc).__name__}: " if isinstance(exc, DCFormatError) else ""
+            print(f"dcinfo: {sanitize(name)}: {kind}{describe_error(exc)}", file=sys.stderr)
             status = 1
             continue
-        except OSError as exc:
-            print(f"dcinfo: {sanitize(path)}: {exc.strerror or exc}", file=sys.stderr)
-            status = 1
-            continue
-        summary["file"] = path
+        summary["file"] = name
         results.append(summary)
         if not args.json:
-            _print_text(path, summary, sys.stdout)
+            _print_text(name, summary, sys.stdout, width, args.wide)
     if args.json:
         json.dump(results, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -36,31 +36,8 @@ import argparse
 import os
 import sys
 
-from ..errors import DCFormatError
 from ..report import sanitize
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (status 2)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def run(prog: str, body) -> int:
-    """Run ``body()``; a user error (bad file, bad recipe, I/O) becomes one line on stderr."""
-    try:
-        return body()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except (DCFormatError, ValueError) as exc:
-        print(f"{prog}: error: {sanitize(str(exc), 400)}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"{prog}: error: {sanitize(where + (exc.strerror or str(exc)), 400)}", file=sys.stderr)
-        return 1
+from ._common import OneLineParser, UsageError, run  # noqa: F401 - dctable and dcunpack import them from here
 
 
 def _fraction(text: str) -> float:
@@ -154,7 +131,6 @@ RECIPE_FLAGS = ("sparsity", "conv_sparsity", "quality", "per_filter", "global_",
 
 
 def recipe_from_args(args):
-    from ..pack.errors import RecipeError
     from ..pack.recipe import Recipe, budget_recipe, preset_recipe
 
     preset = getattr(args, "preset", None)
@@ -169,9 +145,9 @@ def recipe_from_args(args):
             given.append("--init")
         if given:
             what = f"--preset {preset}" if preset else "--max-error"
-            raise RecipeError(f"{what} replaces the pruning and sharing flags; drop {', '.join(given)}")
+            raise UsageError(f"{what} replaces the pruning and sharing flags; drop {', '.join(given)}")
         if args.min_size < 0:
-            raise RecipeError("--min-size must be >= 0")
+            raise UsageError("--min-size must be >= 0")
         common = dict(only=args.only, keep=args.keep, min_size=args.min_size)
         if preset is None:
             return budget_recipe(max_error, **common)
@@ -180,13 +156,13 @@ def recipe_from_args(args):
     if args.recipe:
         given = [f"--{name.rstrip('_').replace('_', '-')}" for name in RECIPE_FLAGS if getattr(args, name)]
         if given or args.index_bits != "auto" or args.init != "linear" or args.min_size != 4096:
-            raise RecipeError(f"--recipe replaces the recipe flags; drop {', '.join(given) or 'the recipe flags'}")
+            raise UsageError(f"--recipe replaces the recipe flags; drop {', '.join(given) or 'the recipe flags'}")
         recipe = Recipe.from_file(args.recipe)
         if args.only:
             recipe = Recipe(recipe.rules, tuple(args.only))
         return recipe
     if args.min_size < 0:
-        raise RecipeError("--min-size must be >= 0")
+        raise UsageError("--min-size must be >= 0")
     return Recipe.from_flags(
         sparsity=args.sparsity, conv_sparsity=args.conv_sparsity, quality=args.quality, per_filter=args.per_filter,
         global_=args.global_, bits=args.bits, conv_bits=args.conv_bits, pow2=args.pow2, init=args.init,
@@ -196,13 +172,11 @@ def recipe_from_args(args):
 
 
 def _metadata(pairs) -> dict[str, str]:
-    from ..pack.errors import PackError
-
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise PackError(f"--metadata wants KEY=VALUE, got {pair!r}")
+            raise UsageError(f"--metadata wants KEY=VALUE, got {pair!r}")
         out[key] = value
     return out
 
@@ -236,7 +210,7 @@ def main(argv=None) -> int:
         if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(args.input, args.output):
             raise PackError("the output would overwrite the input")
         if not args.output.lower().endswith(".dcf"):
-            raise PackError(f"the output should end in .dcf, got {args.output!r}")
+            raise UsageError(f"the output should end in .dcf, got {args.output!r}")
         recipe = recipe_from_args(args)
         if recipe.preset == "aggressive":
             print("dcpack: warning: the aggressive preset prunes 90% of fully connected weights without retraining: "

@@ -12,14 +12,15 @@
                                                 each tensor's setting, from one search
 
 --format picks md (default), csv or json. --recipe also takes a .dcf file to reuse its recipe.
-Errors print one line and exit with status 1.
+Errors print one line and exit with status 1 (2 for bad usage).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .dcpack import OneLineParser, add_recipe_arguments, recipe_from_args, run
+from ._common import OneLineParser, UsageError, run
+from .dcpack import add_recipe_arguments, recipe_from_args
 
 STAGES = ("U", "U+Q", "P", "P+Q")
 
@@ -78,20 +79,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from ..pack.errors import PackError
         from ..pack.tables import layer_table, stage_table
 
         if args.budgets is not None:
             if args.stages:
-                raise PackError("--budgets and --stages are two different tables: give one")
+                raise UsageError("--budgets and --stages are two different tables: give one")
             return _budgets(args)
         if args.plot or args.no_pruning:
-            raise PackError(f"--{'plot' if args.plot else 'no-pruning'} needs --budgets")
+            raise UsageError(f"--{'plot' if args.plot else 'no-pruning'} needs --budgets")
         if not args.stages:
             flags = ("sparsity", "conv_sparsity", "quality", "bits", "conv_bits", "recipe", "out_dir", "baseline_stages")
             given = [flag for flag in flags if getattr(args, flag) is not None]
             if given:
-                raise PackError(f"--{given[0].replace('_', '-')} needs --stages")
+                raise UsageError(f"--{given[0].replace('_', '-')} needs --stages")
             reports = None
             if args.source:
                 from ..pack.packer import compare
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             sys.stdout.write(layer_table(args.input, reports).render(args.format))
             return 0
         if not args.out_dir:
-            raise PackError("--stages needs --out-dir DIR for the stage files")
+            raise UsageError("--stages needs --out-dir DIR for the stage files")
         recipe = recipe_from_args(args)
         table, details = stage_table(args.input, recipe, args.out_dir, baselines=args.baselines,
                                      baseline_stages=args.baseline_stages, progress=not args.quiet)

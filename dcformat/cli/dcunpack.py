@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from ..report import sanitize
-from .dcpack import OneLineParser, run
+from ._common import OneLineParser, run
 
 
 def main(argv=None) -> int:

@@ -42,6 +42,7 @@ from ..compress import relative_error
 from ..compress.sharing import _finalize, _kmeans_kernels, _lloyd_sorted  # kmeans_1d's, on values sorted once
 from ..encoding import EncodedTensor, Encoding, encode_tensor, raw_gap_histogram
 from ..tensors import ZERO_INDEX, CodebookTensor
+from ..parallel import check_stop
 from ..writer import DCFWriter, serialize_index
 from .recipe import SEARCHES, Policy, is_float
 
@@ -53,6 +54,8 @@ alternative; pruning a quarter of the weights already costs more error than that
 candidates stop at 8 bits."""
 MAX_INDEX_BITS = 16
 KMEANS_ITERS = Policy().iters
+SEARCH_SHARE = 0.8
+"""Share of a tensor's progress given to estimating its candidates (the rest: measuring them)."""
 CACHE_VALUES = 1 << 21
 """Tensors with up to this many distinct values keep every candidate's labels for the final build."""
 
@@ -200,12 +203,17 @@ class TensorSearch:
             self._codebooks[key] = (centroids, labels.astype(np.uint8) if centroids.size <= 256 else labels)
         return centroids, labels
 
-    def candidates(self) -> list[Candidate]:
-        """Raw, then every (sparsity, bits) candidate with its error and estimated bytes."""
+    def candidates(self, step=None) -> list[Candidate]:
+        """Raw, then every (sparsity, bits) candidate with its error and estimated bytes.
+
+        ``step(fraction)``, if given, is called after each candidate with its share of the whole
+        (they add up to 1); between candidates a stop request (Ctrl-C) raises
+        :class:`~dcformat.parallel.Stopped`."""
         n = self.array.size
         out = [Candidate(Policy(), 0.0, float(self.array.nbytes))]
         if not self.shareable:
             return out
+        steps = sum(len(UNPRUNED_BITS if s == 0 else BITS) for s in self.sparsities)
         for sparsity in self.sparsities:
             us, cs, _, mask = self._kept(sparsity)
             if us.size == 0:
@@ -226,6 +234,9 @@ class TensorSearch:
                 if gap_hist is not None:
                     size = min(size, _csr_bits(gap_hist, np.append(hist, 0.0), centroids.size))
                 out.append(Candidate(policy, error, size / 8 + 4 * centroids.size))
+                check_stop()
+                if step is not None:
+                    step(1 / steps)
             # The kept values of one sparsity take ~5 words per distinct value: keep one sparsity's
             # at a time (build() computes them again for the few candidates it builds).
             del us, cs
@@ -293,29 +304,44 @@ def _measure(tensor: TensorSearch, policy: Policy, profile=None):
     return stored, encoded, relative_error(array, stored), encoded_bytes(encoded)
 
 
-def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits", profile=None) -> Choice:
+def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits", profile=None,
+           progress=None) -> Choice:
     """The candidate with the fewest bytes in the file among those within ``max_error``.
 
     Raw storage (error 0) is always a candidate, so there is always a choice. With ``profile`` (a
     :class:`dcformat.profiles.Profile`) every candidate is encoded, and sized, as it stores it.
+    ``progress(fraction)``, if given, is called as the search advances (the fractions add up to 1),
+    on the thread the search runs on; a stop request (Ctrl-C) raises between candidates.
     """
     max_error = _check_budget(max_error)
     if not is_float(array):
         encoded = encode_tensor(array, profile.encoding(array) if profile else None)
+        if progress is not None:
+            progress(1.0)
         return Choice(Policy(), array, encoded, 0.0, encoded_bytes(encoded), 1, 1)
     tensor = TensorSearch(array, search)
-    candidates = tensor.candidates()
+    done = [0.0]
+
+    def advance(fraction):
+        done[0] += fraction
+        if progress is not None:
+            progress(fraction)
+
+    candidates = tensor.candidates(lambda f: advance(SEARCH_SHARE * f))
     front = frontier(candidates)
+    fitting = [c for c in front if _may_fit(c, max_error)]
     best = None
-    for c in front:
-        if not _may_fit(c, max_error):
-            continue
+    for c in fitting:
+        check_stop()
         stored, encoded, error, size = _measure(tensor, c.policy, profile)
+        advance((1 - SEARCH_SHARE) / len(fitting))
         if error > max_error:
             continue
         if best is None or (size, error) < (best.bytes, best.error):
             best = Choice(c.policy, stored, encoded, error, size, len(candidates), len(front))
     assert best is not None  # raw (error 0) is on the frontier: nothing beats its error
+    if progress is not None and done[0] < 1:
+        progress(1 - done[0])
     return best
 
 
@@ -345,6 +371,7 @@ def sweep(array: np.ndarray, budgets, *, search: str = "sparsity+bits") -> list[
     loosest = max(budgets, default=0.0)
     measured = []
     for c in front:
+        check_stop()
         if _may_fit(c, loosest):
             _, _, error, size = _measure(tensor, c.policy)
             measured.append((c, error, size))

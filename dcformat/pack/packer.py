@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -220,10 +221,38 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="w", unit_scale=True, leave=False, disable=None if enabled else True)
 
 
-def choose_encoding(array, max_error, *, search="sparsity+bits", profile=None):
+def choose_encoding(array, max_error, *, search="sparsity+bits", profile=None, progress=None):
     from .budget import choose
 
-    return choose(array, max_error, search=search, profile=profile)
+    return choose(array, max_error, search=search, profile=profile, progress=progress)
+
+
+class _SearchProgress:
+    """Moves a progress bar while error-budget searches run on other threads: each search reports
+    its share as it goes, and writing the tensor adds whatever is left of its elements."""
+
+    def __init__(self):
+        self.bar = None
+        self._lock = threading.Lock()
+        self._shown: dict[str, int] = {}
+        self._done: dict[str, float] = {}
+
+    def callback(self, name: str, size: int):
+        def report(fraction: float) -> None:
+            with self._lock:
+                self._done[name] = min(size, self._done.get(name, 0.0) + fraction * size)
+                step = int(self._done[name]) - self._shown.get(name, 0)
+                if step > 0 and self.bar is not None:
+                    self._shown[name] = self._shown.get(name, 0) + step
+                    self.bar.update(step)
+        return report
+
+    def finish(self, name: str, size: int) -> None:
+        with self._lock:
+            step = size - self._shown.pop(name, 0)
+            self._done.pop(name, None)
+            if step > 0 and self.bar is not None:
+                self.bar.update(step)
 
 
 def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, progress: bool = False,
@@ -279,7 +308,8 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
         described, encoded, encoding = policy.describe(), None, None
         try:
             if policy.max_error is not None:
-                choice = choose_encoding(array, policy.max_error, search=policy.search, profile=profile)
+                choice = choose_encoding(array, policy.max_error, search=policy.search, profile=profile,
+                                         progress=searching.callback(name, int(array.size)))
                 stored, encoded = choice.stored, choice.encoded
                 described = f"{choice.policy.describe()} (error ≤ {policy.max_error:g})"
             else:
@@ -302,7 +332,9 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     # hold at most twice the largest one (so a long search does not stall the small ones behind it).
     ahead = resolve_threads(threads) if any(policies[n].max_error is not None for n in names) else 1
     sizes = [int(tensors[n].size) for n in names]
+    searching = _SearchProgress()
     with DCFWriter(out, metadata=meta, profile=profile) as writer, _progress(total, "packing", progress) as bar:
+        searching.bar = bar
         for name, stored, encoded, encoding, described, lossless, error, pruned, check in imap_ordered(
                 prepare, names, sizes, ahead, window=2 * max(sizes)):
             array = tensors[name]
@@ -322,7 +354,7 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
             ))
             masks.pop(name, None)
             del stored, encoded
-            bar.update(int(array.size))
+            searching.finish(name, int(array.size))
     if verify:
         verify_file(out, {name: digest for name, (digest, _) in expected.items()}, progress=progress)
     file_bytes = os.path.getsize(out)

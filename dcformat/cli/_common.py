@@ -1,0 +1,309 @@
+"""What every dcformat command shares: the conventions of gzip, zstd and the safetensors tools.
+
+- ``--version``; exit status 0 (done), 1 (bad data: a file that cannot be read or written), 2
+  (bad usage: argparse's errors and :class:`UsageError`), 130 (interrupted).
+- Output that survives pipes and any encoding: ``dcinfo x.dcf | head -1`` stops quietly; on a
+  stream that cannot encode a character, ``×`` becomes ``x`` (and the like, :data:`ASCII_FALLBACK`)
+  and anything else a backslash escape, so an ASCII-only locale prints tensor names escaped.
+- Tables that fit the terminal: names elided in the middle (:func:`elide`, :func:`fit_columns`).
+- Errors in one line that name the user's path: an error about an atomic writer's hidden
+  temporary file (``.x.dcf.<tag>.tmp``) names the target instead (:func:`describe_error`).
+- Ctrl-C: the first one stops the work (the budget search's threads see
+  :func:`dcformat.parallel.request_stop`), temporary files are removed, the command prints
+  ``interrupted`` and exits with 130; further ones are ignored while it cleans up, so none prints
+  a traceback.
+- A "compiling kernels (first run only)" line when Numba's cache holds no kernels yet.
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import os
+import shutil
+import signal
+import sys
+
+OK, DATA_ERROR, USAGE_ERROR, INTERRUPTED = 0, 1, 2, 130
+"""Exit statuses: done, bad data (a file that cannot be read or written), bad usage, Ctrl-C."""
+
+DEFAULT_WIDTH = 80
+"""Columns a table fits when the width is unknown (output to a pipe or a file, no ``COLUMNS``)."""
+
+ASCII_FALLBACK = {
+    "×": "x", "≤": "<=", "≥": ">=", "‖": "||", "−": "-", "…": "...", "—": "--", "–": "-", "→": "->",
+    "µ": "u", "±": "+-", "·": ".", "Ŵ": "W'", "²": "^2", "≈": "~", "“": '"', "”": '"', "‘": "'", "’": "'",
+}
+"""What a character becomes on an output stream that cannot encode it (others: backslash escapes)."""
+
+ERROR_HANDLER = "dcformat.ascii"
+
+
+def _ascii_fallback(error: UnicodeError):
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start:error.end]
+    out = "".join(ASCII_FALLBACK.get(ch) or ch.encode("ascii", "backslashreplace").decode("ascii") for ch in text)
+    return out, error.end
+
+
+codecs.register_error(ERROR_HANDLER, _ascii_fallback)
+
+
+class UsageError(Exception):
+    """A command line that cannot work (conflicting flags, a pattern that matches no tensor): exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (status 2), and ``--version`` is built in."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from .. import __version__
+
+        self.add_argument("--version", action="version", version=f"%(prog)s (dcformat) {__version__}")
+
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def setup_streams() -> None:
+    """Make stdout and stderr print what they cannot encode as ASCII stand-ins or escapes."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors=ERROR_HANDLER)
+            except (ValueError, OSError):  # a closed or detached stream
+                pass
+
+
+def can_encode(text: str, stream=None) -> bool:
+    """Whether ``stream`` (stdout by default) can print ``text`` as it is."""
+    encoding = getattr(stream or sys.stdout, "encoding", None) or "ascii"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def terminal_width(stream=None) -> int:
+    """The terminal's columns when ``stream`` is one, else ``COLUMNS`` or :data:`DEFAULT_WIDTH`."""
+    stream = stream or sys.stdout
+    try:
+        if stream.isatty():
+            return max(40, os.get_terminal_size(stream.fileno()).columns)
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        return max(40, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return DEFAULT_WIDTH
+
+
+def elide(text: str, width: int, mark: str = "…") -> str:
+    """``text`` cut to ``width`` characters by replacing its middle with ``mark``."""
+    if len(text) <= width:
+        return text
+    if width <= len(mark):
+        return text[:width]
+    keep = width - len(mark)
+    head = (keep + 1) // 2
+    return text[:head] + mark + text[len(text) - (keep - head):]
+
+
+def fit_columns(headers, rows, width: int, *, elide_column: int = 0, min_width: int = 12, indent: int = 2,
+                mark: str = "…") -> list[str]:
+    """Lines of a left-aligned table; cells of ``elide_column`` elided in the middle so that every
+    line fits ``width`` (down to ``min_width`` for that column)."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    total = indent + sum(widths) + 2 * (len(widths) - 1)
+    if total > width:
+        widths[elide_column] = max(min_width, len(headers[elide_column]), widths[elide_column] - (total - width))
+    lines = []
+    for r in [list(headers)] + [list(r) for r in rows]:
+        r[elide_column] = elide(r[elide_column], widths[elide_column], mark)
+        lines.append((" " * indent + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r))).rstrip())
+    return lines
+
+
+def wrap(text: str, width: int, indent: str = "  ") -> list[str]:
+    """``text`` in lines of at most ``width`` columns; a no-break space (U+00A0) keeps two words
+    together and prints as a plain space."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + " ",
+                          break_on_hyphens=False, break_long_words=False) or [indent]
+    return [line.replace("\xa0", " ") for line in lines]
+
+
+def ellipsis(stream=None) -> str:
+    return "…" if can_encode("…", stream) else "..."
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors that name the user's path
+
+
+def _map_temps(text: str) -> str:
+    from ..atomic import target_of_temp
+
+    return target_of_temp(text)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the path (the target, not an atomic writer's temporary file) and what is wrong."""
+    from ..report import sanitize
+
+    if isinstance(exc, OSError) and not isinstance(exc, _library_errors()):
+        filename = getattr(exc, "filename", None)
+        what = exc.strerror or str(exc)
+        text = f"{os.fsdecode(filename)}: {what}" if filename is not None else what
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(_map_temps(text).split())
+    return sanitize(text, 400)
+
+
+def _library_errors() -> tuple:
+    from ..errors import DCFormatError
+
+    return (DCFormatError,)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a command
+
+
+def _on_second_interrupt(signum, frame) -> None:
+    """Ctrl-C while the first one's cleanup runs: ignored (a traceback from inside it helps nobody)."""
+
+
+def _on_interrupt(signum, frame) -> None:
+    from .. import parallel
+
+    parallel.request_stop()
+    signal.signal(signal.SIGINT, _on_second_interrupt)
+    raise KeyboardInterrupt
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the flush at exit cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def run(prog: str, body) -> int:
+    """Run ``body()`` as a command: errors become one line on stderr and an exit status."""
+    from ..errors import DCFormatError
+
+    setup_streams()
+    installed = False
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        try:
+            signal.signal(signal.SIGINT, _on_interrupt)
+            installed = True
+        except ValueError:  # not the main thread
+            pass
+    try:
+        return body()
+    except KeyboardInterrupt:
+        try:
+            signal.signal(signal.SIGINT, _on_second_interrupt)
+        except ValueError:
+            pass
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 128 + getattr(signal, "SIGPIPE", 13)
+    except UsageError as exc:
+        print(f"{prog}: error: {describe_error(exc)} (see --help)", file=sys.stderr)
+        return USAGE_ERROR
+    except (DCFormatError, ValueError, OSError, MemoryError) as exc:
+        print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
+        return DATA_ERROR
+    finally:
+        if installed:
+            try:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            except ValueError:
+                pass
+        from .. import parallel
+
+        parallel.clear_stop()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_stdout()
+        except (OSError, ValueError):
+            pass
+
+
+# ----------------------------------------------------------------------------------------------
+# The first run's JIT
+
+
+KERNEL_MODULES = ("bitpack", "csr", "elements", "huffman")
+"""The Numba modules every encode and large decode uses (``kmeans`` joins them for lossy packing)."""
+
+
+def kernels_cached(modules=KERNEL_MODULES) -> bool:
+    """Whether Numba's on-disk cache holds compiled kernels of each of ``modules`` (``*.nbi`` index
+    files): only a directory listing, no Numba import."""
+    from .. import kernels
+
+    here = os.path.dirname(kernels.__file__)
+    places = [os.path.join(here, "__pycache__")]
+    user = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "numba")
+    found = set()
+    for place in places:
+        try:
+            names = os.listdir(place)
+        except OSError:
+            continue
+        found.update(n.split(".", 1)[0] for n in names if n.endswith(".nbi"))
+    if not set(modules) <= found and os.path.isdir(user):  # numba's user-wide cache (read-only install)
+        for root, _, names in os.walk(user):
+            if "kernels" in root:
+                found.update(n.split(".", 1)[0] for n in names if n.endswith(".nbi"))
+    return set(modules) <= found
+
+
+def note_first_compile(prog: str, modules=KERNEL_MODULES, quiet: bool = False) -> bool:
+    """Print "compiling kernels (first run only)" on stderr when the cache lacks them; True if so."""
+    if quiet or os.environ.get("NUMBA_DISABLE_JIT") == "1" or kernels_cached(modules):
+        return False
+    print(f"{prog}: compiling kernels (first run only, about half a minute)", file=sys.stderr, flush=True)
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Output files
+
+
+def check_overwrite(path: str, force: bool, inputs=()) -> None:
+    """Refuse to replace an existing ``path`` without ``--force`` (as gzip and zstd do), and
+    refuse outright to write over one of ``inputs``."""
+    from ..pack.errors import PackError
+
+    if path == "-":
+        return
+    for source in inputs:
+        if source != "-" and os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
+            raise PackError(f"{path}: the output would overwrite the input")
+    if os.path.lexists(path) and not force:
+        raise PackError(f"{path}: already exists; use -f/--force to overwrite it")
+
+
+def replace_suffix(path: str, suffixes, new: str) -> str:
+    """``model.safetensors`` -> ``model.dcf``: the default output name beside the input."""
+    lower = path.lower()
+    for suffix in suffixes:
+        if lower.endswith(suffix):
+            return path[: len(path) - len(suffix)] + new
+    return path + new

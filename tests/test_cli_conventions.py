@@ -1,0 +1,210 @@
+"""The conventions every command keeps: --version, exit statuses, pipes, encodings, terminal width,
+errors that name the user's path, Ctrl-C, the first run's JIT note."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import dcformat
+
+VECTORS = pathlib.Path(__file__).parent.parent / "spec" / "vectors"
+COMMANDS = ("dcinfo", "dcpack", "dcunpack", "dctable")
+
+
+def cli(prog, *args, env=None, stdin=None, input=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", f"dcformat.cli.{prog}", *map(str, args)], capture_output=True,
+                          env=full_env, stdin=stdin, input=input)
+
+
+@pytest.fixture()
+def long_names(tmp_path):
+    """A small file whose tensor names are long (and one is not ASCII)."""
+    path = tmp_path / "long.dcf"
+    tensors = {
+        "encoder.layer.11.attention.self.query.weight.with.a.very.long.suffix.that.goes.on": np.ones((4, 3), np.float32),
+        "décodeur.poids": np.arange(6, dtype=np.float32).reshape(2, 3),
+    }
+    dcformat.save_file(tensors, path)
+    return path, tensors
+
+
+@pytest.mark.parametrize("prog", COMMANDS)
+def test_version(prog):
+    result = cli(prog, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == f"{prog} (dcformat) {dcformat.__version__}"
+
+
+def test_dcinfo_into_a_closed_pipe_is_quiet():
+    files = [VECTORS / "13_metadata_unicode.dcf"] * 400  # far more than a pipe buffer holds
+    proc = subprocess.Popen([sys.executable, "-m", "dcformat.cli.dcinfo", *map(str, files)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # what `| head -1` does: one line, then the pipe closes
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait()
+    assert first.startswith(str(VECTORS).encode())
+    assert err == b"", err.decode()
+    assert proc.returncode in (0, 141)
+
+
+def test_ascii_only_locale(long_names):
+    path, _ = long_names
+    result = cli("dcinfo", path, env={"LC_ALL": "C", "PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode("ascii")  # nothing but ASCII came out
+    assert "2x3" in text and "d\\xe9codeur.poids" in text
+    assert "x smaller" in text or "x larger" in text
+    # the same run in UTF-8 prints the real characters
+    utf8 = cli("dcinfo", path, env={"PYTHONIOENCODING": "utf-8"}).stdout.decode()
+    assert "2×3" in utf8 and "décodeur.poids" in utf8
+
+
+def test_ascii_locale_help_and_errors():
+    env = {"LC_ALL": "C", "PYTHONIOENCODING": "ascii"}
+    for prog in COMMANDS:
+        result = cli(prog, "--help", env=env)
+        assert result.returncode == 0, (prog, result.stderr.decode())
+        result.stdout.decode("ascii")
+    missing = cli("dcinfo", "nowhere/é.dcf", env=env)
+    assert missing.returncode == 1 and b"Traceback" not in missing.stderr
+    assert missing.stderr.decode("ascii").count("\n") == 1
+
+
+def test_table_fits_80_columns_names_elided_in_the_middle(long_names):
+    path, tensors = long_names
+    result = cli("dcinfo", path, env={"COLUMNS": ""})
+    text = result.stdout.decode()
+    assert result.returncode == 0
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    long = next(iter(tensors))
+    assert long not in text
+    row = next(line for line in text.splitlines() if line.strip().startswith(long[:10]))
+    shown = row.split()[0]
+    head, _, tail = shown.partition("…")
+    assert tail and long.startswith(head) and long.endswith(tail)
+
+
+def test_wide_shows_everything_and_json_is_unchanged(long_names):
+    path, tensors = long_names
+    wide = cli("dcinfo", "--wide", path).stdout.decode()
+    assert all(name in wide for name in tensors) and "codecs" in wide
+    data = json.loads(cli("dcinfo", "--json", path).stdout)
+    assert {t["name"] for t in data[0]["tensors"]} == set(tensors)
+    assert set(data[0]) >= {"file_bytes", "ratio_vs_float32", "tensors", "bytes_by_part"}
+
+
+def test_tiny_file_reads_larger_not_smaller(long_names):
+    path, _ = long_names
+    text = cli("dcinfo", path).stdout.decode()
+    ratio = json.loads(cli("dcinfo", "--json", path).stdout)[0]["ratio_vs_float32"]
+    assert ratio < 1
+    assert f"{1 / ratio:.2f}× larger than float32" in text and "smaller" not in text
+
+
+def test_dcinfo_reads_stdin(long_names):
+    path, tensors = long_names
+    with open(path, "rb") as f:
+        result = cli("dcinfo", "--json", "-", stdin=f)
+    assert result.returncode == 0, result.stderr.decode()
+    data = json.loads(result.stdout)
+    assert data[0]["file"] == "<stdin>" and len(data[0]["tensors"]) == len(tensors)
+
+
+@pytest.mark.parametrize("argv", [
+    ["dcinfo", "--no-such-flag", "x.dcf"],
+    ["dcpack", "m.safetensors", "-o", "m.dcf", "--preset", "safe", "--bits", "3"],
+    ["dcpack", "m.safetensors", "-o", "m.dcf", "--max-error", "0.1", "--sparsity", "0.5"],
+    ["dcpack", "m.safetensors", "-o", "m.txt"],
+    ["dcpack", "m.safetensors", "-o", "m.dcf", "--metadata", "novalue"],
+    ["dctable", "m.dcf", "--plot", "p.png"],
+    ["dctable", "m.dcf", "--bits", "4"],
+    ["dctable", "m.safetensors", "--stages"],
+    ["dctable", "m.safetensors", "--stages", "-d", "out", "--budgets", "0.1"],
+])
+def test_usage_errors_exit_2_in_one_line(tmp_path, argv):
+    from dcformat.pack import save_checkpoint
+
+    save_checkpoint({"w": np.ones((64, 64), np.float32)}, tmp_path / "m.safetensors")
+    dcformat.save_file({"w": np.ones((4, 4), np.float32)}, tmp_path / "m.dcf")
+    prog, *args = argv
+    result = subprocess.run([sys.executable, "-m", f"dcformat.cli.{prog}", *args], capture_output=True,
+                            cwd=tmp_path, text=True)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), lines
+
+
+def test_bad_data_exits_1(tmp_path):
+    (tmp_path / "bad.dcf").write_bytes(b"not a dcf file at all, not even close")
+    for prog, args in [("dcinfo", ["bad.dcf"]), ("dcunpack", ["bad.dcf", "-o", "r.safetensors"]),
+                       ("dctable", ["bad.dcf"])]:
+        result = subprocess.run([sys.executable, "-m", f"dcformat.cli.{prog}", *args], capture_output=True,
+                                cwd=tmp_path, text=True)
+        assert result.returncode == 1, (prog, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_errors_name_the_target_not_the_temporary_file(tmp_path):
+    from dcformat.atomic import AtomicFile
+    from dcformat.cli._common import describe_error
+
+    target = tmp_path / "x.dcf"
+    atomic = AtomicFile(target)
+    try:
+        error = OSError(28, "No space left on device", atomic.temp)
+        text = describe_error(error)
+        message = describe_error(ValueError(f"cannot write {atomic.temp!r}: disk full"))
+    finally:
+        atomic.discard()
+    assert text == f"{target}: No space left on device"
+    assert ".tmp" not in message and str(target) in message
+    # a temporary file of another process, known only by its name's pattern
+    other = describe_error(OSError(13, "Permission denied", str(tmp_path / ".m.pt.1a2b3c4d.4242.k2j_x9ab.tmp")))
+    assert other == f"{tmp_path / 'm.pt'}: Permission denied"
+
+
+def test_jit_note_only_while_the_cache_is_empty(tmp_path):
+    from dcformat.cli._common import kernels_cached
+
+    code = ("import sys; from dcformat.cli import _common; "
+            "sys.exit(0 if _common.note_first_compile('dcpack') else 3)")
+    # a fresh cache directory and kernels that are not cached beside the package: the note
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, **env})
+    if kernels_cached():
+        assert result.returncode == 3 and result.stderr == ""
+    else:
+        assert result.returncode == 0
+        assert result.stderr.strip() == "dcpack: compiling kernels (first run only, about half a minute)"
+
+
+def test_kernels_cached_reads_the_index_files(tmp_path, monkeypatch):
+    from dcformat import kernels
+    from dcformat.cli import _common
+
+    fake = tmp_path / "kernels"
+    (fake / "__pycache__").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    monkeypatch.setattr(kernels, "__file__", str(fake / "__init__.py"))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "none"))
+    assert not _common.kernels_cached()
+    for name in _common.KERNEL_MODULES:
+        (fake / "__pycache__" / f"{name}.kernel-12.py311.nbi").write_bytes(b"")
+    assert _common.kernels_cached()
+    assert not _common.kernels_cached(_common.KERNEL_MODULES + ("kmeans",))
+
+
+def test_elide_and_fit_columns():
+    from dcformat.cli._common import elide, fit_columns
+
+    assert elide("abcdefghij", 5) == "ab…ij" and elide("abc", 5) == "abc"
+    assert len(elide("x" * 100, 17)) == 17
+    lines = fit_columns(["name", "n"], [["a" * 200, "1"], ["b", "22"]], 40)
+    assert max(map(len, lines)) <= 40 and lines[1].startswith("  aaaa") and "…" in lines[1]
