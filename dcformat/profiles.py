@@ -17,17 +17,24 @@ decoder reads it; the profile only tells which promises hold.
   use chunks of exactly that many, whose byte lengths are multiples of 64, so the streams follow
   each other without padding): the bytes at the stream's offset *are* the tensor, little-endian,
   64-byte aligned, and an app can hand a memory map of them to its runtime without decoding.
-- **Bounded chunks.** Every other chunk covers at most :data:`MOBILE_CHUNK_ELEMENTS` (2**16)
+- **Bounded chunks.** Every other chunk covers at most :data:`MOBILE_CHUNK_ELEMENTS` (2**18)
   elements (DENSE: ``extent``; CSR: ``extent × cols``; a matrix whose rows are longer than that is
-  stored DENSE). A decoder that decodes chunk by chunk into the caller's tensor then needs per
-  thread at most 14 bytes of element scratch per chunk element — CSR row counts (4 bytes per row,
-  at most one row per element), gaps (at most 2 bytes per entry) and values (at most 8 bytes per
-  entry, at most one entry per element); DENSE symbols or byte planes need at most 8 — so
-  **896 KiB per decoding thread** (a float32 CSR tensor with 1-byte gaps and symbols: 384 KiB),
-  plus its Huffman tables and the tensor's codebook as float32 (at most 256 KiB), whatever the
-  model's size. 2**16 was chosen over 2**18 (3.5 MiB) because it costs about 0.1–0.4 % of the file
-  on MiniLM (README, presets), and below 2**16 the per-chunk Huffman tables of 9–12-bit codebooks
-  start to cost more than that.
+  stored DENSE), so what a chunk-by-chunk decoder needs beside the caller's tensor does not grow
+  with the model. With libdcf's scratch (``libdcf/dcf.h``: a CSR chunk takes ``4 × rows + (gap
+  size + value size) × entries`` bytes, entries and rows at most its elements; a DENSE chunk none,
+  1 byte per element for BYTEPLANES; plus the codebook, 8 bytes per entry) that is at most
+  3.5 MiB per decoding thread for any tensor (2-byte gaps and 8-byte values), at most 576 KiB for
+  float32 weights with codebooks of at most 256 entries, gaps of at most 8 bits and rows of at
+  least 16 columns (1-byte gaps and symbols: ``2**18 × (2 + 4/16)`` bytes), plus the codebook
+  (at most 512 KiB; 2 KiB for 256 entries). An in-place tensor needs none in its own dtype (its
+  bytes are copied, or used where they lie); converted to float32, a raw F16, BF16 or F64 one needs
+  its own bytes once more in libdcf, so decode those in their own dtype.
+
+  Why 2**18: each chunk carries its own stream descriptors, Huffman tables, lane lengths and up to
+  63 bytes of padding per stream. On MiniLM (README, presets) 2**18 costs 0.12 % of the file with
+  the ``safe`` preset and 1.9 % with ``aggressive`` (sparse rows: three streams a chunk); 2**17
+  costs 0.20 % and 3.0 %, 2**16 0.39 % and 5.2 %, for a scratch bound 2 and 4 times smaller. A
+  phone's decoding thread affords a few MiB; the download is what the format is for.
 """
 from __future__ import annotations
 
@@ -43,7 +50,7 @@ from .errors import EncodingError
 METADATA_KEY = "dcformat.profile"
 """The metadata key holding the profile's name."""
 
-MOBILE_CHUNK_ELEMENTS = 2**16
+MOBILE_CHUNK_ELEMENTS = 2**18
 """The most elements one chunk of a ``mobile`` file covers, in-place dense raw tensors aside."""
 
 

@@ -76,7 +76,8 @@ def check_mobile(path, expected=None):
 @pytest.mark.parametrize("preset", ["lossless", "safe", "aggressive"])
 def test_mobile_with_every_preset(tmp_path, preset):
     model = small_model()
-    model["big.weight"] = np.random.default_rng(3).normal(0, 0.1, (300, 400)).astype(np.float32)  # 2 chunks+
+    rows = MOBILE_CHUNK_ELEMENTS // 400 + 10  # more than one chunk of sparse rows
+    model["big.weight"] = np.random.default_rng(3).normal(0, 0.1, (rows, 400)).astype(np.float32)
     recipe = preset_recipe(preset)
     plain_path, mobile_path = tmp_path / "default.dcf", tmp_path / "mobile.dcf"
     pack(model, plain_path, recipe)
@@ -97,8 +98,9 @@ def test_mobile_with_every_preset(tmp_path, preset):
 
 def test_api_every_dtype_and_shape(tmp_path):
     rng = np.random.default_rng(5)
+    long = MOBILE_CHUNK_ELEMENTS + 1
     tensors = {
-        "f32": rng.normal(0, 1, (3, 70_001)).astype(np.float32),  # rows longer than a chunk
+        "f32": rng.normal(0, 1, (3, long)).astype(np.float32),  # rows longer than a chunk
         "f64": rng.normal(0, 1, 1000),
         "f16": rng.normal(0, 1, (40, 50)).astype(np.float16),
         "bf16": rng.normal(0, 0.1, (300, 300)).astype(ml_dtypes.bfloat16),
@@ -109,8 +111,8 @@ def test_api_every_dtype_and_shape(tmp_path):
         "scalar": np.array(2.5, np.float32),
         "empty": np.zeros((0, 4), np.float32),
     }
-    indices = np.where(rng.random((4, 100_000)) < 0.05, rng.integers(0, 16, (4, 100_000)), -1).astype(np.int32)
-    sparse_rows = np.where(rng.random((600, 300)) < 0.05, rng.integers(0, 16, (600, 300)), -1).astype(np.int32)
+    indices = np.where(rng.random((2, long)) < 0.05, rng.integers(0, 16, (2, long)), -1).astype(np.int32)
+    sparse_rows = np.where(rng.random((1000, 300)) < 0.05, rng.integers(0, 16, (1000, 300)), -1).astype(np.int32)
     codebook = np.linspace(-1, 1, 16).astype(np.float32)
     shared = {"long_rows": CodebookTensor(codebook, indices, np.float32),
               "csr": CodebookTensor(codebook, sparse_rows, np.float32)}
@@ -167,7 +169,7 @@ def test_profile_refuses_what_it_forbids(tmp_path):
     with pytest.raises(EncodingError, match="dcformat.profile"):
         dcformat.save({"w": w}, metadata={"dcformat.profile": "other"}, profile="mobile")
     with pytest.raises(EncodingError, match="longer than a chunk"):
-        dcformat.save({"w": np.zeros((2, 70_000), np.float32)},
+        dcformat.save({"w": np.zeros((2, MOBILE_CHUNK_ELEMENTS + 1), np.float32)},
                       encodings={"w": Encoding(layout="csr")}, profile="mobile")
     # a tensor encoded outside the profile is refused by a mobile writer
     ids = np.random.default_rng(2).integers(0, 3, 20_000).astype(np.int64)

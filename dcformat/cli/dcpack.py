@@ -194,8 +194,8 @@ def main(argv=None) -> int:
     out = parser.add_argument_group("output")
     out.add_argument("--profile", choices=("mobile",),
                      help="mobile: no zstd (the zstd-less C decoder reads it), dense raw tensors PLAIN and 64-byte "
-                          "aligned (usable in place from a memory map), chunks of at most 2^16 elements "
-                          "(decoding scratch <= 896 KiB per thread); combines with any preset")
+                          "aligned (usable in place from a memory map), chunks of at most 2^18 elements "
+                          "(decoding scratch <= 3.5 MiB per thread); combines with any preset")
     out.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="extra metadata (repeatable)")
     out.add_argument("--table", choices=("md", "csv", "json"),
                      help="print the per-layer table (with fidelity) to stdout")
