@@ -182,16 +182,18 @@ def _parse_tensor(cur: _Cursor) -> TensorInfo:
     if rank > MAX_RANK:
         raise LimitExceededError(f"rank {rank} of {name!r} exceeds {MAX_RANK}")
     shape = tuple(cur.u64("shape") for _ in range(rank))
-    numel = 1
-    for dim in shape:
-        numel *= dim  # Python ints cannot overflow; the bound is checked next
-        if numel > MAX_TENSOR_ELEMENTS:
-            raise LimitExceededError(f"{name!r} has more than {MAX_TENSOR_ELEMENTS} elements")
-    if numel == 0 and _product_of_nonzero(shape) > MAX_EMPTY_SHAPE_PRODUCT:
-        # This reader's own limit (spec §9): numpy cannot shape even an empty array like this.
-        raise LimitExceededError(
-            f"{name!r}: empty tensor of shape {shape}: the product of its non-zero dimensions "
-            f"exceeds this reader's limit of {MAX_EMPTY_SHAPE_PRODUCT}")
+    if 0 in shape:  # spec §4.2: numel is 0, whatever the other dimensions (in any order)
+        numel = 0
+        if _product_of_nonzero(shape) > MAX_EMPTY_SHAPE_PRODUCT:
+            raise LimitExceededError(
+                f"{name!r}: empty tensor of shape {shape}: the product of its non-zero dimensions "
+                f"exceeds MAX_EMPTY_SHAPE_PRODUCT ({MAX_EMPTY_SHAPE_PRODUCT})")
+    else:
+        numel = 1
+        for dim in shape:
+            numel *= dim  # Python ints cannot overflow; the bound is checked next
+            if numel > MAX_TENSOR_ELEMENTS:
+                raise LimitExceededError(f"{name!r} has more than {MAX_TENSOR_ELEMENTS} elements")
     layout = _enum(Layout, cur.u8("layout"), f"layout of {name!r}")
     value_coding = _enum(ValueCoding, cur.u8("value_coding"), f"value coding of {name!r}")
     index_bits = cur.u8("index_bits")

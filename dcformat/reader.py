@@ -52,14 +52,10 @@ def decode_stream(buffer, stream: StreamInfo, tensor: TensorInfo, *, verify: boo
 
 def _codebook_bits(buffer, tensor: TensorInfo, verify: bool) -> np.ndarray:
     """The codebook converted to the tensor's dtype, as unsigned bit patterns (spec §7.2)."""
+    from .conversion import convert_codebook  # NaNs by the spec's bit rules, whatever the CPU
+
     raw = decode_stream(buffer, tensor.codebook, tensor, verify=verify)
-    source = np.dtype("<f4") if tensor.codebook_dtype == CodebookDType.F32 else np.dtype("<f2")
-    target = numpy_dtype(tensor.dtype)
-    values = raw.view(source)
-    if target != source:
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = values.astype(target)
-    return np.ascontiguousarray(values).view(ELEMENT_DTYPE[DTYPE_SIZE[tensor.dtype]])
+    return convert_codebook(raw, tensor.codebook_dtype, tensor.dtype)
 
 
 def check_tensor_size(tensor: TensorInfo, max_tensor_bytes: int) -> None:

@@ -443,6 +443,33 @@ def compare(path, source) -> list[TensorReport]:
 # Unpacking
 
 
+def source_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """The source's own metadata recorded in ``dcformat.source_metadata`` (spec §4.1.1), or {}.
+
+    Restored only from a JSON object whose member names are unique and whose members are all
+    strings with no unpaired surrogate escape (what the packer writes); from anything else,
+    nothing."""
+    import json
+
+    class Members(tuple):
+        """One JSON object's (name, value) pairs, in order."""
+
+    def pairs(items):
+        if len({name for name, _ in items}) != len(items):
+            raise ValueError("duplicate member names")
+        return Members(items)
+
+    try:
+        members = json.loads(metadata.get("dcformat.source_metadata", ""), object_pairs_hook=pairs)
+        if not isinstance(members, Members) or not all(isinstance(v, str) for _, v in members):
+            return {}
+        for name, value in members:
+            (name + value).encode("utf-8")  # an unpaired surrogate escape cannot be written out
+    except ValueError:  # not JSON, a duplicate name, or UnicodeEncodeError (a ValueError too)
+        return {}
+    return dict(members)
+
+
 def unpack(path, out, *, progress: bool = False) -> dict:
     """Decode every tensor of a dcf file and write a dense checkpoint (format from ``out``'s suffix).
 
@@ -453,8 +480,6 @@ def unpack(path, out, *, progress: bool = False) -> dict:
     atomically. A safetensors output carries the dcf metadata, and the source's own metadata when
     the packer recorded it. Returns ``{"tensors", "parameters", "bytes", "seconds"}``.
     """
-    import json
-
     from .. import open as open_dcf
     from ..structures import numpy_dtype
     from .safetensors_stream import SafetensorsStreamWriter
@@ -464,13 +489,7 @@ def unpack(path, out, *, progress: bool = False) -> dict:
     with open_dcf(path) as reader:
         infos = reader.tensors_info()
         metadata = reader.metadata()
-        restored = {}
-        if "dcformat.source_metadata" in metadata:
-            try:
-                restored = {str(k): str(v) for k, v in json.loads(metadata["dcformat.source_metadata"]).items()}
-            except (ValueError, AttributeError):
-                restored = {}
-        metadata = {**metadata, **restored}
+        metadata = {**metadata, **source_metadata(metadata)}
         parameters = 0
         with _progress(sum(i.numel for i in infos), "unpacking", progress) as bar:
             if fmt == "safetensors":
