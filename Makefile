@@ -17,7 +17,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m dcformat.demo
 
-test: $(STAMP)
+test: $(STAMP) native
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
@@ -29,3 +29,5 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+include libdcf/native.mk  # make native: the C decoder libdcf and dcfdecode (build/native/)
