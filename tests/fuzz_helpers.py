@@ -61,7 +61,7 @@ def fix_checksums(data: bytearray) -> None:
 
     Leaves ``data`` as it is when its index does not parse."""
     try:
-        header = dcformat.open(bytes(data), verify=False).header
+        header = dcformat.DCFReader(bytes(data), verify=False).header
     except DCFormatError:
         return
     from dcformat.writer import serialize_index
@@ -155,7 +155,7 @@ class Model:
 
 def parse_model(data: bytes) -> Model:
     """The model of a valid file (a seed), with every stream's decoded elements."""
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         header = f.header
         buffer = bytes(data)
 
@@ -864,7 +864,7 @@ def _decode_file(data, verify, max_tensor_bytes, batch=False):
     ``batch``: decode the tensors with one ``get_tensors`` call, not one ``get_tensor`` each."""
     decoded = {}
     try:
-        with dcformat.open(data, verify=verify, max_tensor_bytes=max_tensor_bytes) as f:
+        with dcformat.DCFReader(data, verify=verify, max_tensor_bytes=max_tensor_bytes) as f:
             arrays = f.get_tensors() if batch and hasattr(f, "get_tensors") else None
             for info in f.tensors_info():
                 array = f.get_tensor(info.name) if arrays is None else arrays[info.name]

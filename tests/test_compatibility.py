@@ -88,7 +88,7 @@ def test_every_released_version_stays_readable(version, name):
     directory = _directory(version)
     data = (directory / f"{name}.dcf").read_bytes()
     spec = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         assert f.header.version == tuple(int(x) for x in version.split("."))
         assert f.keys() == list(spec["expected"])
         for key, expected in spec["expected"].items():
@@ -114,7 +114,7 @@ def _with_version(major, minor):
 @pytest.mark.parametrize("minor", [0, 1, 0xFFFF])
 def test_other_major_versions_are_refused_by_name(major, minor):
     with pytest.raises(UnsupportedVersionError, match=rf"version {major}\.{minor} is not supported") as caught:
-        dcformat.open(_with_version(major, minor))
+        dcformat.DCFReader(_with_version(major, minor))
     assert f"{VERSION_MAJOR}.x" in str(caught.value)  # and says what this reader implements
     with pytest.raises(UnsupportedVersionError):
         dcformat.load(_with_version(major, minor))
@@ -124,7 +124,7 @@ def test_other_major_versions_are_refused_by_name(major, minor):
 def test_newer_minor_versions_are_read(minor):
     """A newer minor version only adds enum values: a file that uses none of them decodes as 1.0."""
     want = dcformat.load(_with_version(1, 0))
-    with dcformat.open(_with_version(1, minor)) as f:
+    with dcformat.DCFReader(_with_version(1, minor)) as f:
         assert f.header.version == (1, minor)
         for name, array in want.items():
             assert np.array_equal(f.get_tensor(name), array)

@@ -60,7 +60,7 @@ def test_codebook_tensor_round_trip(tensor, layout, index_bits):
     data = dcformat.save({"w": tensor}, encodings={"w": Encoding(layout=layout, index_bits=index_bits)})
     out = dcformat.load(data)["w"]
     assert same_bits(out, tensor.decode())
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         info = f.info("w")
         assert info.value_coding == ValueCoding.CODEBOOK
         again = f.get_codebook_tensor("w")
@@ -74,7 +74,7 @@ def test_auto_chooses_csr_for_pruned_weights():
     w = rng.normal(size=(300, 784)).astype(np.float32)
     w[rng.random(w.shape) > 0.08] = 0
     data = dcformat.save({"w": w})
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         assert f.info("w").layout == Layout.CSR
     assert len(data) < w.nbytes * 0.08 * 1.6  # 8% kept: values + a few bits of index each
     assert same_bits(dcformat.load(data)["w"], w)
@@ -84,7 +84,7 @@ def test_lossless_codebook_for_few_distinct_values():
     values = np.linspace(-1, 1, 32, dtype=np.float32)
     w = values[np.random.default_rng(1).integers(0, 32, size=(100, 100))]
     data = dcformat.save({"w": w})
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         assert f.info("w").value_coding == ValueCoding.CODEBOOK
     assert len(data) < w.size * 5.2 / 8 + 400  # about log2(32) bits per weight
     assert same_bits(dcformat.load(data)["w"], w)
@@ -156,7 +156,7 @@ def test_bad_encoding_options(kwargs):
 
 def test_reader_size_limit_refuses_before_decoding():
     data = dcformat.save({"w": np.zeros((64, 64), np.float32)})
-    with dcformat.open(data, max_tensor_bytes=1000) as f:
+    with dcformat.DCFReader(data, max_tensor_bytes=1000) as f:
         with pytest.raises(dcformat.LimitExceededError, match="limit"):
             f.get_tensor("w")
 
@@ -165,7 +165,7 @@ def test_alignment(tmp_path):
     data = dcformat.save({"a": np.arange(5, dtype=np.float32), "b": np.arange(3, dtype=np.int64)},
                          encodings={"a": Encoding(codecs=("plain",)), "b": Encoding(codecs=("plain",))},
                          alignment_log2=6)
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         for name in f.keys():
             for stream in f.info(name).streams:
                 assert stream.offset % 64 == 0

@@ -20,7 +20,7 @@ FILES = sorted(VECTORS.glob("*.dcf"))
 
 def read_everything(data: bytes) -> None:
     """Open and decode every tensor; the decoded arrays must have their declared shape."""
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         for name in f.keys():
             info = f.info(name)
             array = f.get_tensor(name)
@@ -103,5 +103,5 @@ def test_bomb_claim_refused_before_allocating():
     index = serialize_index({}, [tensor])
     data = dcformat.save({})[:16] + b"\x00" + index + struct.pack("<QI", len(index), zlib.crc32(index)) + b"\x89DCF"
     with pytest.raises(DCFormatError):  # since the fuzzing campaign: refused by dcformat.open
-        with dcformat.open(data, verify=False, max_tensor_bytes=2**30) as f:
+        with dcformat.DCFReader(data, verify=False, max_tensor_bytes=2**30) as f:
             f.get_tensor("big")

@@ -118,7 +118,7 @@ def test_regression(name):
     for source in (path.read_bytes(), path):
         for verify in (True, False):
             with pytest.raises(REGRESSIONS[name]):
-                with dcformat.open(source, verify=verify) as f:
+                with dcformat.DCFReader(source, verify=verify) as f:
                     for key in f.keys():
                         f.get_tensor(key)
     for verify in (True, False):
@@ -147,7 +147,7 @@ def _model(tensors, **encodings):
 
 def _read(model_or_bytes, verify=True, **limits):
     data = fh.serialize(model_or_bytes) if isinstance(model_or_bytes, fh.Model) else model_or_bytes
-    with dcformat.open(data, verify=verify, **limits) as f:
+    with dcformat.DCFReader(data, verify=verify, **limits) as f:
         return {k: f.get_tensor(k) for k in f.keys()}
 
 

@@ -176,7 +176,7 @@ def _refuse(made):
     if callable(made):
         made()
         return
-    with dcformat.open(made, verify=False) as f:
+    with dcformat.DCFReader(made, verify=False) as f:
         for name in f.keys():
             f.get_tensor(name)
 
@@ -212,7 +212,7 @@ AT = {
 @pytest.mark.parametrize("limit", sorted(AT))
 def test_at_the_limit_is_read(limit):
     data = AT[limit]()
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         for name in f.keys():
             assert f.get_tensor(name).shape == f.info(name).shape
         if limit == "MAX_BITPACK_WIDTH":
@@ -241,7 +241,7 @@ def _longest_codes():
 
 def test_huffman_at_max_code_length():
     data = AT["MAX_CODE_LENGTH"]()
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         stream = f.info("w").chunks[0].streams[0]
         assert stream.codec == Codec.HUFFMAN
         assert data[stream.offset] == c.MAX_CODE_LENGTH  # the payload's max_length
@@ -265,7 +265,7 @@ def test_codebook_indices_count_against_the_tensor_limit():
     """get_codebook_tensor allocates int32 indices: 4 bytes an element, even for a float16 tensor
     of 2 bytes an element, and the reader's limit applies to what it allocates."""
     ct = dcformat.CodebookTensor(np.array([1, 2], np.float16), np.zeros(100, np.int32), np.float16)
-    with dcformat.open(dcformat.save({"w": ct}), max_tensor_bytes=300) as f:
+    with dcformat.DCFReader(dcformat.save({"w": ct}), max_tensor_bytes=300) as f:
         assert f.get_tensor("w").nbytes == 200
         with pytest.raises(LimitExceededError, match="400 bytes of indices.* 300"):
             f.get_codebook_tensor("w")

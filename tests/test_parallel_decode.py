@@ -233,7 +233,7 @@ def test_threads_setting(monkeypatch):
         with pytest.raises(ValueError):
             parallel.resolve_threads(bad)
     with pytest.raises(ValueError):
-        dcformat.open(dcformat.save({}), threads=0)
+        dcformat.DCFReader(dcformat.save({}), threads=0)
 
 
 def test_decode_kernels_release_the_gil():

@@ -59,7 +59,7 @@ def test_release_pages_keeps_the_reader_usable(tmp_path):
         assert np.array_equal(f.get_tensor("w"), w)
         f.release_pages()
         assert np.array_equal(f.get_tensor("w"), w)
-    with dcformat.open(dcformat.save({"w": w})) as f:  # bytes: nothing mapped, nothing to do
+    with dcformat.DCFReader(dcformat.save({"w": w})) as f:  # bytes: nothing mapped, nothing to do
         f.release_pages()
         assert np.array_equal(f.get_tensor("w"), w)
 

@@ -29,7 +29,7 @@ def test_every_defined_vector_is_committed():
 def test_vector_decodes_to_expected(name):
     spec = load_spec(name)
     data = (VECTORS / f"{name}.dcf").read_bytes()
-    with dcformat.open(data) as f:
+    with dcformat.DCFReader(data) as f:
         assert f.keys() == list(spec["expected"])
         assert f.metadata() == spec["metadata"]
         for key, expected in spec["expected"].items():
