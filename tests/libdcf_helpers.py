@@ -140,6 +140,15 @@ class Lib:
     def open(self, data: bytes, **limits) -> "File":
         return File(self, data, self.options(**limits) if limits else None)
 
+    def open_code(self, buffer, size: int) -> int:
+        """The code ``dcf_open_buffer`` returns for the first ``size`` bytes of the ctypes
+        ``buffer`` (cheap: for trying every truncation of a file)."""
+        ctx = self.c.dcf_ctx_new(None)
+        try:
+            return self.c.dcf_open_buffer(ctx, buffer, size, None)
+        finally:
+            self.c.dcf_ctx_free(ctx)
+
     def open_path(self, path: str, **limits) -> "File":
         return File(self, None, self.options(**limits) if limits else None, path=path)
 
