@@ -4,7 +4,15 @@ Each vector is a dcf file ``NAME.dcf`` plus ``NAME.json`` that holds what it mus
 form any language reads: per tensor the dtype, the shape and the little-endian bytes in hex, plus
 the writer input (codebook and indices for weight-shared tensors) and the encoding options, so a
 test can re-encode and compare bytes. The writer is deterministic: the same input gives the same
-bytes. Committed vectors never change without a format-version bump (spec §10).
+bytes. Committed vectors never change (spec §11); new ones are added with new numbers.
+
+A few vectors need what the writer's options do not offer; their JSON says so, and
+:func:`encode_vector` does it the same way every time: ``"zstd_checksum": true`` recompresses
+every ZSTD stream with a ``Content_Checksum`` (same level, same content); ``"recode"`` maps a
+tensor to ``{"codecs": [...], "huffman_lanes": n}`` and re-encodes its RAW VALUES streams with
+those codecs (valid files the writer does not choose: BITPACK or HUFFMAN for wide raw values); and
+``"converter_metadata"`` is what a converter back to safetensors puts in ``__metadata__``
+(spec §4.1.1), which the tests check against :func:`dcformat.pack.packer.source_metadata`.
 
 ``python -m dcformat.vectors --check`` compares; ``--write DIR`` writes missing vectors only.
 """
@@ -18,6 +26,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from .constants import ELEMENT_DTYPE, CodebookDType
 from .encoding import Encoding
 from .structures import dtype_of, numpy_dtype
 from .tensors import CodebookTensor
@@ -52,8 +61,47 @@ def _gapped_rows() -> np.ndarray:
     return m
 
 
+def _bits(values, dtype) -> np.ndarray:
+    """Floats of ``dtype`` given by their bit patterns (NaN payloads, signalling NaNs)."""
+    dtype = np.dtype(dtype)
+    return np.array(values, ELEMENT_DTYPE[dtype.itemsize]).view(dtype)
+
+
+def _every_entry(codebook, dtype) -> CodebookTensor:
+    """A dense tensor holding each codebook entry once, in order: the conversion table itself."""
+    codebook = np.asarray(codebook)
+    return CodebookTensor(codebook, np.arange(codebook.size, dtype=np.int32), dtype)
+
+
+def _sparse_rows(shape, rows, keep: float, seed: int, dtype=np.float32) -> np.ndarray:
+    """A matrix whose ``rows`` are non-zero (about ``keep`` of their elements), the rest zero."""
+    rng = _rng(seed)
+    m = np.zeros(shape, np.float32)
+    for r in rows:
+        m[r] = np.round(rng.normal(0, 2, size=shape[1])) * (rng.random(shape[1]) < keep)
+    return m.astype(dtype)
+
+
+# Codebook conversions with every special case of spec §7.2 (bit patterns).
+F32_SPECIAL = [
+    0x7FC00000, 0xFFC00001, 0x7F800001, 0x7FA00000, 0x7F802000, 0x7FBFFFFF, 0x7FC12345, 0xFF800001,  # NaNs
+    0x7F800000, 0xFF800000, 0x00000000, 0x80000000,  # infinities, zeros
+    0x00000001, 0x807FFFFF, 0x00800000,  # float32 subnormals, smallest normal
+    0x477FEFFF, 0x477FF000, 0xC77FF000, 0x7F7FFFFF,  # F16: largest that rounds down, overflow at 65520
+    0x33800000, 0x33000000, 0x33000001, 0x33400000, 0x387FE000, 0x38800000,  # F16 subnormals, ties
+    0x3F801000, 0x3F803000, 0x3F801001,  # F16 ties to even at 1 (down, up) and just past a tie
+    0x3F808000, 0x3F818000, 0x3F808001, 0x7F7F7FFF, 0x00008000, 0x00018000, 0x00010000,  # BF16 ties
+    0x3F800000, 0xC0490FDB,  # 1, -pi
+]
+F16_SPECIAL = [
+    0x7E00, 0xFE00, 0x7C01, 0x7D55, 0x7FFF, 0xFC01, 0x7DFF,  # NaNs: quiet, signalling, payloads
+    0x7C00, 0xFC00, 0x0000, 0x8000, 0x0001, 0x83FF, 0x0400, 0x7BFF,  # inf, zeros, subnormals, extremes
+    0x3C04, 0x3C0C, 0x3C05, 0x3C00, 0xC248,  # BF16 ties to even at 1 (down, up), past a tie; 1; -3.14
+]
+
+
 def vector_definitions() -> dict[str, dict]:
-    """name -> {"doc", "tensors", "encodings", "metadata", "alignment_log2"}."""
+    """name -> {"doc", "tensors", "encodings", "metadata", "alignment_log2", "zstd_checksum"}."""
     plain = Encoding(codecs=("plain",))
     v = {}
     v["01_dense_raw"] = dict(
@@ -62,9 +110,11 @@ def vector_definitions() -> dict[str, dict]:
         encodings={"weight": plain, "step": plain},
     )
     v["02_scalar_empty_types"] = dict(
+        # Released with this doc, but its "scalar" has shape [1] (the JSON conversion of the time
+        # made 0-d arrays 1-d); vector 17 has a true rank-0 tensor.
         doc="A 0-d scalar, an empty tensor (no chunks), bool, uint8, int16, float16, float64, bfloat16.",
         tensors={
-            "scalar": np.float32(-1.25), "empty": np.zeros((0, 3), np.float16),
+            "scalar": np.array([-1.25], np.float32), "empty": np.zeros((0, 3), np.float16),
             "flags": np.array([True, False, True]), "bytes": np.arange(250, 256, dtype=np.uint8),
             "i16": np.array([-32768, 0, 32767], np.int16), "half": np.array([0.5, -0.0, np.inf], np.float16),
             "f64": np.array([np.pi, -np.e]), "bf16": np.array([1.0, -2.5, 3e38], np.float32).astype(numpy_dtype(3)),
@@ -147,6 +197,168 @@ def vector_definitions() -> dict[str, dict]:
                                      np.array([[-1, 0, -1, -1, -1, -1, -1, 1], [-1] * 8], np.int32))},
         encodings={"w": Encoding(layout="csr", index_bits=2, codecs=("bitpack",))},
     )
+    # -- added 2026-12-01 (format still 1.0): what no vector covered -------------------------
+    v["17_scalar_rank0"] = dict(
+        doc="True rank-0 tensors (rank 0, shape [], numel 1, one DENSE chunk of extent 1): float32 PLAIN, "
+            "uint64 PLAIN, bool BITPACK, and a codebook tensor (k=1, float16 codebook, bfloat16 output).",
+        tensors={"scalar": np.array(-1.25, np.float32), "u64": np.array(2**64 - 2, np.uint64),
+                 "flag": np.array(True), "shared": CodebookTensor(np.array([0.75], np.float16),
+                                                                  np.array(0, np.int32), numpy_dtype(3))},
+        encodings={"scalar": plain, "u64": plain, "flag": Encoding(codecs=("bitpack",)),
+                   "shared": Encoding(codecs=("plain",))},
+    )
+    v["18_empty_streams"] = dict(
+        doc="Streams of zero elements: CSR chunks without entries (ROW_COUNTS all 0, GAPS and VALUES count 0, "
+            "PLAIN, length 0, crc32 0), raw and codebook, and an all-zero CSR tensor whose every chunk is empty; "
+            "alignment_log2 = 4, so the empty streams show that they get no padding and no offset of their own.",
+        tensors={"raw": _sparse_rows((6, 8), [3, 5], 0.5, 18),
+                 "shared": CodebookTensor(np.array([-0.5, 0.5, 0.0], np.float32),
+                                          np.array([[-1] * 10] * 2 + [[0, -1, 1, -1, -1, 0, -1, -1, -1, 1]] * 2,
+                                                   np.int32)),
+                 "zeros": np.zeros((3, 5), np.float32)},
+        encodings={"raw": Encoding(layout="csr", index_bits=3, chunk_elements=24, codecs=("bitpack",),
+                                   codebook="never"),
+                   "shared": Encoding(layout="csr", index_bits=2, chunk_elements=20, codecs=("huffman",)),
+                   "zeros": Encoding(layout="csr", index_bits=4, chunk_elements=5, codecs=("plain",))},
+        alignment_log2=4,
+    )
+    v["19_codebook_dtypes"] = dict(
+        doc="Every codebook_dtype/dtype pair with ordinary values: float16, float64 and bfloat16 tensors from "
+            "float32 codebooks; float32, float64, bfloat16 and float16 from float16 codebooks (dense and CSR).",
+        tensors={
+            "f16_from_f32": CodebookTensor(np.linspace(-1, 1, 16, dtype=np.float32),
+                                           _codebook_tensor((8, 16), 16, 0.4, 191).indices, np.float16),
+            "f64_from_f32": CodebookTensor(np.array([-0.3, 0.1, 0.7, 1e-3], np.float32),
+                                           _codebook_tensor((6, 7), 4, 1.0, 192).indices, np.float64),
+            "bf16_from_f32": CodebookTensor(np.array([-2.5, 0.15625, 3.1415927, 1e-20], np.float32),
+                                            _codebook_tensor((5, 9), 4, 0.8, 193).indices, numpy_dtype(3)),
+            "f32_from_f16": CodebookTensor(np.array([-0.75, 0.1, 0.333], np.float16),
+                                           _codebook_tensor((7, 12), 3, 0.3, 194).indices, np.float32),
+            "f64_from_f16": CodebookTensor(np.array([0.5, -1e-4, 6e4], np.float16),
+                                           _codebook_tensor((4, 4), 3, 1.0, 195).indices, np.float64),
+            "bf16_from_f16": CodebookTensor(np.array([1.004, -7.0, 2e-6], np.float16),
+                                            _codebook_tensor((3, 11), 3, 0.6, 196).indices, numpy_dtype(3)),
+            "f16_from_f16": CodebookTensor(np.array([0.125, -3.0, 1000.0], np.float16),
+                                           _codebook_tensor((4, 6), 3, 0.7, 197).indices, np.float16),
+        },
+        encodings={"f16_from_f32": Encoding(layout="csr", index_bits=3, codecs=("huffman", "bitpack")),
+                   "f64_from_f32": Encoding(layout="dense", codecs=("bitpack",)),
+                   "bf16_from_f32": Encoding(layout="dense", codecs=("huffman",)),
+                   "f32_from_f16": Encoding(layout="csr", index_bits=4, codecs=("bitpack",)),
+                   "f64_from_f16": Encoding(layout="dense", codecs=("plain",)),
+                   "bf16_from_f16": Encoding(layout="csr", index_bits=2, codecs=("plain",)),
+                   "f16_from_f16": Encoding(layout="dense", codecs=("bitpack",))},
+    )
+    v["20_codebook_special_values"] = dict(
+        doc="Codebook conversion bit for bit (spec 7.2): each tensor holds every entry of its codebook once, "
+            "in order. NaNs (quiet, signalling, both signs, payloads that survive narrowing and ones that do not), "
+            "infinities, signed zeros, subnormals, overflow to infinity, round-half-even ties, for all six "
+            "converting pairs; and the two pairs of one type (float32, float16), which copy every bit.",
+        tensors={"f16_from_f32": _every_entry(_bits(F32_SPECIAL, np.float32), np.float16),
+                 "bf16_from_f32": _every_entry(_bits(F32_SPECIAL, np.float32), numpy_dtype(3)),
+                 "f64_from_f32": _every_entry(_bits(F32_SPECIAL, np.float32), np.float64),
+                 "f32_from_f16": _every_entry(_bits(F16_SPECIAL, np.float16), np.float32),
+                 "f64_from_f16": _every_entry(_bits(F16_SPECIAL, np.float16), np.float64),
+                 "bf16_from_f16": _every_entry(_bits(F16_SPECIAL, np.float16), numpy_dtype(3)),
+                 "f32_from_f32": _every_entry(_bits(F32_SPECIAL, np.float32), np.float32),
+                 "f16_from_f16": _every_entry(_bits(F16_SPECIAL, np.float16), np.float16)},
+        encodings={name: Encoding(layout="dense", codecs=("plain",))
+                   for name in ("f16_from_f32", "bf16_from_f32", "f64_from_f32", "f32_from_f16", "f64_from_f16",
+                                "bf16_from_f16", "f32_from_f32", "f16_from_f16")},
+    )
+    v["21_unsigned_32_64"] = dict(
+        doc="uint32 and uint64 tensors: extremes (0, 2^31, 2^32-1, 2^63, 2^64-1) in PLAIN; uint64 in "
+            "BYTEPLANES (8 planes) and ZSTD; a CSR uint32 matrix with raw values.",
+        tensors={"u32": np.array([0, 1, 2**31, 2**32 - 1, 12345, 2**31 - 1], np.uint32),
+                 "u64": np.array([0, 1, 2**63, 2**64 - 1, 2**40 + 7, 2**32], np.uint64),
+                 "u64_planes": (np.arange(64, dtype=np.uint64) * np.uint64(0x0101_0101_0101_0101)),
+                 "u64_zstd": np.repeat(np.array([2**64 - 1, 3, 2**33], np.uint64), 40),
+                 "u32_csr": _sparse_rows((5, 12), [0, 2, 3], 0.4, 21).astype(np.int64).astype(np.uint32)},
+        encodings={"u32": plain, "u64": plain, "u64_planes": Encoding(codecs=("byteplanes",)),
+                   "u64_zstd": Encoding(codecs=("zstd",), zstd_level=19),
+                   "u32_csr": Encoding(layout="csr", index_bits=3, codecs=("plain",))},
+    )
+    v["22_bitpack_8byte"] = dict(
+        doc="BITPACK of 8-byte elements (param <= 32, so values below 2^32): int64 at width 32 (2^32-1 included), "
+            "uint64 at width 3, float64 +0.0 and tiny subnormals at width 2, int64 CSR values. The writer "
+            "never picks BITPACK for wide raw values: encode_vector re-encodes them (recode).",
+        tensors={"i64": np.array([0, 5, 2**32 - 1, 7, 123456789], np.int64),
+                 "u64": np.array([1, 2, 3, 4, 5, 6, 7, 0, 7], np.uint64),
+                 "f64_tiny": np.array([0, 1, 2, 3, 1], np.uint64).view(np.float64),
+                 "i64_csr": _sparse_rows((4, 10), [1, 2], 0.5, 22).astype(np.int64) % 100},
+        encodings={"i64": plain, "u64": plain, "f64_tiny": Encoding(codecs=("plain",), codebook="never"),
+                   "i64_csr": Encoding(layout="csr", index_bits=4, codecs=("bitpack",))},
+        recode={name: {"codecs": ["bitpack"]} for name in ("i64", "u64", "f64_tiny", "i64_csr")},
+    )
+    wide13 = np.zeros((2, 9000), np.uint8)
+    wide13[0, [0, 8999]] = [9, 200]  # 8998 skipped columns at index_bits 13: one filler (gap 8191)
+    wide13[1, [300, 301, 8500]] = [1, 2, 3]
+    wide16 = np.zeros((1, 65600), np.uint8)
+    wide16[0, [3, 65599]] = [17, 255]  # 65595 skipped columns at index_bits 16: one filler (gap 65535)
+    v["23_index_bits_13_16"] = dict(
+        doc="CSR with index_bits 13 and 16 (two-byte gaps, 8 < index_bits), each with a filler entry: gap "
+            "2^13-1 and gap 2^16-1 (the largest two-byte element), uint8 values; PLAIN and Huffman gaps.",
+        tensors={"w13": wide13, "w16": wide16},
+        encodings={"w13": Encoding(layout="csr", index_bits=13, codecs=("plain",)),
+                   "w16": Encoding(layout="csr", index_bits=16, codecs=("huffman",))},
+    )
+    v["24_codebook_5000"] = dict(
+        doc="A 5000-entry float32 codebook: two-byte symbols, a Huffman alphabet of thousands of symbols "
+            "(4 lanes), dense; and the same codebook as a CSR tensor with BITPACK symbols (width 13).",
+        tensors={"dense": _codebook_tensor((60, 100), 5000, 1.0, 24),
+                 "sparse": _codebook_tensor((20, 50), 5000, 0.5, 241)},
+        encodings={"dense": Encoding(layout="dense", codecs=("huffman",)),
+                   "sparse": Encoding(layout="csr", index_bits=5, codecs=("bitpack",))},
+    )
+    v["25_huffman_8_lanes"] = dict(
+        doc="Huffman streams with 8 lanes (MAX_HUFFMAN_LANES): 50 symbols (S = 7: seven full lanes and one of 1), "
+            "5 symbols (S = 1: lanes 5-7 empty, length 0), and raw uint16 values (below 300) in 8 lanes, "
+            "which encode_vector re-encodes with HUFFMAN (recode; the writer keeps wide raw values off it).",
+        tensors={"w": _codebook_tensor((5, 10), 8, 1.0, 25),
+                 "tiny": CodebookTensor(np.array([0.5, -0.25, 2.0], np.float32), np.array([0, 1, 2, 1, 0], np.int32)),
+                 "u16": _rng(252).integers(0, 300, size=1000).astype(np.uint16)},
+        encodings={"w": Encoding(layout="dense", codecs=("huffman",), huffman_lanes=8),
+                   "tiny": Encoding(layout="dense", codecs=("huffman",), huffman_lanes=8),
+                   "u16": Encoding(codecs=("plain",))},
+        recode={"u16": {"codecs": ["huffman"], "huffman_lanes": 8}},
+    )
+    v["26_zstd_checksum"] = dict(
+        doc="ZSTD frames with a Content_Checksum (XXH64 low 32 bits, which a decoder must verify): an int32 "
+            "tensor and the streams of a CSR codebook tensor. The writer itself writes no checksum: encode_vector "
+            "recompresses each ZSTD stream with one (zstd_checksum).",
+        tensors={"ids": np.tile(np.arange(16, dtype=np.int32), 32), "w": _codebook_tensor((16, 64), 16, 0.2, 26)},
+        encodings={"ids": Encoding(codecs=("zstd",), zstd_level=19),
+                   "w": Encoding(layout="csr", index_bits=5, codecs=("zstd",), zstd_level=19)},
+        zstd_checksum=True,
+    )
+    rng = _rng(27)
+    sparse_bool = rng.random((10, 30)) < 0.1
+    v["27_bool"] = dict(
+        doc="BOOL tensors: dense Huffman (alphabet at most 2), dense BITPACK width 1, ZSTD, PLAIN all-False, "
+            "and CSR with raw BOOL values (2^5 > 30 columns: no filler, so every entry is True and VALUES is a "
+            "one-symbol Huffman table, symbol 1, over alphabet 2).",
+        tensors={"huffman": rng.random(200) < 0.3, "bitpack": rng.random(37) < 0.5,
+                 "zstd": np.repeat(np.array([True, False]), 64), "all_false": np.zeros(9, bool),
+                 "csr": sparse_bool},
+        encodings={"huffman": Encoding(codecs=("huffman",)), "bitpack": Encoding(codecs=("bitpack",)),
+                   "zstd": Encoding(codecs=("zstd",), zstd_level=19), "all_false": plain,
+                   "csr": Encoding(layout="csr", index_bits=5, codecs=("huffman",))},
+    )
+    v["28_source_metadata"] = dict(
+        doc="The dcformat.* metadata keys (spec 4.1.1) and a dcformat.source_metadata to restore; "
+            "converter_metadata is what a converter to safetensors writes as __metadata__: the entries in "
+            "index order, the restored member 'format' replacing the entry of that key in place, then the "
+            "other members.",
+        tensors={"w": np.ones(2, np.float32)}, encodings={"w": plain},
+        metadata={"dcformat.recipe": '{"name":"lossless","rules":[]}', "dcformat.packer": "dcformat 0.1.0",
+                  "format": "dcf", "dcformat.source": "model.safetensors", "dcformat.source_format": "safetensors",
+                  "dcformat.source_metadata": '{"format":"pt","note":"caf\\u00e9 \\ud83d\\ude00"}'},
+        converter_metadata={"dcformat.recipe": '{"name":"lossless","rules":[]}', "dcformat.packer": "dcformat 0.1.0",
+                            "format": "pt", "dcformat.source": "model.safetensors",
+                            "dcformat.source_format": "safetensors",
+                            "dcformat.source_metadata": '{"format":"pt","note":"caf\\u00e9 \\ud83d\\ude00"}',
+                            "note": "café 😀"},
+    )
     return v
 
 
@@ -154,9 +366,9 @@ def vector_definitions() -> dict[str, dict]:
 # portable JSON form
 
 def array_to_json(array: np.ndarray) -> dict:
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)  # keeps a 0-d array 0-d (ascontiguousarray would make it 1-d)
     return {"dtype": dtype_of(array.dtype).name, "shape": list(array.shape),
-            "data_hex": array.reshape(-1).view(np.uint8).tobytes().hex()}
+            "data_hex": np.ascontiguousarray(array).reshape(-1).view(np.uint8).tobytes().hex()}
 
 
 def array_from_json(obj: dict) -> np.ndarray:
@@ -182,10 +394,26 @@ def input_from_json(obj: dict):
                           numpy_dtype(DType[obj["dtype"]]))
 
 
+def expected_codebook_decode(tensor: CodebookTensor) -> np.ndarray:
+    """What a decoder returns for ``tensor``: each element ``codebook[index]`` converted by the
+    rules of spec §7.2 (:func:`dcformat.conversion.convert_codebook`), zero bits where the index
+    is -1."""
+    from .conversion import convert_codebook
+
+    codebook = np.asarray(tensor.codebook)
+    source = CodebookDType.F32 if codebook.dtype == np.float32 else CodebookDType.F16
+    target = dtype_of(tensor.dtype)
+    table = convert_codebook(codebook.view(ELEMENT_DTYPE[codebook.itemsize]), source, target)
+    table = np.concatenate([table, np.zeros(1, table.dtype)])
+    index = np.where(tensor.indices < 0, codebook.size, tensor.indices)
+    return table[index].view(numpy_dtype(target))
+
+
 def vector_json(name: str, definition: dict) -> dict:
     tensors = definition["tensors"]
-    decoded = {k: (t.decode() if isinstance(t, CodebookTensor) else np.asarray(t)) for k, t in tensors.items()}
-    return {
+    decoded = {k: (expected_codebook_decode(t) if isinstance(t, CodebookTensor) else np.asarray(t))
+               for k, t in tensors.items()}
+    spec = {
         "name": name,
         "doc": definition["doc"],
         "alignment_log2": definition.get("alignment_log2", 0),
@@ -194,6 +422,51 @@ def vector_json(name: str, definition: dict) -> dict:
         "inputs": {k: _input_to_json(t) for k, t in tensors.items()},
         "expected": {k: array_to_json(a) for k, a in decoded.items()},
     }
+    for extra in ("zstd_checksum", "recode", "converter_metadata"):
+        if extra in definition:
+            spec[extra] = definition[extra]
+    return spec
+
+
+def _recoded(encoded, codecs, huffman_lanes):
+    """``encoded`` with each RAW VALUES stream decoded and encoded again with the smallest of ``codecs``."""
+    from .codecs import encode_smallest, get_codec
+    from .constants import DTYPE_SIZE, Codec
+
+    size = DTYPE_SIZE[encoded.dtype]
+    options = {Codec.HUFFMAN: {"lanes": huffman_lanes}} if huffman_lanes else {}
+
+    def again(stream_count):
+        stream, count = stream_count
+        if count == 0:
+            return stream_count
+        elements = get_codec(stream.codec).decode(stream.payload, count, size, stream.param, None)
+        return encode_smallest(elements, size, [Codec[c.upper()] for c in codecs], options), count
+
+    return encoded._replace(chunks=[(extent, streams[:-1] + [again(streams[-1])])
+                                    for extent, streams in encoded.chunks])
+
+
+def _with_zstd_checksums(encoded, level: int):
+    """``encoded`` (an EncodedTensor) with every ZSTD stream recompressed with a Content_Checksum."""
+    import zstandard
+
+    from .codecs import EncodedStream
+    from .constants import Codec
+
+    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=True,
+                                          write_dict_id=False)
+
+    def fix(stream_count):
+        stream, count = stream_count
+        if stream.codec != Codec.ZSTD:
+            return stream_count
+        content = zstandard.ZstdDecompressor().decompress(stream.payload)
+        return EncodedStream(stream.codec, stream.param, compressor.compress(content)), count
+
+    codebook = fix(encoded.codebook) if encoded.codebook is not None else None
+    chunks = [(extent, [fix(s) for s in streams]) for extent, streams in encoded.chunks]
+    return encoded._replace(codebook=codebook, chunks=chunks)
 
 
 def encode_vector(spec: dict) -> bytes:
@@ -207,14 +480,35 @@ def encode_vector(spec: dict) -> bytes:
             e["codecs"] = tuple(e["codecs"])
         encodings[k] = Encoding(**e)
     inputs = {k: input_from_json(v) for k, v in spec["inputs"].items()}
-    return save(inputs, metadata=spec["metadata"] or None, encodings=encodings,
-                alignment_log2=spec["alignment_log2"])
+    recode = spec.get("recode", {})
+    if not spec.get("zstd_checksum") and not recode:
+        return save(inputs, metadata=spec["metadata"] or None, encodings=encodings,
+                    alignment_log2=spec["alignment_log2"])
+    import io
+
+    from .encoding import encode_tensor
+    from .writer import DCFWriter
+
+    buffer = io.BytesIO()
+    writer = DCFWriter(buffer, metadata=spec["metadata"] or None, alignment_log2=spec["alignment_log2"])
+    for name, tensor in inputs.items():
+        encoding = encodings.get(name, Encoding())
+        encoded = encode_tensor(tensor, encoding)
+        if name in recode:
+            encoded = _recoded(encoded, recode[name]["codecs"], recode[name].get("huffman_lanes"))
+        if spec.get("zstd_checksum"):
+            encoded = _with_zstd_checksums(encoded, encoding.zstd_level or 19)
+        writer.add_encoded(name, encoded)
+    writer.close()
+    return buffer.getvalue()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", default="spec/vectors")
     parser.add_argument("--write", action="store_true", help="write vectors that do not exist yet (never overwrites)")
+    parser.add_argument("--check", action="store_true",
+                        help="compare every vector with its definition (the default; exit status 1 on a difference)")
     args = parser.parse_args(argv)
     status = 0
     for name, definition in vector_definitions().items():

@@ -88,7 +88,8 @@ def test_ill_formed_utf8_is_corrupted(text):
 # §4.2: numel and MAX_EMPTY_SHAPE_PRODUCT
 
 
-@pytest.mark.parametrize("shape", [(2**41, 0), (0, 2**41), (3, 0, 2**40), (0, 2**30, 2**30 - 1), (MAX_EMPTY_SHAPE_PRODUCT, 0)])
+@pytest.mark.parametrize("shape", [(2**41, 0), (0, 2**41), (3, 0, 2**40), (0, 2**30, 2**30 - 1),
+                                   (MAX_EMPTY_SHAPE_PRODUCT, 0)])
 def test_an_empty_tensor_has_numel_0_whatever_the_order_of_its_dimensions(shape):
     model = fh.parse_model(dcformat.save({"w": np.zeros((0, 1), np.float32)}))
     model.tensors[0].shape = list(shape)
