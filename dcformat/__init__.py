@@ -17,85 +17,158 @@ small files decode without it (:mod:`dcformat.kernels`). Decoding uses every CPU
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from .constants import VERSION_MAJOR, VERSION_MINOR
 from .encoding import Encoding
 from .errors import (
     BadMagicError,
     ChecksumError,
+    ClosedFileError,
     CorruptFileError,
     CountMismatchError,
     DCFormatError,
     EncodingError,
+    EncodingTypeError,
     HuffmanTableError,
     LimitExceededError,
     OffsetError,
     TruncatedFileError,
     UnsupportedVersionError,
 )
-from .reader import DCFReader
+from .profiles import Profile
+from .reader import DCFReader, Source, TensorSlice
 from .structures import TensorInfo
 from .tensors import ZERO_INDEX, CodebookTensor
-from .writer import DCFWriter
+from .writer import DCFWriter, check_names
 
 __version__ = "0.1.0"
 FORMAT_VERSION = (VERSION_MAJOR, VERSION_MINOR)
 
 
-def _write_all(writer: DCFWriter, tensors, encodings) -> None:
-    if not isinstance(tensors, dict):
-        raise EncodingError("tensors must be a dict of name to array")
+def _write_all(target: str | os.PathLike | BinaryIO, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None,
+               encodings: Mapping[str, Encoding | dict] | None, alignment_log2: int | None,
+               profile: str | Profile | None) -> None:
+    if not isinstance(tensors, Mapping):
+        raise EncodingTypeError(f"tensors must be a dict of name to array, not {type(tensors).__name__}")
     encodings = encodings or {}
     unknown = set(encodings) - set(tensors)
     if unknown:
-        raise EncodingError(f"encodings name tensors that are not given: {sorted(unknown)[:5]}")
-    with writer:
+        raise EncodingError(f"encodings name tensors that are not given: {sorted(unknown, key=repr)[:5]}")
+    check_names(tensors, dict(metadata) if metadata is not None else None)  # before a byte is written
+    with DCFWriter(target, metadata=dict(metadata) if metadata else None, alignment_log2=alignment_log2,
+                   profile=profile) as writer:
         for name, tensor in tensors.items():
             writer.add(name, tensor, encodings.get(name))
 
 
-def save_file(tensors, path, metadata=None, encodings=None, *, alignment_log2: int | None = None,
-              profile=None) -> None:
-    """Write ``tensors`` (name -> numpy array or CodebookTensor) to ``path``, atomically.
+def save_file(tensors: Mapping[str, Any], path: str | os.PathLike | BinaryIO,
+              metadata: Mapping[str, str] | None = None, encodings: Mapping[str, Encoding | dict] | None = None,
+              *, alignment_log2: int | None = None, profile: str | Profile | None = None) -> None:
+    """Write ``tensors`` to the dcf file ``path``, atomically.
 
-    ``profile="mobile"`` keeps the file within the mobile profile (:mod:`dcformat.profiles`)."""
-    _write_all(DCFWriter(path, metadata=metadata, alignment_log2=alignment_log2, profile=profile), tensors,
-               encodings)
+    ``tensors``: name -> numpy array, :class:`CodebookTensor` or torch tensor (any dtype the
+    format has; detached, moved to the CPU and made contiguous, bits stored exactly). Names are
+    non-empty str of at most 4096 bytes of UTF-8; every name and ``metadata`` (str -> str) is
+    checked before anything is written. ``path``: str or ``os.PathLike`` (the file appears
+    complete or not at all: a temporary file is renamed over it) or a binary file object open for
+    writing. ``encodings``: per-tensor :class:`Encoding` (or dict of its fields); everything left
+    out is chosen to make the file smallest, losslessly. ``alignment_log2``: align every stream to
+    ``2 ** alignment_log2`` bytes (default packed). ``profile="mobile"`` keeps the file within the
+    mobile profile (:mod:`dcformat.profiles`).
+
+    Raises :class:`EncodingError` (a ``ValueError``) for what cannot be encoded, its subclass
+    :class:`EncodingTypeError` (also a ``TypeError``) for objects of the wrong type.
+    """
+    _write_all(path, tensors, metadata, encodings, alignment_log2, profile)
 
 
-def save(tensors, metadata=None, encodings=None, *, alignment_log2: int | None = None, profile=None) -> bytes:
-    """The bytes of a dcf file holding ``tensors`` (options as :func:`save_file`)."""
+def save(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
+         encodings: Mapping[str, Encoding | dict] | None = None, *, alignment_log2: int | None = None,
+         profile: str | Profile | None = None) -> bytes:
+    """The bytes of a dcf file holding ``tensors`` (arguments as :func:`save_file`).
+
+    ``load(save(tensors))`` gives the tensors back."""
     buffer = io.BytesIO()
-    _write_all(DCFWriter(buffer, metadata=metadata, alignment_log2=alignment_log2, profile=profile), tensors,
-               encodings)
+    _write_all(buffer, tensors, metadata, encodings, alignment_log2, profile)
     return buffer.getvalue()
 
 
-def open(path, *, verify: bool = True, **limits) -> DCFReader:  # noqa: A001 - the safetensors name
-    """Open a dcf file lazily (memory-mapped); use as a context manager."""
-    return DCFReader(path, verify=verify, **limits)
+FRAMEWORKS = {"np": "np", "numpy": "np", "pt": "pt", "torch": "pt"}
+"""Names ``open(framework=...)`` takes: numpy arrays (``np``) or torch tensors (``pt``)."""
 
 
-def load_file(path, **options) -> dict:
-    """Decode every tensor of the file at ``path``; returns name -> numpy array.
+def open(source: Source, framework: str = "np", *, device: str = "cpu",  # noqa: A001 - the safetensors name
+         verify: bool = True, **limits: Any) -> DCFReader:
+    """Open a dcf file lazily, as ``safetensors.safe_open``: the index is read now, each tensor
+    when it is asked for. Use it as a context manager; after the ``with`` block (or
+    :meth:`DCFReader.close`) every call raises :class:`ClosedFileError`.
 
-    ``options`` go to :class:`DCFReader`: ``max_tensor_bytes``, ``max_total_bytes`` (16 GiB each by
-    default), ``verify``, and ``threads`` (the
-    chunks of all tensors decode in parallel; default: every CPU, or ``DCFORMAT_THREADS``). The
-    arrays are views of one allocation, freed with the last of them (``DCFReader.get_tensors``)."""
-    with DCFReader(path, **options) as reader:
+    ``source``: a path (str, ``os.PathLike`` or bytes, as with the built-in ``open``; a file is
+    memory-mapped), a binary file object (a regular file is memory-mapped from its current
+    position; anything else, such as ``io.BytesIO`` or a pipe, is read to its end), or a
+    ``bytearray``/``memoryview`` holding the file (for ``bytes`` contents use :func:`load`, or
+    :class:`DCFReader`). ``framework``: ``"np"`` (numpy arrays) or ``"pt"`` (torch tensors on
+    ``device``, through :mod:`dcformat.torch`). ``verify``: check every CRC (default).
+    ``limits``: ``max_tensor_bytes``, ``max_total_bytes`` (16 GiB each by default) and
+    ``threads`` (default: every CPU, or ``DCFORMAT_THREADS``).
+
+        with dcformat.open("model.dcf") as f:
+            w = f.get_tensor("fc1.weight")
+            rows = f.get_slice("embed.weight")[100:200]   # decodes only the chunks holding them
+    """
+    kind = FRAMEWORKS.get(framework) if isinstance(framework, str) else None
+    if kind is None:
+        raise ValueError(f"framework must be one of {sorted(FRAMEWORKS)}, not {framework!r}")
+    if kind == "np" and device != "cpu":
+        raise ValueError(f"numpy arrays live on the CPU: device {device!r} needs framework='pt'")
+    if isinstance(source, bytes):
+        if b"\0" in source:  # never in a path, always in a dcf file (its version field)
+            raise ValueError("bytes given to dcformat.open are a path, as with the built-in open(), and a path "
+                             "has no NUL byte: for the contents of a dcf file use dcformat.load(data) or "
+                             "dcformat.DCFReader(data)")
+        source = os.fsdecode(source)  # a path, as the built-in open() takes it
+    reader = DCFReader(source, verify=verify, **limits)
+    if kind == "pt":
+        try:
+            from .torch.io import TorchReader
+
+            return TorchReader(reader, device=device)
+        except BaseException:
+            reader.close()
+            raise
+    return reader
+
+
+def load_file(source: Source, **options: Any) -> dict[str, np.ndarray]:
+    """Decode every tensor of a dcf file; returns name -> numpy array, in file order.
+
+    ``source``: anything :func:`open` takes (a path, a binary file object). ``options`` go to
+    :class:`DCFReader`: ``max_tensor_bytes``, ``max_total_bytes`` (16 GiB each by default),
+    ``verify``, and ``threads`` (the chunks of all tensors decode in parallel; default: every
+    CPU, or ``DCFORMAT_THREADS``). The arrays are views of one allocation, freed with the last of
+    them (:meth:`DCFReader.get_tensors`). For torch tensors, :func:`dcformat.torch.load_file`."""
+    with open(source, **options) as reader:
         return reader.get_tensors()
 
 
-def load(data: bytes, **options) -> dict:
-    """Decode every tensor of a dcf file held in ``data`` (options as :func:`load_file`)."""
-    with DCFReader(bytes(data), **options) as reader:
+def load(data: bytes | bytearray | memoryview, **options: Any) -> dict[str, np.ndarray]:
+    """Decode every tensor of a dcf file held in memory, ``data`` (options as :func:`load_file`).
+
+    ``load(save(tensors))`` gives the tensors back."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"load takes the bytes of a dcf file, not {type(data).__name__} (load_file takes paths)")
+    with DCFReader(data, **options) as reader:
         return reader.get_tensors()
 
 
 __all__ = [
-    "BadMagicError", "ChecksumError", "CodebookTensor", "CorruptFileError", "CountMismatchError",
-    "DCFReader", "DCFWriter", "DCFormatError", "Encoding", "EncodingError", "FORMAT_VERSION",
+    "BadMagicError", "ChecksumError", "ClosedFileError", "CodebookTensor", "CorruptFileError", "CountMismatchError",
+    "DCFReader", "DCFWriter", "DCFormatError", "Encoding", "EncodingError", "EncodingTypeError", "FORMAT_VERSION",
     "HuffmanTableError", "LimitExceededError", "OffsetError", "TensorInfo", "TruncatedFileError",
-    "UnsupportedVersionError", "ZERO_INDEX", "load", "load_file", "open", "save", "save_file",
+    "TensorSlice", "UnsupportedVersionError", "ZERO_INDEX", "load", "load_file", "open", "save", "save_file",
 ]

@@ -11,19 +11,25 @@ or of a whole file (:meth:`DCFReader.get_tensors`), run on several threads
 """
 from __future__ import annotations
 
+import bisect
+import io
 import mmap
 import os
+import stat
+from collections.abc import Iterator
 from functools import partial
+from typing import IO, Any, Union
 
 import numpy as np
 
 from .checksum import crc32
 from .codecs import get_codec
 from .constants import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, DTYPE_SIZE, ELEMENT_DTYPE, CodebookDType, Codec, DType, Layout, Role, ValueCoding
-from .errors import ChecksumError, CorruptFileError, CountMismatchError, DCFormatError, LimitExceededError
+from .errors import ChecksumError, ClosedFileError, CorruptFileError, CountMismatchError, DCFormatError, LimitExceededError
 from .index_reader import Header, read_header
 from .kernels import plan_for
 from .parallel import resolve_threads, run_jobs
+from .slices import TensorSlice
 from .structures import StreamInfo, TensorInfo, element_bound, element_size, numpy_dtype
 from .tensors import CodebookTensor
 
@@ -97,6 +103,35 @@ def decode_tensor(buffer, tensor: TensorInfo, *, verify: bool = True,
     plan_for(tensor.numel)
     run_jobs(jobs, threads)
     return array
+
+
+def plan_region(buffer, tensor: TensorInfo, low: int, high: int, *, verify: bool = True,
+                max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES):
+    """Plan the decoding of only the chunks of ``tensor`` that hold its C-order element positions
+    ``low`` to ``high - 1``: returns ``(values, base, jobs)``, where ``values`` (flat, the tensor's
+    dtype) will hold the elements from position ``base`` on, once ``jobs`` have run (as
+    :func:`plan_tensor`'s). The chunks are consecutive (spec §4.4): element ranges of a DENSE
+    tensor, row ranges of a CSR one. ``max_tensor_bytes`` bounds what they decode to."""
+    if not 0 <= low < high <= tensor.numel:
+        raise ValueError(f"{tensor.name!r}: no elements {low}..{high - 1} in a tensor of {tensor.numel}")
+    unit = tensor.cols if tensor.layout == Layout.CSR else 1  # elements per row (CSR) or 1 (DENSE)
+    first_unit, last_unit = low // unit, (high - 1) // unit
+    starts = [chunk.start for chunk in tensor.chunks]
+    chunks = tensor.chunks[bisect.bisect_right(starts, first_unit) - 1:bisect.bisect_right(starts, last_unit)]
+    base_unit = chunks[0].start
+    count = (chunks[-1].start + chunks[-1].extent - base_unit) * unit
+    itemsize = DTYPE_SIZE[tensor.dtype]
+    if count * itemsize > max_tensor_bytes:
+        raise LimitExceededError(f"{tensor.name!r}: the chunks holding this slice decode to {count * itemsize} "
+                                 f"bytes, over this reader's limit of {max_tensor_bytes}")
+    out_bits = np.empty(count, ELEMENT_DTYPE[itemsize])
+    table = _codebook_bits(buffer, tensor, verify) if tensor.value_coding == ValueCoding.CODEBOOK else None
+    jobs = []
+    for chunk in chunks:
+        cost = chunk.extent * unit * itemsize + 4 * sum(s.length for s in chunk.streams)
+        moved = chunk._replace(start=chunk.start - base_unit)  # its place in out_bits
+        jobs.append((cost, partial(_decode_chunk, buffer, tensor, moved, table, out_bits, verify)))
+    return out_bits.view(numpy_dtype(tensor.dtype)), base_unit * unit, jobs
 
 
 ARENA_ALIGNMENT = 64
@@ -205,81 +240,168 @@ def decode_codebook_tensor(buffer, tensor: TensorInfo, *, verify: bool = True,
     return CodebookTensor(codebook, indices.reshape(tensor.shape), numpy_dtype(tensor.dtype))
 
 
+Source = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes], bytearray, memoryview]
+"""What :func:`dcformat.open` reads: a path, a binary file object, or a buffer holding the file."""
+
+
 class DCFReader:
     """A dcf file opened lazily: the index is parsed at once, tensors are decoded on request.
 
-    Use as a context manager (``with dcformat.open(path) as f: f.get_tensor(name)``). The file is
-    memory-mapped; a tensor's streams are read only when that tensor is asked for.
+    Use as a context manager (``with dcformat.open(path) as f: f.get_tensor(name)``); after
+    :meth:`close` every call raises :class:`~dcformat.errors.ClosedFileError`. ``source``: a path
+    (str or ``os.PathLike``: the file is memory-mapped, and a tensor's streams are read only when
+    that tensor is asked for), a binary file object (a regular file is memory-mapped from its
+    current position, anything else read to its end; it stays open, the caller's), or a buffer
+    (``bytes``, ``bytearray``, ``memoryview``) holding the file's contents. ``verify``: check
+    every CRC-32. ``max_tensor_bytes``, ``max_total_bytes``: what one tensor, and one eager load,
+    may decode to. ``threads``: decoding threads (None: every CPU, or ``DCFORMAT_THREADS``).
     """
 
-    def __init__(self, source, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
-                 threads: int | None = None, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES):
+    def __init__(self, source: Source, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                 threads: int | None = None, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> None:
         self._file = None
         self._mmap = None
+        self._views: list[memoryview] = []
+        self._closed = False
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._buffer = memoryview(source)
             self.path = None
+        elif hasattr(source, "read"):
+            name = getattr(source, "name", None)
+            self.path = name if isinstance(name, str) else None
+            self._buffer = self._from_file_object(source)
         else:
-            self.path = os.fspath(source)
+            try:
+                self.path = os.fspath(source)
+            except TypeError:
+                raise TypeError(f"a dcf file is read from a path (str, bytes, os.PathLike), a binary file object "
+                                f"or a buffer, not {type(source).__name__}") from None
+            if isinstance(self.path, bytes):
+                self.path = os.fsdecode(self.path)
             self._file = open(self.path, "rb")
-            size = os.fstat(self._file.fileno()).st_size
-            if size == 0:
-                self._buffer = memoryview(b"")
-            else:
-                self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-                self._buffer = memoryview(self._mmap)
+            try:
+                self._buffer = self._from_file_object(self._file)  # mapped; a pipe or a device is read
+            except BaseException:
+                self._file.close()
+                raise
         self.verify = verify
         self.max_tensor_bytes = max_tensor_bytes
         self.max_total_bytes = max_total_bytes
-        self.threads = resolve_threads(threads)
         try:
+            self.threads = resolve_threads(threads)
             self.header: Header = read_header(self._buffer, check_crc=verify)
         except BaseException:
             self.close()
             raise
 
+    def _map(self, fd: int, position: int) -> memoryview:
+        if os.fstat(fd).st_size <= position:
+            return memoryview(b"")
+        self._mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        whole = memoryview(self._mmap)
+        if position == 0:
+            return whole
+        self._views.append(whole)
+        return whole[position:]
+
+    def _from_file_object(self, handle: IO[bytes]) -> memoryview:
+        if isinstance(handle, io.TextIOBase) or isinstance(handle.read(0), str):
+            raise TypeError("a dcf file is read from a binary file (opened with 'rb'), not a text file")
+        try:
+            fd = handle.fileno()
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+            regular = False
+        if regular:
+            return self._map(fd, handle.tell())
+        data = handle.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"the file object's read() gave {type(data).__name__}, not bytes")
+        return memoryview(data)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or the ``with`` block ended)."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            where = f" {self.path!r}" if self.path else ""
+            raise ClosedFileError(f"the dcf file{where} is closed: read its tensors inside the 'with' block "
+                                  "(or before close())")
+
     # -- the safetensors-like surface -------------------------------------------------------
     def keys(self) -> list[str]:
+        """The tensors' names, in file order."""
+        self._check_open()
         return list(self.header.tensors)
 
     def metadata(self) -> dict[str, str]:
+        """The file's metadata (str -> str), as given to the writer."""
+        self._check_open()
         return dict(self.header.metadata)
 
     def info(self, name: str) -> TensorInfo:
+        """The index entry of tensor ``name``: dtype, shape, layout, chunks and streams (no data is read)."""
+        self._check_open()
         try:
             return self.header.tensors[name]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in this file") from None
 
     def tensors_info(self) -> list[TensorInfo]:
+        """The index entries of every tensor, in file order."""
+        self._check_open()
         return list(self.header.tensors.values())
 
     def get_tensor(self, name: str) -> np.ndarray:
+        """Decode tensor ``name`` to a new numpy array (its chunks on the reader's threads)."""
         return decode_tensor(self._buffer, self.info(name), verify=self.verify, max_tensor_bytes=self.max_tensor_bytes,
                              threads=self.threads)
 
-    def get_tensors(self, names=None) -> dict[str, np.ndarray]:
-        """Decode the tensors ``names`` (default: all, in file order) at once, on all threads."""
+    def get_tensors(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Decode the tensors ``names`` (default: all, in file order) at once, on all threads.
+
+        The arrays are views of one allocation, freed with the last of them."""
         infos = self.tensors_info() if names is None else [self.info(name) for name in names]
         return decode_tensors(self._buffer, infos, verify=self.verify, max_tensor_bytes=self.max_tensor_bytes,
                               threads=self.threads, max_total_bytes=self.max_total_bytes)
 
+    def get_slice(self, name: str) -> TensorSlice:
+        """Tensor ``name``, to be read in parts as in ``safetensors``: ``f.get_slice(name)[a:b]``
+        decodes only the chunks holding rows ``a`` to ``b - 1`` (:mod:`dcformat.slices`)."""
+        return TensorSlice(self, self.info(name))
+
     def get_codebook_tensor(self, name: str) -> CodebookTensor:
+        """Tensor ``name`` as its codebook and per-element indices (it must be stored with a codebook)."""
         return decode_codebook_tensor(
             self._buffer, self.info(name), verify=self.verify, max_tensor_bytes=self.max_tensor_bytes
         )
 
-    def __contains__(self, name: str) -> bool:
+    def _decode_range(self, info: TensorInfo, low: int, high: int) -> tuple[np.ndarray, int]:
+        """Decode the chunks of ``info`` that hold positions ``low..high - 1`` (:func:`plan_region`)."""
+        self._check_open()
+        values, base, jobs = plan_region(self._buffer, info, low, high, verify=self.verify,
+                                         max_tensor_bytes=self.max_tensor_bytes)
+        plan_for(len(values))
+        run_jobs(jobs, self.threads)
+        return values, base
+
+    def __contains__(self, name: object) -> bool:
+        self._check_open()
         return name in self.header.tensors
 
-    def __iter__(self):
-        return iter(self.header.tensors)
+    def __iter__(self) -> Iterator[str]:
+        self._check_open()
+        return iter(list(self.header.tensors))
 
     def __len__(self) -> int:
+        self._check_open()
         return len(self.header.tensors)
 
     def verify_all(self) -> None:
         """Decode every tensor, checking every checksum and every rule; raise on the first fault."""
+        self._check_open()
         for tensor in self.header.tensors.values():
             decode_tensor(self._buffer, tensor, verify=True, max_tensor_bytes=self.max_tensor_bytes,
                           threads=self.threads)
@@ -292,11 +414,16 @@ class DCFReader:
             self._mmap.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
+        """Release the file (its mapping, and the file this reader opened); calls after it raise
+        :class:`~dcformat.errors.ClosedFileError`. Closing twice does nothing."""
+        self._closed = True
         closed = memoryview(b"")
         closed.release()  # decoding after close raises ValueError, as a closed file does (not a bad CRC)
         buffer, self._buffer = getattr(self, "_buffer", None), closed
-        if buffer is not None:
-            buffer.release()
+        for view in [buffer, *self._views]:
+            if view is not None:
+                view.release()
+        self._views = []
         if self._mmap is not None:
             try:
                 self._mmap.close()
@@ -307,8 +434,9 @@ class DCFReader:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "DCFReader":
+    def __enter__(self) -> DCFReader:
+        """The reader itself; the ``with`` block's end closes it."""
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

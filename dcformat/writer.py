@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Any
 
 from .atomic import AtomicFile, AtomicWriter
 from .checksum import crc32
@@ -28,19 +29,39 @@ from .constants import (
     Role,
 )
 from .encoding import EncodedTensor, Encoding, encode_tensor
-from .errors import EncodingError
+from .arrays import as_array, check_tensor
+from .errors import EncodingError, EncodingTypeError
 from .profiles import METADATA_KEY as PROFILE_KEY
 from .profiles import get_profile
 from .structures import CHUNK_ROLES, ChunkInfo, StreamInfo, TensorInfo
 
 
 def _check_name(name, what: str) -> bytes:
+    """``name`` as the UTF-8 bytes the index stores; a clear error naming it when it cannot be."""
     if not isinstance(name, str):
-        raise EncodingError(f"{what} must be a str, not {type(name).__name__}")
-    raw = name.encode("utf-8")
+        raise EncodingTypeError(f"{what} {name!r} must be a str, not {type(name).__name__}")
+    raw = _utf8(name, what)
     if not 1 <= len(raw) <= MAX_NAME_LENGTH:
         raise EncodingError(f"{what} {name[:40]!r} must be 1..{MAX_NAME_LENGTH} bytes of UTF-8")
     return raw
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, from os.fsdecode or a bad decode
+        raise EncodingError(f"{what} {text[:80]!r} is not valid UTF-8 text: character {exc.start} is a lone "
+                            f"surrogate ({exc.object[exc.start]!r})") from None
+
+
+def check_names(tensors, metadata=None) -> None:
+    """Check every tensor name, and ``metadata``, as :class:`DCFWriter` would, before anything is
+    written (and the torch tensors that can be refused without converting them)."""
+    if metadata is not None:
+        DCFWriter._check_metadata(metadata)
+    for name, tensor in tensors.items():
+        _check_name(name, "tensor name")
+        check_tensor(name, tensor)
 
 
 def serialize_index(metadata: dict[str, str], tensors: list[TensorInfo]) -> bytes:
@@ -120,7 +141,8 @@ class DCFWriter(AtomicWriter):
         for key, value in metadata.items():
             _check_name(key, "metadata key")
             if not isinstance(value, str):
-                raise EncodingError(f"metadata value of {key!r} must be a str, not {type(value).__name__}")
+                raise EncodingTypeError(f"metadata value of {key!r} must be a str, not {type(value).__name__}")
+            _utf8(value, f"metadata value of {key!r}:")
         return dict(metadata)
 
     def _write(self, data: bytes) -> None:
@@ -136,8 +158,13 @@ class DCFWriter(AtomicWriter):
         self._write(payload)
         return StreamInfo(role, stream.codec, stream.param, crc32(payload), count, len(payload))
 
-    def add(self, name: str, tensor, encoding: Encoding | dict | None = None) -> TensorInfo:
-        """Encode ``tensor`` (numpy array or CodebookTensor) and write its streams now."""
+    def add(self, name: str, tensor: Any, encoding: Encoding | dict | None = None) -> TensorInfo:
+        """Encode ``tensor`` and write its streams now; returns its index entry.
+
+        ``tensor``: a numpy array, a :class:`~dcformat.tensors.CodebookTensor`, or a torch tensor
+        of any dtype the format has (detached, moved to the CPU and made contiguous; its bits are
+        stored exactly, see :mod:`dcformat.arrays`). ``encoding``: an :class:`Encoding` or a dict
+        of its fields (None: every choice automatic)."""
         if self._state != "open":
             raise EncodingError(f"cannot add a tensor to a writer that is {self._state}")
         _check_name(name, "tensor name")
@@ -145,6 +172,7 @@ class DCFWriter(AtomicWriter):
             raise EncodingError(f"tensor name {name!r} is already in this file")
         if len(self._tensors) >= MAX_TENSORS:
             raise EncodingError(f"a file holds at most {MAX_TENSORS} tensors")
+        tensor = as_array(name, tensor)
         if self.profile:
             encoding = self.profile.encoding(tensor, encoding)
         encoded = encode_tensor(tensor, encoding)

@@ -10,7 +10,9 @@ during ``backward``, and :meth:`step` after ``optimizer.step()`` (automatic afte
 - :class:`DynamicSurgery`: Dynamic Network Surgery (Guo et al. 2016);
 - :class:`INQuantizer`: Incremental Network Quantization (Zhou et al. 2017);
 - :func:`to_dcf_tensors`, :func:`load_dcf_tensors`, :func:`save_dcf`, :func:`load_dcf`: the exact
-  trained values to and from a .dcf file.
+  trained values to and from a .dcf file;
+- :func:`save_file`, :func:`load_file`, :func:`save`, :func:`load`, :func:`open`: torch tensors to
+  and from .dcf files, as ``safetensors.torch`` (:mod:`dcformat.torch.io`).
 
 A typical loop::
 
@@ -39,6 +41,7 @@ from .base import COMPRESSIBLE, find_layers
 from .dns import DynamicSurgery
 from .export import load_dcf, load_dcf_tensors, save_dcf, to_dcf_tensors
 from .inq import INQuantizer
+from .io import TorchReader, TorchSlice, load, load_file, open, save, save_file, to_torch  # noqa: A004
 from .masks import Pruner, prune_schedule, sensitivity_scan
 from .quantization import SharedWeights, TrainedQuantizer, share_layer
 
@@ -57,4 +60,12 @@ __all__ = [
     "load_dcf_tensors",
     "save_dcf",
     "load_dcf",
+    "save_file",
+    "load_file",
+    "save",
+    "load",
+    "open",
+    "TorchReader",
+    "TorchSlice",
+    "to_torch",
 ]
