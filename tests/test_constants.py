@@ -26,3 +26,56 @@ def test_enums_in_spec():
     assert "0 = DENSE, 1 = CSR" in SPEC and "0 = RAW, 1 = CODEBOOK" in SPEC
     assert "`89 44 43 46`" in SPEC and c.MAGIC == bytes.fromhex("89444346")
     assert f"| `version_major` | {c.VERSION_MAJOR} |" in SPEC
+
+
+def test_other_enums_in_spec():
+    """Codebook dtypes, BYTEPLANES transforms and the codec list of the descriptor table."""
+    assert [(d.value, d.name) for d in c.CodebookDType] == [(1, "F32"), (2, "F16")]
+    assert "CODEBOOK: 1 (F32) or 2 (F16); RAW: 0" in SPEC
+    assert [(t.value, t.name) for t in c.PlaneTransform] == [(0, "NONE"), (1, "ROTATE")]
+    assert "| `transform` | 0: none; 1: rotate (below); any other value: corrupted" in SPEC
+    assert "§8: " + ", ".join(f"{codec.value} {codec.name}" for codec in c.Codec) in SPEC
+
+
+def _tensor(dtype=c.DType.F32, layout=c.Layout.DENSE, coding=c.ValueCoding.RAW, k=0, index_bits=0, shape=(4, 10)):
+    from dcformat.structures import TensorInfo
+
+    return TensorInfo("t", dtype, shape, layout, coding, index_bits, 1 if k else 0, k, None, ())
+
+
+def _alphabet_limit(role, tensor):
+    """The largest Huffman alphabet_size the decoder accepts for a stream (codecs/huffman.py's
+    parse_table: min(65536, 2 ** (8 × element_size), the role's element bound))."""
+    from dcformat.structures import element_bound, element_size
+
+    bound = element_bound(role, tensor)
+    limit = min(c.MAX_HUFFMAN_ALPHABET, 1 << (8 * element_size(role, tensor)))
+    return limit if bound is None else min(limit, bound)
+
+
+def test_huffman_alphabet_bound_table_is_the_decoders():
+    """Spec §8.3's table of alphabet bounds, row by row, against the bounds the decoder uses."""
+    from dcformat.codecs.byteplanes import PLANE_BOUND
+
+    section = SPEC[SPEC.index("**Alphabet bound.**"):SPEC.index("**Canonical codes.**")]
+    rows = dict(re.findall(r"^\| ([^|]+?) \| [^|]+ \| ([^|]+?) \|$", section, re.M))
+    CB, VALUES, RC, GAPS = c.Role.CODEBOOK, c.Role.VALUES, c.Role.ROW_COUNTS, c.Role.GAPS
+    csr = dict(layout=c.Layout.CSR)
+    assert rows["CODEBOOK (F32 or F16 codebook values)"].startswith("65,536")
+    for k in (1, 2, 300, 65536):
+        assert _alphabet_limit(CB, _tensor(coding=c.ValueCoding.CODEBOOK, k=k)) == 65536
+        assert _alphabet_limit(VALUES, _tensor(coding=c.ValueCoding.CODEBOOK, k=k)) == k
+    assert rows["VALUES, CODEBOOK"] == "`k`"
+    assert rows["VALUES, RAW, BOOL tensor"] == "2" and _alphabet_limit(VALUES, _tensor(c.DType.BOOL)) == 2
+    assert rows["VALUES, RAW, I8 or U8 tensor"] == "256"
+    for dtype in c.DType:
+        want = {c.DType.BOOL: 2, c.DType.I8: 256, c.DType.U8: 256}.get(dtype, 65536)
+        assert _alphabet_limit(VALUES, _tensor(dtype)) == want, dtype
+    assert rows["VALUES, RAW, any other dtype"].startswith("65,536")
+    assert rows["ROW_COUNTS"] == "`min(cols + 1, 65536)`"
+    for cols in (1, 10, 65535, 65536, 10**6):
+        assert _alphabet_limit(RC, _tensor(shape=(3, cols), index_bits=4, **csr)) == min(cols + 1, 65536)
+    assert rows["GAPS"] == "`2 ** index_bits`"
+    for bits in range(1, c.MAX_INDEX_BITS + 1):
+        assert _alphabet_limit(GAPS, _tensor(index_bits=bits, **csr)) == 2**bits
+    assert rows["a byte plane of BYTEPLANES (§8.5)"] == "256" == str(PLANE_BOUND)
