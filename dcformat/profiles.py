@@ -28,7 +28,10 @@ decoder reads it; the profile only tells which promises hold.
   least 16 columns (1-byte gaps and symbols: ``2**18 × (2 + 4/16)`` bytes), plus the codebook
   (at most 512 KiB; 2 KiB for 256 entries). An in-place tensor needs none in its own dtype (its
   bytes are copied, or used where they lie); converted to float32, a raw F16, BF16 or F64 one needs
-  its own bytes once more in libdcf, so decode those in their own dtype.
+  its own bytes once more in libdcf, so decode those in their own dtype. Measured with libdcf's
+  ``dcf_scratch_size`` on MiniLM, the largest tensor's scratch is 0.92 MB (``safe``), 0.79 MB
+  (``aggressive``) and 0.33 MB (``lossless``), against 1.7, 1.2 and 1.4 MB without the profile;
+  the bound matters more for larger models, whose default chunks reach 2**20 elements.
 
   Why 2**18: each chunk carries its own stream descriptors, Huffman tables, lane lengths and up to
   63 bytes of padding per stream. On MiniLM (README, presets) 2**18 costs 0.12 % of the file with
