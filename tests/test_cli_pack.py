@@ -94,7 +94,6 @@ def test_dctable_layers_and_stages(tmp_path, checkpoint, capsys):
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--sparsity", "1.5"], "must be in [0, 1)"),
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--bits", "x"], "not an integer"),
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--index-bits", "99"], "auto, paper or 1..16"),
-    (["{ckpt}"], "required: -o"),
 ])
 def test_usage_errors_are_one_line(tmp_path, checkpoint, capsys, args, match):
     args = [a.format(ckpt=checkpoint, tmp=tmp_path) for a in args]
@@ -107,13 +106,10 @@ def test_usage_errors_are_one_line(tmp_path, checkpoint, capsys, args, match):
 @pytest.mark.parametrize("args,match", [
     (["{tmp}/missing.safetensors", "-o", "{tmp}/m.dcf"], "no such file"),
     (["{tmp}/model.h5", "-o", "{tmp}/m.dcf"], "unknown checkpoint suffix"),
-    (["{ckpt}", "-o", "{tmp}/m.bin"], "should end in .dcf"),
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--quality", "1", "--sparsity", "0.5"], "not both"),
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--recipe", "{tmp}/none.json"], "No such file"),
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--recipe", "{tmp}/bad.json"], "unknown key"),
-    (["{ckpt}", "-o", "{tmp}/m.dcf", "--recipe", "{tmp}/bad.json", "--bits", "4"], "replaces the recipe flags"),
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--only", "nothing"], "no tensor matches"),
-    (["{ckpt}", "-o", "{tmp}/m.dcf", "--metadata", "novalue"], "KEY=VALUE"),
     (["{ckpt}", "-o", "{tmp}/nodir/m.dcf"], "No such file"),
 ])
 def test_user_errors_are_one_line(tmp_path, checkpoint, capsys, args, match):
@@ -121,6 +117,18 @@ def test_user_errors_are_one_line(tmp_path, checkpoint, capsys, args, match):
     (tmp_path / "model.h5").write_bytes(b"x")
     args = [a.format(ckpt=checkpoint, tmp=tmp_path) for a in args]
     assert dcpack.main(args) == 1
+    assert match in one_line_error(capsys, "dcpack")
+
+
+@pytest.mark.parametrize("args,match", [
+    (["{ckpt}", "-o", "{tmp}/m.bin"], "should end in .dcf"),
+    (["{ckpt}", "-o", "{tmp}/m.dcf", "--recipe", "{tmp}/bad.json", "--bits", "4"], "replaces the recipe flags"),
+    (["{ckpt}", "-o", "{tmp}/m.dcf", "--metadata", "novalue"], "KEY=VALUE"),
+    (["{ckpt}", "{ckpt}", "-o", "{tmp}/m.dcf"], "-o names one output"),
+])
+def test_usage_errors_found_after_parsing_exit_2(tmp_path, checkpoint, capsys, args, match):
+    args = [a.format(ckpt=checkpoint, tmp=tmp_path) for a in args]
+    assert dcpack.main(args) == 2
     assert match in one_line_error(capsys, "dcpack")
 
 
@@ -133,9 +141,9 @@ def test_unpack_and_table_errors_are_one_line(tmp_path, checkpoint, capsys):
     assert "unknown checkpoint suffix" in one_line_error(capsys, "dcunpack")
     assert dctable.main([str(tmp_path / "bad.dcf")]) == 1
     one_line_error(capsys, "dctable")
-    assert dctable.main([str(tmp_path / "m.dcf"), "--sparsity", "0.5"]) == 1
+    assert dctable.main([str(tmp_path / "m.dcf"), "--sparsity", "0.5"]) == 2  # usage
     assert "needs --stages" in one_line_error(capsys, "dctable")
-    assert dctable.main(["--stages", str(checkpoint), "--sparsity", "0.5"]) == 1
+    assert dctable.main(["--stages", str(checkpoint), "--sparsity", "0.5"]) == 2
     assert "--out-dir" in one_line_error(capsys, "dctable")
 
 

@@ -69,7 +69,7 @@ def test_cli_max_error_and_aggressive_warning(tmp_path, checkpoint, capsys):
     (["--preset", "lossless", "--recipe", "r.json"], "drop --recipe"),
 ])
 def test_cli_preset_conflicts_are_one_line_errors(tmp_path, checkpoint, capsys, args, message):
-    assert dcpack.main([str(checkpoint), "-o", str(tmp_path / "m.dcf"), *args]) == 1
+    assert dcpack.main([str(checkpoint), "-o", str(tmp_path / "m.dcf"), *args]) == 2  # usage errors
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import errno
 import os
+import re
 import shutil
 import signal
 import sys
@@ -161,8 +163,17 @@ def describe_error(exc: BaseException) -> str:
         text = f"{os.fsdecode(filename)}: {what}" if filename is not None else what
     else:
         text = str(exc) or type(exc).__name__
-    text = " ".join(_map_temps(text).split())
+    text = " ".join(_map_temps(_ANSI.sub("", text)).split())
+    text = _WEIGHTS_ONLY.sub("holds pickled Python objects, not only tensors (a whole model or optimizer object, "
+                             "saved with torch.save(model)); torch.load(weights_only=True) refuses to unpickle "
+                             "them. Save and pack a state dict instead: torch.save(model.state_dict(), path)", text)
     return sanitize(text, 400)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+"""Terminal escapes (torch's bold text) that a one-line error leaves out."""
+_WEIGHTS_ONLY = re.compile(r"torch\.load\(weights_only=True\) failed \(Weights only load failed\..*?\)?$")
+"""torch's refusal of a pickled object, cut at its first line: replaced by a whole sentence."""
 
 
 def _library_errors() -> tuple:
@@ -307,3 +318,65 @@ def replace_suffix(path: str, suffixes, new: str) -> str:
         if lower.endswith(suffix):
             return path[: len(path) - len(suffix)] + new
     return path + new
+
+
+def each(prog: str, jobs, work) -> int:
+    """``work(source, target)`` for each job, as gzip does with several files: a bad file gets one
+    line naming it (status 1) and the others still run; usage errors and Ctrl-C stop everything."""
+    from ..errors import DCFormatError
+
+    status = OK
+    for source, target in jobs:
+        try:
+            work(source, target)
+        except UsageError:
+            raise
+        except (DCFormatError, ValueError, OSError, MemoryError) as exc:
+            print(f"{prog}: error: {_naming(exc, source, target)}", file=sys.stderr)
+            status = DATA_ERROR
+        except RuntimeError as exc:
+            if not _raised_in_torch(exc):
+                raise
+            print(f"{prog}: error: {_torch_write_error(exc, target)}", file=sys.stderr)
+            status = DATA_ERROR
+    return status
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EPIPE}
+"""Errors of writing: they name the output (the input when reading failed)."""
+
+
+def _naming(exc: BaseException, source: str, target: str) -> str:
+    """The error's line, led by the file it concerns when the message names none."""
+    message = describe_error(exc)
+    if any(p and p != "-" and (p in message or os.path.basename(p) in message) for p in (source, target)):
+        return message
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        return f"{'<stdout>' if target == '-' else target}: {message}"
+    return f"{'<stdin>' if source == '-' else source}: {message}"
+
+
+def _raised_in_torch(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if f"{os.sep}torch{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _torch_write_error(exc: BaseException, target: str) -> str:
+    """torch.save's C++ errors (``[enforce fail at inline_container.cc:672] . unexpected pos``) as a
+    line a user can act on: the target and, when its file system is full, that."""
+    import re
+
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        st = os.statvfs(directory)
+        full = st.f_bavail * st.f_frsize < (1 << 20)
+    except OSError:
+        full = False
+    if full:
+        return f"{target}: No space left on device"
+    detail = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(exc)).strip().splitlines()
+    return f"{target}: torch.save failed to write the file ({(detail or ['unknown error'])[0][:200]})"

@@ -1,6 +1,8 @@
 """dcpack: compress a checkpoint into a dcf file (Deep Compression: prune, share weights, entropy code).
 
-    dcpack model.safetensors -o model.dcf                        lossless, every tensor bit-exact
+    dcpack model.safetensors                                     lossless, to model.dcf; every tensor bit-exact
+    dcpack a.safetensors b.pt                                    a.dcf and b.dcf
+    dcpack - -o model.dcf < model.safetensors                    safetensors from stdin
     dcpack model.safetensors -o model.dcf --preset safe          5.7x, outputs kept (no retraining)
     dcpack model.safetensors -o model.dcf --max-error 0.05       per layer the smallest within 5% error
     dcpack model.safetensors -o model.dcf --sparsity 0.9 --bits 5
@@ -12,7 +14,9 @@ weights_only=True), .npz (no pickles). Fully connected weights are the floating-
 rank 2 — embedding tables included — and conv weights those of rank 3 or more; tensors under
 --min-size elements, biases and norms (rank 1) and non-float tensors stay raw and lossless. The
 recipe and the source file name are stored in the file's metadata (``dcformat.recipe``,
-``dcformat.source``). User errors print one line and exit with status 1 (2 for bad usage).
+``dcformat.source``). An existing output is kept unless -f/--force is given. User errors print
+one line naming the file and exit with status 1 (2 for bad usage; 130 after Ctrl-C, which leaves
+no partial file).
 
 Presets (--preset), measured on all-MiniLM-L6-v2 (float32, 22.7M parameters):
 
@@ -37,7 +41,19 @@ import os
 import sys
 
 from ..report import sanitize
-from ._common import OneLineParser, UsageError, run  # noqa: F401 - dctable and dcunpack import them from here
+from ._common import (  # noqa: F401 - OneLineParser and run: dctable and dcunpack imported them from here
+    KERNEL_MODULES,
+    OneLineParser,
+    UsageError,
+    check_overwrite,
+    each,
+    note_first_compile,
+    replace_suffix,
+    run,
+)
+
+INPUT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
+"""Suffixes replaced by ``.dcf`` to name the default output."""
 
 
 def _fraction(text: str) -> float:
@@ -131,6 +147,7 @@ RECIPE_FLAGS = ("sparsity", "conv_sparsity", "quality", "per_filter", "global_",
 
 
 def recipe_from_args(args):
+    from ..pack.errors import RecipeError
     from ..pack.recipe import Recipe, budget_recipe, preset_recipe
 
     preset = getattr(args, "preset", None)
@@ -151,7 +168,10 @@ def recipe_from_args(args):
         common = dict(only=args.only, keep=args.keep, min_size=args.min_size)
         if preset is None:
             return budget_recipe(max_error, **common)
-        return preset_recipe(preset, max_error=max_error, **common)
+        try:
+            return preset_recipe(preset, max_error=max_error, **common)
+        except RecipeError as exc:  # flags that do not go together
+            raise UsageError(str(exc)) from None
 
     if args.recipe:
         given = [f"--{name.rstrip('_').replace('_', '-')}" for name in RECIPE_FLAGS if getattr(args, name)]
@@ -181,14 +201,50 @@ def _metadata(pairs) -> dict[str, str]:
     return out
 
 
+def output_names(inputs, output) -> list[tuple[str, str]]:
+    """``(input, output)`` pairs: ``-o`` for a single input, else each input's name with ``.dcf``."""
+    if output is not None and len(inputs) > 1:
+        raise UsageError("-o names one output: give one input, or leave -o out (each INPUT gets INPUT.dcf)")
+    if "-" in inputs and output is None:
+        raise UsageError("reading stdin (-) needs -o OUT.dcf")
+    jobs = []
+    for source in inputs:
+        target = output if output is not None else replace_suffix(source.rstrip("/") or source, INPUT_SUFFIXES, ".dcf")
+        if not target.lower().endswith(".dcf"):
+            raise UsageError(f"the output should end in .dcf, got {target!r}")
+        jobs.append((source, target))
+    targets = [t for _, t in jobs]
+    if len(set(targets)) != len(targets):
+        raise UsageError("two inputs would write the same output file; pack them one at a time with -o")
+    return jobs
+
+
+def read_stdin_checkpoint() -> dict:
+    """The tensors of a safetensors file read from stdin."""
+    from ..pack.errors import CheckpointError
+
+    data = sys.stdin.buffer.read()
+    try:
+        import ml_dtypes  # noqa: F401 - numpy's bfloat16 and float8 types
+        from safetensors.numpy import load
+
+        return load(data)
+    except Exception as exc:  # the package raises SafetensorError, TypeError...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"<stdin>: not a readable safetensors stream ({first})") from None
+
+
 def main(argv=None) -> int:
     parser = OneLineParser(prog="dcpack", description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=__doc__[__doc__.index("Presets (--preset)"):].rstrip() + "\n\n"
                                   "Without --preset, --max-error, pruning or sharing flags the file is lossless: "
                                   "every tensor comes back bit-exact.")
-    parser.add_argument("input", metavar="INPUT", help="checkpoint: .safetensors, .pt, .pth or .npz")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.dcf", help="the dcf file to write")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="checkpoints: .safetensors, .pt, .pth or .npz; - reads safetensors from stdin (with -o)")
+    parser.add_argument("-o", "--output", metavar="OUT.dcf",
+                        help="the dcf file to write (one input only; default: the input's name with .dcf)")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
     add_recipe_arguments(parser)
     add_preset_arguments(parser)
     out = parser.add_argument_group("output")
@@ -204,31 +260,35 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from ..pack.errors import PackError
         from ..pack.packer import pack
 
-        if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(args.input, args.output):
-            raise PackError("the output would overwrite the input")
-        if not args.output.lower().endswith(".dcf"):
-            raise UsageError(f"the output should end in .dcf, got {args.output!r}")
+        jobs = output_names(args.inputs, args.output)
         recipe = recipe_from_args(args)
+        metadata = _metadata(args.metadata)
         if recipe.preset == "aggressive":
             print("dcpack: warning: the aggressive preset prunes 90% of fully connected weights without retraining: "
                   "the model's outputs will change badly. Retrain with dcformat.torch (masked fine-tuning, "
                   "then codebook fine-tuning) before using it.", file=sys.stderr)
-        result = pack(args.input, args.output, recipe, metadata=_metadata(args.metadata), progress=not args.quiet,
-                      verify=not args.no_verify, profile=args.profile)
-        if not args.quiet:
-            mode = "lossless" if recipe.lossless else "recipe " + recipe.to_json()
-            if recipe.preset:
-                mode = f"preset {recipe.preset}" + ("" if recipe.lossless else ": " + recipe.to_json())
-            print(f"dcpack: {sanitize(args.input)} -> {sanitize(args.output)} ({mode})", file=sys.stderr)
-            print(f"dcpack: {result.summary()}", file=sys.stderr)
-        if args.table:
-            from ..pack.tables import layer_table
+        note_first_compile("dcpack", KERNEL_MODULES + (() if recipe.lossless else ("kmeans",)), args.quiet)
 
-            sys.stdout.write(layer_table(args.output, result.tensors).render(args.table))
-        return 0
+        def one(source, output):
+            check_overwrite(output, args.force, [source])
+            named = {"source_name": "<stdin>"} if source == "-" else {}
+            result = pack(read_stdin_checkpoint() if source == "-" else source, output, recipe, metadata=metadata,
+                          progress=not args.quiet, verify=not args.no_verify, profile=args.profile, **named)
+            if not args.quiet:
+                mode = "lossless" if recipe.lossless else "recipe " + recipe.to_json()
+                if recipe.preset:
+                    mode = f"preset {recipe.preset}" + ("" if recipe.lossless else ": " + recipe.to_json())
+                shown = "<stdin>" if source == "-" else source
+                print(f"dcpack: {sanitize(shown)} -> {sanitize(output)} ({mode})", file=sys.stderr)
+                print(f"dcpack: {result.summary()}", file=sys.stderr)
+            if args.table:
+                from ..pack.tables import layer_table
+
+                sys.stdout.write(layer_table(output, result.tensors).render(args.table))
+
+        return each("dcpack", jobs, one)
 
     return run("dcpack", body)
 

@@ -1,6 +1,9 @@
 """dcunpack: decode a dcf file back to a dense checkpoint.
 
-    dcunpack model.dcf -o restored.safetensors     (streamed: one tensor in memory at a time)
+    dcunpack model.dcf                             model.safetensors (streamed: one tensor in memory at a time)
+    dcunpack a.dcf b.dcf                           a.safetensors and b.safetensors
+    dcunpack model.dcf -o - | other-tool           safetensors to stdout; - as input reads stdin
+    dcunpack model.dcf -o restored.safetensors
     dcunpack model.dcf -o restored.pt              (torch.save of a dict of plain tensors)
     dcunpack model.dcf -o restored.npz             (numpy, no pickles)
 
@@ -9,36 +12,130 @@ as their codebook values. A .safetensors output is decoded and written tensor by
 comes from the dcf index), so memory holds about one tensor; the file is the one the safetensors
 package writes. .pt and .npz outputs hold every tensor in memory before writing. Outputs appear
 atomically (temporary file, fsync, rename). A safetensors output carries the dcf file's metadata
-(the recipe, the source name) and the source's own metadata. Errors print one line and exit with
-status 1.
+(the recipe, the source name) and the source's own metadata. An existing output is kept unless
+-f/--force is given. Errors print one line naming the file and exit with status 1 (2 for bad usage).
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import sys
 
 from ..report import sanitize
-from ._common import OneLineParser, run
+from ._common import OneLineParser, UsageError, check_overwrite, each, note_first_compile, replace_suffix, run
+
+
+def default_output(source: str) -> str:
+    """``model.dcf`` -> ``model.safetensors`` (beside the input)."""
+    return replace_suffix(source, (".dcf",), ".safetensors")
+
+
+def output_names(inputs, output) -> list[tuple[str, str]]:
+    if output is not None and len(inputs) > 1:
+        raise UsageError("-o names one output: give one input, or leave -o out (each IN.dcf gets IN.safetensors)")
+    if "-" in inputs and output is None:
+        raise UsageError("reading stdin (-) needs -o OUT (- for stdout)")
+    jobs = [(source, output if output is not None else default_output(source)) for source in inputs]
+    return jobs
+
+
+def write_safetensors(reader, stream) -> int:
+    """The safetensors file of every tensor of ``reader``, written to ``stream`` in order (no seeking,
+    one tensor in memory): the bytes :func:`dcformat.pack.unpack` writes to a file. Returns its size."""
+    import json
+    import struct
+
+    import numpy as np
+
+    from ..pack.safetensors_stream import _RANK, SAFETENSORS_DTYPES
+    from ..structures import numpy_dtype
+
+    metadata = dict(reader.metadata())
+    try:
+        restored = json.loads(metadata.get("dcformat.source_metadata", "{}"))
+        metadata.update({str(k): str(v) for k, v in restored.items()})
+    except (ValueError, AttributeError):
+        pass
+    layout = []
+    for info in reader.tensors_info():
+        dtype = numpy_dtype(info.dtype)
+        code = SAFETENSORS_DTYPES.get(dtype.name)
+        if code is None:
+            from ..pack.errors import CheckpointError
+
+            raise CheckpointError(f"tensor {info.name!r} has dtype {dtype}, which safetensors cannot hold")
+        layout.append((info.name, code, dtype, tuple(info.shape), info.numel * dtype.itemsize))
+    layout.sort(key=lambda e: (-_RANK[e[1]], e[0]))
+    header, offset = {}, 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, code, _, shape, nbytes in layout:
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    stream.write(struct.pack("<Q", len(raw)) + raw)
+    for name, _, dtype, _, _ in layout:
+        array = np.ascontiguousarray(reader.get_tensor(name))
+        stream.write(array.reshape(-1).view(np.uint8).data)
+        del array
+    stream.flush()
+    return 8 + len(raw) + offset
 
 
 def main(argv=None) -> int:
-    parser = OneLineParser(prog="dcunpack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", metavar="IN.dcf")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="a .safetensors (streamed, one tensor in memory at a time), .pt, .pth or .npz file "
-                             "(these hold every tensor in memory)")
+    parser = OneLineParser(prog="dcunpack", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=__doc__[__doc__.index("Every tensor"):].rstrip())
+    parser.add_argument("inputs", nargs="+", metavar="IN.dcf", help="dcf files; - reads one from stdin (with -o)")
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="a .safetensors (streamed, one tensor in memory at a time), .pt, .pth or .npz file "
+                             "(these hold every tensor in memory); - writes safetensors to stdout; one input only "
+                             "(default: each IN.dcf gives IN.safetensors)")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     args = parser.parse_args(argv)
 
     def body() -> int:
         from ..pack.packer import unpack
 
-        done = unpack(args.input, args.output, progress=not args.quiet)
-        if not args.quiet:
-            print(f"dcunpack: {sanitize(args.input)} -> {sanitize(args.output)}: {done['tensors']} tensors, "
-                  f"{done['parameters']:,} parameters, {done['bytes']:,} bytes, {done['seconds']:.1f} s",
-                  file=sys.stderr)
-        return 0
+        jobs = output_names(args.inputs, args.output)
+        note_first_compile("dcunpack", quiet=args.quiet)
+
+        def one(source, output):
+            check_overwrite(output, args.force, [source])
+            with _input_path(source) as path:
+                if output == "-":
+                    from .. import open as open_dcf
+
+                    with open_dcf(path) as reader:
+                        write_safetensors(reader, sys.stdout.buffer)
+                    return
+                done = unpack(path, output, progress=not args.quiet)
+            if not args.quiet:
+                shown = "<stdin>" if source == "-" else source
+                print(f"dcunpack: {sanitize(shown)} -> {sanitize(output)}: {done['tensors']} tensors, "
+                      f"{done['parameters']:,} parameters, {done['bytes']:,} bytes, {done['seconds']:.1f} s",
+                      file=sys.stderr)
+
+        return each("dcunpack", jobs, one)
 
     return run("dcunpack", body)
+
+
+@contextlib.contextmanager
+def _input_path(source: str):
+    """The path to read: ``source``, or for ``-`` a temporary copy of stdin (removed afterwards)."""
+    if source != "-":
+        yield source
+        return
+    import shutil
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="dcunpack-stdin-", suffix=".dcf") as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.flush()
+        yield spool.name
 
 
 if __name__ == "__main__":
