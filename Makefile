@@ -31,3 +31,4 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 include libdcf/native.mk  # make native: the C decoder libdcf and dcfdecode (build/native/)
+include libdcf/fuzz/fuzz.mk  # make native-asan, make fuzz-native: libdcf under sanitizers and libFuzzer
