@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -46,11 +46,14 @@ from .structures import TensorInfo
 from .tensors import ZERO_INDEX, CodebookTensor
 from .writer import DCFWriter, check_names
 
+if TYPE_CHECKING:
+    from .torch.io import TorchReader
+
 __version__ = "0.1.0"
 FORMAT_VERSION = (VERSION_MAJOR, VERSION_MINOR)
 
 
-def _write_all(target: str | os.PathLike | BinaryIO, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None,
+def _write_all(target: str | os.PathLike | IO[bytes], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None,
                encodings: Mapping[str, Encoding | dict] | None, alignment_log2: int | None,
                profile: str | Profile | None) -> None:
     if not isinstance(tensors, Mapping):
@@ -66,7 +69,7 @@ def _write_all(target: str | os.PathLike | BinaryIO, tensors: Mapping[str, Any],
             writer.add(name, tensor, encodings.get(name))
 
 
-def save_file(tensors: Mapping[str, Any], path: str | os.PathLike | BinaryIO,
+def save_file(tensors: Mapping[str, Any], path: str | os.PathLike | IO[bytes],
               metadata: Mapping[str, str] | None = None, encodings: Mapping[str, Encoding | dict] | None = None,
               *, alignment_log2: int | None = None, profile: str | Profile | None = None) -> None:
     """Write ``tensors`` to the dcf file ``path``, atomically.
@@ -102,8 +105,16 @@ FRAMEWORKS = {"np": "np", "numpy": "np", "pt": "pt", "torch": "pt"}
 """Names ``open(framework=...)`` takes: numpy arrays (``np``) or torch tensors (``pt``)."""
 
 
-def open(source: Source, framework: str = "np", *, device: str = "cpu",  # noqa: A001 - the safetensors name
-         verify: bool = True, **limits: Any) -> DCFReader:
+@overload
+def open(source: Source, framework: Literal["np", "numpy"] = "np", *, device: str = "cpu",  # noqa: A001
+         verify: bool = True, **limits: Any) -> DCFReader: ...
+@overload
+def open(source: Source, framework: Literal["pt", "torch"], *, device: Any = "cpu",  # noqa: A001
+         verify: bool = True, **limits: Any) -> TorchReader: ...
+
+
+def open(source: Source, framework: str = "np", *, device: Any = "cpu",  # noqa: A001 - the safetensors name
+         verify: bool = True, **limits: Any) -> DCFReader | TorchReader:
     """Open a dcf file lazily, as ``safetensors.safe_open``: the index is read now, each tensor
     when it is asked for. Use it as a context manager; after the ``with`` block (or
     :meth:`DCFReader.close`) every call raises :class:`ClosedFileError`.
@@ -113,7 +124,8 @@ def open(source: Source, framework: str = "np", *, device: str = "cpu",  # noqa:
     position; anything else, such as ``io.BytesIO`` or a pipe, is read to its end), or a
     ``bytearray``/``memoryview`` holding the file (for ``bytes`` contents use :func:`load`, or
     :class:`DCFReader`). ``framework``: ``"np"`` (numpy arrays) or ``"pt"`` (torch tensors on
-    ``device``, through :mod:`dcformat.torch`). ``verify``: check every CRC (default).
+    ``device``, a str or ``torch.device``, through :mod:`dcformat.torch`). ``verify``: check every
+    CRC-32 (default).
     ``limits``: ``max_tensor_bytes``, ``max_total_bytes`` (16 GiB each by default) and
     ``threads`` (default: every CPU, or ``DCFORMAT_THREADS``).
 

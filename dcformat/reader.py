@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Iterator
 from functools import partial
-from typing import IO, Any, Union
+from typing import IO, Union, cast
 
 import numpy as np
 
@@ -259,30 +259,31 @@ class DCFReader:
 
     def __init__(self, source: Source, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
                  threads: int | None = None, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> None:
-        self._file = None
-        self._mmap = None
+        self._file: IO[bytes] | None = None
+        self._mmap: mmap.mmap | None = None
         self._views: list[memoryview] = []
         self._closed = False
+        self.path: str | None = None
+        """The file's path (None for a buffer, or a file object without a name)."""
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._buffer = memoryview(source)
-            self.path = None
         elif hasattr(source, "read"):
-            name = getattr(source, "name", None)
+            handle = cast(IO[bytes], source)
+            name = getattr(handle, "name", None)
             self.path = name if isinstance(name, str) else None
-            self._buffer = self._from_file_object(source)
+            self._buffer = self._from_file_object(handle)
         else:
             try:
-                self.path = os.fspath(source)
+                path = os.fspath(cast("os.PathLike[str]", source))
             except TypeError:
                 raise TypeError(f"a dcf file is read from a path (str, bytes, os.PathLike), a binary file object "
                                 f"or a buffer, not {type(source).__name__}") from None
-            if isinstance(self.path, bytes):
-                self.path = os.fsdecode(self.path)
-            self._file = open(self.path, "rb")
+            self.path = os.fsdecode(path)
+            self._file = file = open(self.path, "rb")
             try:
-                self._buffer = self._from_file_object(self._file)  # mapped; a pipe or a device is read
+                self._buffer = self._from_file_object(file)  # mapped; a pipe or a device is read
             except BaseException:
-                self._file.close()
+                file.close()
                 raise
         self.verify = verify
         self.max_tensor_bytes = max_tensor_bytes
@@ -297,8 +298,8 @@ class DCFReader:
     def _map(self, fd: int, position: int) -> memoryview:
         if os.fstat(fd).st_size <= position:
             return memoryview(b"")
-        self._mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        whole = memoryview(self._mmap)
+        self._mmap = mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        whole = memoryview(mapping)
         if position == 0:
             return whole
         self._views.append(whole)

@@ -192,3 +192,16 @@ def test_torch_save_file_refuses_non_tensors_by_name():
 def test_torch_io_is_exported():
     for name in ("save_file", "load_file", "save", "load", "open"):
         assert getattr(dctorch, name) is getattr(torch_io, name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_tensor_is_saved_from_and_loaded_to_the_gpu(tmp_path):
+    w = torch.randn(64, 32, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    dcformat.save_file({"w": w}, tmp_path / "m.dcf")
+    loaded = dctorch.load_file(tmp_path / "m.dcf", device="cuda")
+    assert loaded["w"].device.type == "cuda"
+    _assert_identical(loaded["w"].cpu(), w.detach().cpu())
+    with dctorch.open(tmp_path / "m.dcf", device="cuda:0") as f:
+        part = f.get_slice("w")[10:20]
+    assert part.device == torch.device("cuda:0")
+    _assert_identical(part.cpu(), w.detach().cpu()[10:20])

@@ -83,7 +83,8 @@ def load(data: bytes | bytearray | memoryview, device: str | torch.device = "cpu
 def open(filename: Source, device: str | torch.device = "cpu", **options: Any) -> TorchReader:  # noqa: A001
     """Open a dcf file lazily, giving torch tensors on ``device``: ``dcformat.open(filename,
     framework="pt")``, ``safetensors.safe_open(filename, framework="pt")``'s counterpart."""
-    return _open(filename, framework="pt", device=device, **options)
+    torch.device(device)  # a device torch does not know: an error before the file is opened
+    return TorchReader(_open(filename, **options), device)
 
 
 class TorchSlice:
