@@ -1,0 +1,234 @@
+"""dcfdecode, the C command-line decoder: byte for byte the .safetensors dcunpack writes (golden
+vectors, small checkpoints packed with every preset, the real MiniLM behind `slow`), the tensor
+table of --list, one-line errors with exit status 1, usage errors with 2, the zstd-less build."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from dcformat.cli import dcpack, dcunpack
+from dcformat.errors import DCFormatError
+from dcformat.index_reader import read_header
+from dcformat.pack import save_checkpoint
+
+from libdcf_helpers import DCFDECODE, NOZSTD_DCFDECODE, build_native
+from pack_fixtures import bf16_model, minilm_checkpoint, small_model
+from test_libdcf import VECTOR_DIR, VECTORS, uses_zstd
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    build_native()
+
+
+def run(*args, exe=DCFDECODE):
+    done = subprocess.run([exe, *map(str, args)], capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
+
+
+def python_unpack(src, out) -> int:
+    return dcunpack.main([str(src), "-o", str(out), "-q"])
+
+
+def assert_same_as_dcunpack(src, tmp_path, exe=DCFDECODE):
+    ours, theirs = tmp_path / "c.safetensors", tmp_path / "py.safetensors"
+    for p in (ours, theirs):
+        if p.exists():
+            p.unlink()
+    code, _, err = run(src, "-o", ours, exe=exe)
+    assert code == 0, err
+    assert python_unpack(src, theirs) == 0
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------
+# the same file as dcunpack
+
+@pytest.mark.parametrize("path", VECTORS, ids=os.path.basename)
+def test_vectors_decode_to_what_dcunpack_writes(path, tmp_path):
+    try:
+        read_header(open(path, "rb").read())
+    except DCFormatError:
+        code, _, err = run(path, "-o", tmp_path / "x.safetensors")
+        assert code == 1 and len(err.splitlines()) == 1
+        return
+    assert_same_as_dcunpack(path, tmp_path)
+
+
+PRESETS = {
+    "lossless": [],
+    "safe": ["--preset", "safe"],
+    "max-error": ["--max-error", "0.05"],
+    "aggressive": ["--preset", "aggressive"],
+    "mobile": ["--profile", "mobile"],
+    "pow2-f16": ["--sparsity", "0.7", "--bits", "4", "--pow2", "--codebook-float16"],
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    paths["small"] = d / "small.safetensors"
+    save_checkpoint(small_model(), paths["small"], metadata={"format": "pt", "note": "a \"quoted\"\n\tvalue é"})
+    paths["bf16"] = d / "bf16.safetensors"
+    save_checkpoint(bf16_model(), paths["bf16"])
+    paths["prefixed"] = d / "prefixed.safetensors"
+    save_checkpoint({f"module.{k}": v for k, v in small_model(1).items() if v.ndim}, paths["prefixed"])
+    return paths
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("model", ["small", "bf16", "prefixed"])
+def test_packed_checkpoints_decode_to_what_dcunpack_writes(checkpoints, model, preset, tmp_path):
+    if model != "small" and preset not in ("lossless", "safe", "aggressive"):
+        pytest.skip("the other presets run on the small model only")
+    out = tmp_path / "m.dcf"
+    assert dcpack.main([str(checkpoints[model]), "-o", str(out), "-q", *PRESETS[preset]]) == 0
+    assert_same_as_dcunpack(out, tmp_path)
+
+
+def test_metadata_and_prefix_come_back(checkpoints, tmp_path):
+    """The output has the dcf metadata, the source's own, and the source's names."""
+    import json
+    import struct
+
+    out = tmp_path / "m.dcf"
+    assert dcpack.main([str(checkpoints["prefixed"]), "-o", str(out), "-q"]) == 0
+    code, _, err = run(out, "-o", tmp_path / "c.safetensors")
+    assert code == 0, err
+    raw = (tmp_path / "c.safetensors").read_bytes()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    assert all(name.startswith("module.") for name in header if name != "__metadata__")
+    assert "dcformat.source_layout" in header["__metadata__"]
+
+
+# ---------------------------------------------------------------------------------------------
+# --list, --help, --version
+
+def test_list_prints_the_tensor_table():
+    path = os.path.join(VECTOR_DIR, "02_scalar_empty_types.dcf")
+    code, out, err = run("--list", path)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "dtype", "shape", "layout", "numel", "decoded_bytes", "stored_bytes"]
+    header = read_header(open(path, "rb").read())
+    assert len(lines) == 1 + len(header.tensors)
+    for line, t in zip(lines[1:], header.tensors.values()):
+        name, dtype, shape, layout, numel, decoded, stored = line.split()
+        assert (name, dtype, layout) == (t.name, t.dtype.name, "dense")
+        assert shape == ("x".join(map(str, t.shape)) if t.shape else "()")
+        assert (int(numel), int(decoded), int(stored)) == (t.numel, t.numel * _size(t.dtype.name), t.stored_bytes)
+
+
+def _size(name: str) -> int:
+    return {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "I16": 2, "I32": 4, "I64": 8, "U8": 1, "U16": 2,
+            "U32": 4, "U64": 8, "BOOL": 1}[name]
+
+
+def test_list_marks_csr_and_codebooks():
+    path = os.path.join(VECTOR_DIR, "04_csr_codebook_huffman.dcf")
+    code, out, _ = run("--list", path)
+    assert code == 0
+    k = read_header(open(path, "rb").read()).tensors["fc.weight"].codebook_size
+    assert out.splitlines()[1].split()[3] == f"csr+k{k}"
+
+
+def test_help_and_version():
+    code, out, _ = run("--help")
+    assert code == 0 and "dcfdecode IN.dcf -o OUT.safetensors" in out and "--list" in out
+    code, out, _ = run("--version")
+    assert code == 0 and out.startswith("dcfdecode ") and "zstd built in" in out
+    code, out, _ = run("--version", exe=NOZSTD_DCFDECODE)
+    assert code == 0 and "zstd not built in" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+def one_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dcfdecode: ")
+    return lines[0]
+
+
+def test_bad_files_are_one_line_with_status_1(tmp_path):
+    junk = tmp_path / "junk.dcf"
+    junk.write_bytes(b"PK\x03\x04" + bytes(100))
+    code, _, err = run(junk, "-o", tmp_path / "x.safetensors")
+    assert code == 1 and str(junk) in one_line(err) and "bad magic" in err
+    vector = open(os.path.join(VECTOR_DIR, "04_csr_codebook_huffman.dcf"), "rb").read()
+    short = tmp_path / "short.dcf"
+    short.write_bytes(vector[:-5])
+    code, _, err = run(short, "-o", tmp_path / "x.safetensors")
+    assert code == 1 and "truncated" in one_line(err)
+    code, _, err = run("--list", short)
+    assert code == 1 and "truncated" in one_line(err)
+    code, _, err = run(tmp_path / "missing.dcf", "-o", tmp_path / "x.safetensors")
+    assert code == 1 and "cannot open" in one_line(err)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_corrupt_stream_leaves_no_output(tmp_path):
+    data = bytearray(open(os.path.join(VECTOR_DIR, "04_csr_codebook_huffman.dcf"), "rb").read())
+    stream = read_header(bytes(data)).tensors["fc.weight"].chunks[0].streams[2]
+    data[stream.offset + stream.length - 1] ^= 0x40
+    bad = tmp_path / "bad.dcf"
+    bad.write_bytes(bytes(data))
+    target = tmp_path / "out.safetensors"
+    code, _, err = run(bad, "-o", target)
+    line = one_line(err)
+    assert code == 1 and "'fc.weight'" in line and "checksum" in line
+    assert os.listdir(tmp_path) == ["bad.dcf"]  # neither the target nor a temporary file
+
+
+def test_usage_errors_are_status_2(tmp_path):
+    vector = os.path.join(VECTOR_DIR, "01_dense_raw.dcf")
+    assert run()[0] == 2
+    assert run(vector)[0] == 2  # no -o
+    assert run(vector, "-o", tmp_path / "x.npz")[0] == 2
+    assert run(vector, "--frobnicate")[0] == 2
+    assert run(vector, vector, "-o", tmp_path / "x.safetensors")[0] == 2
+    assert run("--list", vector, "-o", tmp_path / "x.safetensors")[0] == 2
+    assert run(vector, "-o")[0] == 2
+
+
+def test_existing_output_needs_force(tmp_path):
+    vector = os.path.join(VECTOR_DIR, "01_dense_raw.dcf")
+    target = tmp_path / "x.safetensors"
+    target.write_bytes(b"old")
+    code, _, err = run(vector, "-o", target)
+    assert code == 1 and "already exists" in one_line(err) and target.read_bytes() == b"old"
+    code, _, err = run(vector, "-o", target, "-f")
+    assert code == 0 and target.read_bytes() != b"old"
+
+
+def test_without_zstd(tmp_path):
+    for path in VECTORS:
+        data = open(path, "rb").read()
+        try:
+            read_header(data)
+        except DCFormatError:
+            continue
+        if uses_zstd(data):
+            code, _, err = run(path, "-o", tmp_path / "z.safetensors", exe=NOZSTD_DCFDECODE)
+            assert code == 1 and "built without zstd" in one_line(err)
+        else:
+            assert_same_as_dcunpack(path, tmp_path, exe=NOZSTD_DCFDECODE)
+
+
+# ---------------------------------------------------------------------------------------------
+# the real checkpoint
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["lossless", "safe", "aggressive"])
+def test_minilm_decodes_to_what_dcunpack_writes(preset, tmp_path):
+    source = minilm_checkpoint()
+    out = tmp_path / "m.dcf"
+    args = [] if preset == "lossless" else ["--preset", preset]
+    assert dcpack.main([source, "-o", str(out), "-q", *args]) == 0
+    assert_same_as_dcunpack(out, tmp_path)
