@@ -7,7 +7,10 @@ The API has the shape of safetensors'::
     tensors = dcformat.load_file("model.dcf")
     with dcformat.open("model.dcf") as f:          # lazy, memory-mapped
         w = f.get_tensor("fc1.weight")
+        rows = f.get_slice("embed.weight")[0:100]  # decodes only the chunks holding these rows
 
+``save_file`` takes torch tensors too (any dtype the format has); :mod:`dcformat.torch` has the same
+calls returning torch tensors (``dcformat.torch.load_file``, as ``safetensors.torch``).
 Without options everything is lossless. Weight-shared tensors are handed over as
 :class:`CodebookTensor`; per-tensor choices as :class:`Encoding` (or a dict) in ``encodings``.
 This package imports neither torch nor Numba: the codecs load Numba when a stream needs it, and
