@@ -132,7 +132,9 @@ class TensorSlice:
         itemsize = values.itemsize
         view = np.ndarray(selection.shape, dtype, buffer=values.view(np.uint8), offset=(selection.first - base) * itemsize,
                           strides=tuple(s * itemsize for s in selection.strides))
-        return np.array(view, copy=True)
+        if view.flags.c_contiguous and view.nbytes == values.nbytes:
+            return view  # everything decoded was asked for (whole chunks): no copy
+        return np.array(view, copy=True)  # a part: a copy, so the chunks' memory is not held
 
     def __repr__(self) -> str:
         return f"<TensorSlice {self.info.name!r} {self.get_dtype()} {self.get_shape()}>"
