@@ -452,8 +452,16 @@ class Driver:
     def start(self):
         self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ, **SANITIZER_ENV)
-        self.proc = subprocess.Popen([str(self.path), "--stdin", "--timeout", str(int(self.timeout))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
+        for attempt in range(6):  # a driver being rebuilt (make native-asan) cannot start for a moment
+            try:
+                self.proc = subprocess.Popen([str(self.path), "--stdin", "--timeout", str(int(self.timeout))],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                             env=env)
+                break
+            except OSError:
+                if attempt == 5:
+                    raise
+                time.sleep(10)
         self._buffer = b""
 
     def submit(self, records) -> None:

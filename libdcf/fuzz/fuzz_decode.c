@@ -309,7 +309,12 @@ static void decode_chunks(const dcf_ctx *ctx, size_t i, const dcf_tensor_info *t
             any_failed = 1;
             continue;
         }
-        if (ci.element_count > (SIZE_MAX / 2) / esize) {
+        if (ci.element_count > ps->lim->max_tensor_bytes / esize) {
+            /* a tensor over the limit: the chunk is refused too (asked with a 1-byte buffer, which
+             * is all it can be given without allocating what the limit forbids) */
+            uint8_t one;
+            CHECK(dcf_decode_chunk(ctx, i, c, &one, 1, out_type, NULL) != DCF_OK,
+                  "a chunk of a tensor over max_tensor_bytes decodes into 1 byte");
             any_failed = 1;
             continue;
         }
@@ -352,6 +357,7 @@ static void decode_chunks(const dcf_ctx *ctx, size_t i, const dcf_tensor_info *t
 
 static void run_pass(const uint8_t *data, size_t size, const pass *ps, file_result *res) {
     memset(res, 0, sizeof *res);
+    CHECK(ps->lim->max_tensor_bytes > 0, "the harness needs a max_tensor_bytes");
     dcf_options opt;
     dcf_options_init(&opt);
     opt.allocator.malloc_fn = hook_malloc;
