@@ -159,6 +159,11 @@ dcf_error dcf_bitpack_decode(const dcf_stream_ctx *sc, const uint8_t *payload, u
                              uint64_t count, size_t esize, unsigned width, uint8_t *out);
 dcf_error dcf_huffman_decode(const dcf_stream_ctx *sc, const uint8_t *payload, uint64_t length,
                              uint64_t count, size_t esize, uint64_t bound, uint8_t *out);
+/* The same with each symbol s written as the `out_es`-byte value at map + s x out_es (out_es <= 4;
+ * `esize` is the stream's symbol size, which bounds the alphabet). */
+dcf_error dcf_huffman_decode_map(const dcf_stream_ctx *sc, const uint8_t *payload, uint64_t length,
+                                 uint64_t count, size_t esize, uint64_t bound, const uint8_t *map, size_t out_es,
+                                 uint8_t *out);
 dcf_error dcf_zstd_decode(const dcf_stream_ctx *sc, const uint8_t *payload, uint64_t length,
                           uint64_t count, size_t esize, uint8_t *out);
 dcf_error dcf_byteplanes_decode(const dcf_stream_ctx *sc, const uint8_t *payload, uint64_t length,
@@ -167,6 +172,11 @@ dcf_error dcf_byteplanes_decode(const dcf_stream_ctx *sc, const uint8_t *payload
 /* One stream of a tensor: CRC, codec, then the element bound (spec 4.5). */
 dcf_error dcf_decode_stream(const dcf_ctx *ctx, const dcf_tensor *t, const dcf_stream *s, int role,
                             uint8_t *out, dcf_error_info *err);
+
+/* The same for a HUFFMAN stream of symbols, each written as its entry of `map` (out_es <= 4
+ * bytes each): the codebook lookup fused into decoding. */
+dcf_error dcf_decode_stream_map(const dcf_ctx *ctx, const dcf_tensor *t, const dcf_stream *s, int role,
+                                const uint8_t *map, size_t out_es, uint8_t *out, dcf_error_info *err);
 
 /* ---- float conversions (bit-exact with numpy / ml_dtypes astype) ---- */
 uint16_t dcf_f32_to_f16(uint32_t f);

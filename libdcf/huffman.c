@@ -4,9 +4,13 @@
  * (ceil(5 x alphabet_size / 8) bytes, LSB-first), lane_count u32 lane lengths, the lanes.
  *
  * Decoding: the whole header is validated first (ranges, Kraft's equality, padding, lengths that
- * add up, no lane longer than its codes can need). Then a lookup table of 2^max_length entries
- * (symbol << 5 | code length), indexed by the next max_length stream bits (next bit in bit 0), so
- * each code's entries are its bit-reversal plus every multiple of 2^length. Lanes are decoded four
+ * add up, no lane longer than its codes can need). Then a two-level lookup table: the first level
+ * is indexed by the next min(max_length, 11) stream bits (next bit in bit 0), so a code of that
+ * length or shorter owns the entries at its bit-reversal plus every multiple of 2^length; a longer
+ * code's first 11 bits lead to a second-level table indexed by the following bits. An entry is
+ * (value << 8) | length, the value being the symbol, or what the caller maps symbols to (the
+ * codebook converted to the output type: the lookup fused into decoding), or for a first-level
+ * entry leading further, (second-level base << 8) | (extra bits << 5). Lanes are decoded four
  * at a time in one loop (four independent dependency chains the CPU overlaps): each round refills
  * every 64-bit bit buffer with one unaligned 8-byte load that stays inside the lane, then decodes
  * 56 / max_length symbols per lane without checks (every entry of a complete code is valid). The
@@ -15,8 +19,24 @@
  * single bit 0) is decoded by checking that the lane's bits are zero. */
 #include "dcf_internal.h"
 
-#define ENTRY_SHIFT 5
+#define ENTRY_SHIFT 8
 #define LENGTH_MASK 31u
+#define PRIMARY_BITS 11
+
+typedef struct htable {
+    const uint64_t *t;
+    unsigned pbits;  /* first-level index bits */
+    uint64_t pmask;
+} htable;
+
+/* The entry of the stream bits `bits` (next bit in bit 0; at least max_length of them valid). */
+static inline uint64_t lookup(const htable *h, uint64_t bits)
+{
+    uint64_t e = h->t[bits & h->pmask];
+    if ((e & LENGTH_MASK) == 0)
+        e = h->t[(e >> ENTRY_SHIFT) + ((bits >> h->pbits) & ((((uint64_t)1) << ((e >> 5) & 7)) - 1))];
+    return e;
+}
 
 typedef struct lane {
     uint64_t start, end; /* byte offsets in the payload */
@@ -30,20 +50,18 @@ typedef struct lane {
  * lane's end and padding. */
 #define DCF_TAIL(T)                                                                              \
     static dcf_error tail_##T(const dcf_stream_ctx *sc, const uint8_t *data, const lane *l,         \
-                              uint64_t bit, const uint32_t *table, unsigned max_length, uint8_t *out, \
-                              unsigned j)                                                        \
+                              uint64_t bit, const htable *table, uint8_t *out, unsigned j)        \
     {                                                                                            \
         uint64_t available = (l->end - l->start) * 8, o, used;                                   \
-        uint32_t mask = ((uint32_t)1 << max_length) - 1;                                         \
         for (o = l->first; o < l->last; o++) {                                                   \
-            uint64_t byte = l->start + (bit >> 3);                                               \
-            uint32_t window = 0, entry, length;                                                  \
+            uint64_t byte = l->start + (bit >> 3), entry, length;                                \
+            uint32_t window = 0;                                                                 \
             unsigned k;                                                                          \
             T v;                                                                                 \
             for (k = 0; k < 3; k++)                                                              \
                 if (byte + k < l->end)                                                           \
                     window |= (uint32_t)data[byte + k] << (8 * k);                               \
-            entry = table[(window >> (bit & 7)) & mask];                                         \
+            entry = lookup(table, window >> (bit & 7));                                          \
             length = entry & LENGTH_MASK;                                                        \
             if (bit + length > available)                                                        \
                 return dcf_fail(sc->err, DCF_ERR_TRUNCATED,                                      \
@@ -90,7 +108,7 @@ static uint64_t safe_rounds(const lane *l, uint64_t per_round)
 
 #define DCF_STEP(T, x)                                                                           \
     do {                                                                                         \
-        uint32_t e_ = table[b##x & mask];                                                        \
+        uint64_t e_ = lookup(table, b##x);                                                       \
         T v_ = (T)(e_ >> ENTRY_SHIFT);                                                           \
         memcpy(out + o##x * sizeof(T), &v_, sizeof(T));                                          \
         b##x >>= (e_ & LENGTH_MASK);                                                             \
@@ -101,10 +119,9 @@ static uint64_t safe_rounds(const lane *l, uint64_t per_round)
 /* Four lanes (a lane may appear more than once: it is then decoded twice, to the same values). */
 #define DCF_QUAD(T)                                                                              \
     static void quad_##T(const uint8_t *data, lane *la, lane *lb, lane *lc, lane *ld,             \
-                         const uint32_t *table, unsigned max_length, uint8_t *out)               \
+                         const htable *table, unsigned max_length, uint8_t *out)                 \
     {                                                                                            \
         uint64_t per_round = 56u / max_length;                                                   \
-        uint64_t mask = ((uint64_t)1 << max_length) - 1;                                         \
         uint64_t p0 = la->pos, p1 = lb->pos, p2 = lc->pos, p3 = ld->pos;                         \
         uint64_t b0 = la->buf, b1 = lb->buf, b2 = lc->buf, b3 = ld->buf;                         \
         unsigned n0 = la->nbits, n1 = lb->nbits, n2 = lc->nbits, n3 = ld->nbits;                 \
@@ -179,12 +196,19 @@ static unsigned reverse_bits(unsigned code, unsigned length)
 dcf_error dcf_huffman_decode(const dcf_stream_ctx *sc, const uint8_t *data, uint64_t size, uint64_t count,
                              size_t esize, uint64_t bound, uint8_t *out)
 {
+    return dcf_huffman_decode_map(sc, data, size, count, esize, bound, NULL, esize, out);
+}
+
+dcf_error dcf_huffman_decode_map(const dcf_stream_ctx *sc, const uint8_t *data, uint64_t size, uint64_t count,
+                                 size_t esize, uint64_t bound, const uint8_t *map, size_t out_es, uint8_t *out)
+{
     unsigned max_length, lane_count, j, present = 0, longest = 0;
     uint64_t alphabet, limit, lengths_end, lanes_offset, total, per_lane, s, kraft = 0;
     unsigned counts[DCF_MAX_CODE_LENGTH + 1];
     unsigned next_code[DCF_MAX_CODE_LENGTH + 2];
     uint8_t *lengths;
-    uint32_t *table;
+    uint64_t *table;
+    htable h;
     lane lanes[DCF_MAX_HUFFMAN_LANES];
     uint64_t single = 0;
     dcf_error e = DCF_OK;
@@ -307,55 +331,77 @@ dcf_error dcf_huffman_decode(const dcf_stream_ctx *sc, const uint8_t *data, uint
     }
     if (present == 1) {
         for (j = 0; j < lane_count && e == DCF_OK; j++)
-            e = one_symbol(sc, data, &lanes[j], j, single, esize, out);
+            e = one_symbol(sc, data, &lanes[j], j, map == NULL ? single : dcf_load(map + (size_t)single * out_es, out_es),
+                           out_es, out);
         goto done_lengths;
     }
 
-    /* the lookup table (scratch: 4 x 2^max_length bytes, at most 256 KiB) */
-    table = (uint32_t *)dcf_alloc(sc->ctx, ((size_t)1 << max_length) * sizeof(uint32_t));
+    /* the lookup table (scratch: at most 8 x (2^11 + 2^max_length) bytes, 528 KiB) */
+    h.pbits = max_length < PRIMARY_BITS ? max_length : PRIMARY_BITS;
+    h.pmask = ((uint64_t)1 << h.pbits) - 1;
+    {
+        size_t entries = ((size_t)1 << h.pbits) + (max_length > h.pbits ? (size_t)1 << max_length : 0);
+        table = (uint64_t *)dcf_alloc(sc->ctx, entries * sizeof(uint64_t));
+    }
     if (table == NULL) {
         e = dcf_fail(sc->err, DCF_ERR_NO_MEMORY, "%s: out of memory for a Huffman table", sc->what);
         goto done_lengths;
     }
     {
-        unsigned code = 0, L;
-        size_t size_t_table = (size_t)1 << max_length;
+        unsigned code = 0, L, extra = max_length - h.pbits;
+        size_t primary = (size_t)1 << h.pbits, next_free = primary, t;
         next_code[0] = 0;
         counts[0] = 0;
         for (L = 1; L <= max_length; L++) {
             code = (code + counts[L - 1]) << 1;
             next_code[L] = code;
         }
+        for (t = 0; t < primary; t++)
+            table[t] = 0;
         for (s = 0; s < alphabet; s++) {
             unsigned len = lengths[s];
             if (len) {
-                size_t t, step = (size_t)1 << len;
-                uint32_t entry = ((uint32_t)s << ENTRY_SHIFT) | len;
-                /* Kraft's equality holds: every code fits the table, which fills exactly */
-                for (t = reverse_bits(next_code[len]++, len); t < size_t_table; t += step)
-                    table[t] = entry;
+                uint64_t value = map == NULL ? s : dcf_load(map + (size_t)s * out_es, out_es);
+                uint64_t entry = (value << ENTRY_SHIFT) | len;
+                size_t rev = reverse_bits(next_code[len]++, len);
+                /* Kraft's equality holds: every code fits, and the tables fill exactly */
+                if (len <= h.pbits) {
+                    for (t = rev; t < primary; t += (size_t)1 << len)
+                        table[t] = entry;
+                } else {
+                    size_t prefix = rev & h.pmask, base;
+                    if (table[prefix] == 0) {
+                        table[prefix] = ((uint64_t)next_free << ENTRY_SHIFT) | ((uint64_t)extra << 5);
+                        next_free += (size_t)1 << extra;
+                    }
+                    base = (size_t)(table[prefix] >> ENTRY_SHIFT);
+                    for (t = rev >> h.pbits; t < ((size_t)1 << extra); t += (size_t)1 << (len - h.pbits))
+                        table[base + t] = entry;
+                }
             }
         }
     }
+    h.t = table;
     /* four lanes at a time, then each lane's tail */
     for (j = 0; j < lane_count; j += 4) {
         unsigned r = lane_count - j < 4 ? lane_count - j : 4;
+        (void)esize;
         lane *a = &lanes[j], *b = &lanes[j + 1 % r], *c = &lanes[j + 2 % r], *d = &lanes[j + 3 % r];
-        switch (esize) {
-        case 1: quad_u8(data, a, b, c, d, table, max_length, out); break;
-        case 2: quad_u16(data, a, b, c, d, table, max_length, out); break;
-        case 4: quad_u32(data, a, b, c, d, table, max_length, out); break;
-        default: quad_u64(data, a, b, c, d, table, max_length, out); break;
+        switch (out_es) {
+        case 1: quad_u8(data, a, b, c, d, &h, max_length, out); break;
+        case 2: quad_u16(data, a, b, c, d, &h, max_length, out); break;
+        case 4: quad_u32(data, a, b, c, d, &h, max_length, out); break;
+        default: quad_u64(data, a, b, c, d, &h, max_length, out); break;
         }
     }
     for (j = 0; j < lane_count && e == DCF_OK; j++) {
         lane *l = &lanes[j];
         uint64_t bit = (l->pos - l->start) * 8 - l->nbits;
-        switch (esize) {
-        case 1: e = tail_u8(sc, data, l, bit, table, max_length, out, j); break;
-        case 2: e = tail_u16(sc, data, l, bit, table, max_length, out, j); break;
-        case 4: e = tail_u32(sc, data, l, bit, table, max_length, out, j); break;
-        default: e = tail_u64(sc, data, l, bit, table, max_length, out, j); break;
+        switch (out_es) {
+        case 1: e = tail_u8(sc, data, l, bit, &h, out, j); break;
+        case 2: e = tail_u16(sc, data, l, bit, &h, out, j); break;
+        case 4: e = tail_u32(sc, data, l, bit, &h, out, j); break;
+        default: e = tail_u64(sc, data, l, bit, &h, out, j); break;
         }
     }
     dcf_free(sc->ctx, table);

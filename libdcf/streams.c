@@ -93,6 +93,12 @@ static const char *const ROLE_TITLES[5] = {"codebook", "values", "row_counts", "
 dcf_error dcf_decode_stream(const dcf_ctx *ctx, const dcf_tensor *t, const dcf_stream *s, int role, uint8_t *out,
                             dcf_error_info *err)
 {
+    return dcf_decode_stream_map(ctx, t, s, role, NULL, 0, out, err);
+}
+
+dcf_error dcf_decode_stream_map(const dcf_ctx *ctx, const dcf_tensor *t, const dcf_stream *s, int role,
+                                const uint8_t *map, size_t out_es, uint8_t *out, dcf_error_info *err)
+{
     const uint8_t *payload = ctx->data + s->offset;
     size_t esize = dcf_element_size_of(t, role);
     uint64_t bound = dcf_element_bound(t, role);
@@ -122,13 +128,19 @@ dcf_error dcf_decode_stream(const dcf_ctx *ctx, const dcf_tensor *t, const dcf_s
     switch (s->codec) {
     case DCF_CODEC_PLAIN: e = dcf_plain_decode(&sc, payload, s->length, s->count, esize, out); break;
     case DCF_CODEC_BITPACK: e = dcf_bitpack_decode(&sc, payload, s->length, s->count, esize, s->param, out); break;
-    case DCF_CODEC_HUFFMAN: e = dcf_huffman_decode(&sc, payload, s->length, s->count, esize, bound, out); break;
+    case DCF_CODEC_HUFFMAN:
+        e = map == NULL ? dcf_huffman_decode(&sc, payload, s->length, s->count, esize, bound, out)
+                        : dcf_huffman_decode_map(&sc, payload, s->length, s->count, esize, bound, map, out_es, out);
+        break;
     case DCF_CODEC_ZSTD: e = dcf_zstd_decode(&sc, payload, s->length, s->count, esize, out); break;
     case DCF_CODEC_BYTEPLANES: e = dcf_byteplanes_decode(&sc, payload, s->length, s->count, esize, out); break;
     default: e = dcf_fail(err, DCF_ERR_BAD_ENUM, "%s: unknown codec %u", what, s->codec); break;
     }
     if (e != DCF_OK)
         return e;
+    if (map != NULL && s->codec != DCF_CODEC_HUFFMAN)
+        return dcf_fail(err, DCF_ERR_BAD_ARGUMENT, "%s: internal: a symbol map for a %s stream", what,
+                        s->codec == DCF_CODEC_PLAIN ? "PLAIN" : "non-Huffman");
     if (bound != 0 && s->codec != DCF_CODEC_HUFFMAN) {
         uint64_t m = max_element(out, s->count, esize);
         if (m >= bound)

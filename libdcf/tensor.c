@@ -4,7 +4,7 @@
 #include "dcf_internal.h"
 
 /* Scratch a Huffman stream allocates inside its decoder: its code lengths and lookup table. */
-#define HUFFMAN_SCRATCH ((uint64_t)65536 + 4 * 65536)
+#define HUFFMAN_SCRATCH ((uint64_t)65536 + 8 * (2048 + 65536))
 
 static int is_float(unsigned dtype)
 {
@@ -97,7 +97,7 @@ static uint64_t chunk_scratch(const dcf_tensor *t, const dcf_chunk *c, int conve
         const dcf_stream *v = &c->streams[0];
         size_t vs = dcf_element_size_of(t, DCF_ROLE_VALUES);
         uint64_t own = 0;
-        if (t->value_coding == DCF_CODEBOOK)
+        if (t->value_coding == DCF_CODEBOOK && !(v->codec == DCF_CODEC_HUFFMAN && dcf_dtype_size((dcf_dtype)t->dtype) <= 4))
             own = c->extent * vs;
         else if (convert)
             own = c->extent * dsize;
@@ -294,6 +294,8 @@ static dcf_error decode_chunk(const dcf_ctx *ctx, const dcf_tensor *t, const dcf
         uint8_t *buf;
         if (t->value_coding == DCF_RAW && !convert)
             return dcf_decode_stream(ctx, t, v, DCF_ROLE_VALUES, out, err);
+        if (t->value_coding == DCF_CODEBOOK && v->codec == DCF_CODEC_HUFFMAN && out_es <= 4)
+            return dcf_decode_stream_map(ctx, t, v, DCF_ROLE_VALUES, table, out_es, out, err);
         buf = (uint8_t *)dcf_alloc(ctx, (size_t)(c->extent * vs));
         if (buf == NULL)
             return dcf_fail(err, DCF_ERR_NO_MEMORY, "out of memory for a chunk's values");
