@@ -9,7 +9,7 @@ import pytest
 from pack_fixtures import bf16_model, bits, small_model
 
 from dcformat.pack import CheckpointError, load_checkpoint, save_checkpoint
-from dcformat.pack.checkpoints import checkpoint_format
+from dcformat.pack.checkpoints import output_format
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".pth", ".npz"])
@@ -53,18 +53,26 @@ def test_npz_names_that_clash_with_numpy_keywords(tmp_path):
     assert list(loaded) == list(model)
 
 
-def test_torch_state_dict_wrapper_and_bad_contents(tmp_path):
+def test_torch_nested_checkpoint_and_bad_contents(tmp_path):
     import torch
 
     torch.save({"state_dict": {"w": torch.ones(2, 3)}, "epoch": 3}, tmp_path / "wrapped.pt")
-    loaded, _ = load_checkpoint(tmp_path / "wrapped.pt")
-    assert list(loaded) == ["w"] and loaded["w"].shape == (2, 3)
+    loaded, _ = load_checkpoint(tmp_path / "wrapped.pt")  # every tensor, under dotted names
+    assert list(loaded) == ["state_dict.w"] and loaded["state_dict.w"].shape == (2, 3)
+    loaded, _ = load_checkpoint(tmp_path / "wrapped.pt", key="state_dict")
+    assert list(loaded) == ["w"]
     torch.save({"model": {"w": torch.ones(2)}}, tmp_path / "nested.pt")
-    with pytest.raises(CheckpointError, match="'model' is a dict"):
-        load_checkpoint(tmp_path / "nested.pt")
+    assert list(load_checkpoint(tmp_path / "nested.pt")[0]) == ["model.w"]
+    with pytest.raises(CheckpointError, match="no entry 'optimizer'"):
+        load_checkpoint(tmp_path / "nested.pt", key="optimizer")
     torch.save([torch.ones(2)], tmp_path / "list.pt")
+    assert list(load_checkpoint(tmp_path / "list.pt")[0]) == ["0"]
+    torch.save(3, tmp_path / "int.pt")
     with pytest.raises(CheckpointError, match="expected a state dict"):
-        load_checkpoint(tmp_path / "list.pt")
+        load_checkpoint(tmp_path / "int.pt")
+    torch.save({"epoch": 3}, tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match="holds no tensors"):
+        load_checkpoint(tmp_path / "none.pt")
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
@@ -105,7 +113,9 @@ def test_corrupt_npz_and_pt(tmp_path):
 
 def test_unknown_suffix_missing_file_and_unsupported_dtype(tmp_path):
     with pytest.raises(CheckpointError, match="unknown checkpoint suffix"):
-        checkpoint_format("model.h5")
+        output_format("model.h5")
+    with pytest.raises(CheckpointError, match="unknown checkpoint suffix"):
+        save_checkpoint({"a": np.ones(2, np.float32)}, tmp_path / "model.h5")
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="complex64"):
@@ -115,6 +125,12 @@ def test_unknown_suffix_missing_file_and_unsupported_dtype(tmp_path):
             np.lib.format.write_array(member, np.ones(2, np.complex64))
     with pytest.raises(CheckpointError, match="complex64"):
         load_checkpoint(tmp_path / "c.npz")
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".safetensors", "safetensors"), (".pt", "torch"), (".pth", "torch"),
+                                        (".bin", "torch"), (".ckpt", "torch"), (".npz", "npz"), (".NPZ", "npz")])
+def test_output_format_from_suffix(suffix, fmt):
+    assert output_format(f"out/model{suffix}") == fmt
 
 
 def test_big_endian_npz_comes_back_little_endian(tmp_path):

@@ -1,17 +1,16 @@
-"""Read and write dense checkpoints: ``.safetensors``, ``.pt``/``.pth`` and ``.npz``.
+"""Read and write dense checkpoints: safetensors, torch and npz files, folders of shards.
 
-Every loader returns ``(tensors, metadata)``: an ordered dict of name to C-contiguous,
-little-endian numpy array, and the file's string metadata (safetensors' ``__metadata__``; empty for
-the other formats). Nothing is unpickled beyond plain tensors:
+Reading goes through :mod:`.sources`, which judges a path by its content (any suffix) and reads one
+tensor at a time; :func:`load_checkpoint` reads them all into a dict. Every array handed out is
+C-contiguous and little-endian. Nothing is unpickled beyond plain data: torch files go through
+``torch.load(weights_only=True)`` (torch is imported only for them), npz through
+``numpy.load(allow_pickle=False)``. A training checkpoint's tensors come under dotted names
+(``model.fc.weight``, ``optimizer.state.0.exp_avg``); :mod:`.nested` keeps the rest.
 
-- ``.safetensors`` through the ``safetensors`` package (numpy framework; ``ml_dtypes`` gives numpy
-  its bfloat16);
-- ``.pt``/``.pth`` through ``torch.load(weights_only=True)`` — a plain state dict, or a dict with a
-  ``"state_dict"`` entry holding one; torch is imported only here;
-- ``.npz`` through ``numpy.load(allow_pickle=False)``.
-
-Writers are atomic (a temporary file next to the target, fsynced and renamed into place) and store
-plain tensors only. :mod:`.safetensors_stream` writes a safetensors file one tensor at a time.
+Writing picks the format from the suffix (:data:`FORMATS`). Writers are atomic (a temporary file
+next to the target, fsynced and renamed into place). :mod:`.safetensors_stream` writes a
+safetensors file one tensor at a time; :mod:`.restore` writes model folders and nested torch
+checkpoints.
 """
 from __future__ import annotations
 
@@ -26,12 +25,13 @@ from ..constants import MAX_NAME_LENGTH
 from ..structures import dtype_of
 from .errors import CheckpointError
 
-FORMATS = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".npz": "npz"}
-"""File suffix -> checkpoint format."""
+FORMATS = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch",
+           ".npz": "npz"}
+"""Output file suffix -> checkpoint format (inputs are judged by their content)."""
 
 
-def checkpoint_format(path) -> str:
-    """The format of ``path`` from its suffix: ``"safetensors"``, ``"torch"`` or ``"npz"``."""
+def output_format(path) -> str:
+    """The format to write ``path`` in, from its suffix: ``"safetensors"``, ``"torch"`` or ``"npz"``."""
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     try:
         return FORMATS[suffix]
@@ -40,6 +40,14 @@ def checkpoint_format(path) -> str:
         raise CheckpointError(
             f"{os.fspath(path)!r}: unknown checkpoint suffix {suffix or '(none)'!r}; use one of {known}"
         ) from None
+
+
+def checkpoint_format(path) -> str:
+    """The weights format of an existing checkpoint, from its content: ``"safetensors"``,
+    ``"torch"``, ``"npz"`` or ``"dcf"`` (a folder or an index: the format of its weights)."""
+    from .sources import source_kind
+
+    return source_kind(path)
 
 
 def check_tensors(tensors: dict, where: str) -> dict[str, np.ndarray]:
@@ -65,76 +73,13 @@ def check_tensors(tensors: dict, where: str) -> dict[str, np.ndarray]:
     return out
 
 
-def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The tensors (name -> numpy array, in file order) and string metadata of a checkpoint."""
-    path = os.fspath(path)
-    fmt = checkpoint_format(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path!r}: no such file")
-    loader = {"safetensors": _load_safetensors, "torch": _load_torch, "npz": _load_npz}[fmt]
-    tensors, metadata = loader(path)
-    return check_tensors(tensors, path), metadata
+def load_checkpoint(path, *, key: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors (name -> numpy array, in the source's order) and string metadata of a checkpoint:
+    a file of any suffix, an ``*.index.json`` or a model folder (see :mod:`.sources`)."""
+    from .sources import open_source
 
-
-def _load_safetensors(path: str):
-    import ml_dtypes  # noqa: F401 - registers numpy's "bfloat16" for BF16 tensors
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="np") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except Exception as exc:  # the package raises SafetensorError, TypeError, OSError...
-        raise CheckpointError(f"{path!r}: not a readable safetensors file ({_one_line(exc)})") from None
-    return tensors, metadata
-
-
-def _load_torch(path: str):
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for anything but plain tensors, RuntimeError, ...
-        raise CheckpointError(f"{path!r}: torch.load(weights_only=True) failed ({_one_line(exc)})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path!r}: expected a state dict (name -> tensor), got {type(obj).__name__}")
-    tensors = {}
-    for name, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(
-                f"{path!r}: entry {name!r} is a {type(value).__name__}, not a tensor "
-                "(expected a plain state dict or {'state_dict': ...})"
-            )
-        tensors[name] = _torch_to_numpy(value, name, path)
-    return tensors, {}
-
-
-def _torch_to_numpy(tensor, name: str, path: str) -> np.ndarray:
-    import torch
-
-    if tensor.layout != torch.strided or tensor.is_quantized:
-        raise CheckpointError(f"{path!r}: tensor {name!r} is sparse or quantized; only dense tensors are supported")
-    tensor = tensor.detach().cpu().contiguous()
-    if tensor.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    try:
-        return tensor.numpy()
-    except (TypeError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path!r}: tensor {name!r} of dtype {tensor.dtype} has no numpy form ({_one_line(exc)})"
-        ) from None
-
-
-def _load_npz(path: str):
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}, {}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path!r}: not a readable npz archive without pickles ({_one_line(exc)})") from None
+    with open_source(path, key=key) as source:
+        return source.read_all(), dict(source.metadata)
 
 
 def save_checkpoint(tensors: dict[str, np.ndarray], path, metadata: dict[str, str] | None = None) -> None:
@@ -144,7 +89,7 @@ def save_checkpoint(tensors: dict[str, np.ndarray], path, metadata: dict[str, st
     for it and drop it.
     """
     path = os.fspath(path)
-    fmt = checkpoint_format(path)
+    fmt = output_format(path)
     tensors = check_tensors(tensors, path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -166,15 +111,44 @@ def _save_safetensors(tensors, path, metadata):
 
 
 def _save_torch(tensors, path, metadata):
-    import torch
+    torch = _torch(path)
+    torch.save({name: numpy_to_torch(torch, array) for name, array in tensors.items()}, path)
 
-    out = {}
-    for name, array in tensors.items():
-        if array.dtype.name == "bfloat16":
-            out[name] = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
-        else:
-            out[name] = torch.from_numpy(np.array(array, copy=True))
-    torch.save(out, path)
+
+def _torch(path):
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{os.fspath(path)!r}: writing a torch file needs torch "
+                              "(pip install 'dcformat[torch]')") from None
+    return torch
+
+
+def numpy_to_torch(torch, array: np.ndarray):
+    """A torch tensor with its own copy of ``array`` (bfloat16 and unsigned dtypes included)."""
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+    if array.dtype.kind == "u" and array.dtype.itemsize > 1:
+        return torch.from_numpy(array.view(f"<i{array.dtype.itemsize}").copy()).view(
+            {2: torch.uint16, 4: torch.uint32, 8: torch.uint64}[array.dtype.itemsize])
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def save_torch_object(obj, path) -> None:
+    """``torch.save(obj, path)``, atomically."""
+    path = os.fspath(path)
+    torch = _torch(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"{path!r}: directory {directory!r} does not exist")
+    atomic = AtomicFile(path)
+    atomic.file.close()
+    try:
+        torch.save(obj, atomic.temp)
+        atomic.commit()
+    except BaseException:
+        atomic.discard()
+        raise
 
 
 def _save_npz(tensors, path, metadata):

@@ -33,7 +33,7 @@ from ..profiles import get_profile
 from ..parallel import imap_ordered, resolve_threads
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..writer import DCFWriter
-from .checkpoints import check_tensors, checkpoint_format, load_checkpoint, metadata_json, save_checkpoint
+from .checkpoints import load_checkpoint, metadata_json
 from .errors import PackError
 from .recipe import CSR_DENSITY, METADATA_KEY, Policy, Recipe, coerce_recipe, is_float
 
@@ -81,6 +81,10 @@ class PackResult:
     seconds: float
     tensors: list[TensorReport] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What the source held beside plain tensors and what was done with it (one line each)."""
+    warnings: list[str] = field(default_factory=list)
+    """Entries of the source that could not be kept (one line each)."""
 
     @property
     def ratio(self) -> float:
@@ -257,54 +261,76 @@ class _SearchProgress:
 
 def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, progress: bool = False,
          verify: bool = True, source_name: str | None = None, threads: int | None = None,
-         profile=None) -> PackResult:
-    """Pack a checkpoint (a path or a dict of name -> array) into the dcf file ``out``.
+         profile=None, key: str | None = None) -> PackResult:
+    """Pack a checkpoint into the dcf file ``out``.
 
+    ``source``: a path (a file of any suffix, an ``*.index.json``, a model folder, judged by
+    content: :mod:`.sources`), an open :class:`~.sources.Source`, or a dict of name -> array.
     ``recipe``: a :class:`Recipe`, a recipe dict, a JSON (or dcf) file path, or None (lossless).
     ``metadata``: extra string metadata (keys starting with ``dcformat.`` are reserved).
     ``verify``: read the file back and check every tensor (cheap next to packing).
     ``threads``: when the recipe has an error budget, the searches of that many tensors run at
     once, ahead of the one being written (None: ``DCFORMAT_THREADS`` or the CPUs). The file is the
-    same whatever the number. Other recipes go tensor by tensor (their memory stays one tensor's).
+    same whatever the number. Other recipes go tensor by tensor.
     ``profile``: a writer profile or its name (``"mobile"``, :mod:`dcformat.profiles`), with any
     recipe; error-budget searches then measure each candidate as the profile stores it.
+    ``key``: a torch checkpoint's subtree to pack alone (dotted, e.g. ``"model"``).
+
+    Tensors are read from the source one at a time as their turn comes (with an error budget, the
+    few being searched ahead), so memory holds a few tensors, not the checkpoint; only global
+    pruning reads every tensor it prunes together first. The result's ``notes`` and ``warnings``
+    say what was found (a training checkpoint's entries, a stripped ``module.`` prefix, a folder's
+    other files) and what could not be kept.
     """
+    from .sources import DictSource, Source, open_source
+
     start = time.perf_counter()
     recipe = coerce_recipe(recipe)
     try:
         profile = get_profile(profile)
     except EncodingError as exc:
         raise PackError(str(exc)) from None
-    source_metadata: dict[str, str] = {}
-    source_format = None
     if isinstance(source, (str, os.PathLike)):
-        source_format = checkpoint_format(source)
-        tensors, source_metadata = load_checkpoint(source)
-        source_name = source_name or os.path.basename(os.fspath(source))
+        src = open_source(source, key=key)
+        owned = True
+    elif isinstance(source, Source):
+        src, owned = source, False
     elif isinstance(source, dict):
-        tensors = check_tensors(source, "tensors")
+        src, owned = DictSource(source), True
     else:
         raise PackError(f"source must be a checkpoint path or a dict of arrays, not {type(source).__name__}")
-    names = [name for name in tensors if recipe.selects(name)]
+    try:
+        return _pack(src, out, recipe, metadata=metadata, progress=progress, verify=verify,
+                     source_name=source_name or src.name, threads=threads, profile=profile, start=start)
+    finally:
+        if owned:
+            src.close()
+
+
+def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads, profile, start) -> PackResult:
+    entries = {e.name: e for e in src.entries}
+    names = [name for name in entries if recipe.selects(name)]
     if not names:
         raise PackError(f"no tensor matches {list(recipe.only or [])} (the recipe's 'only')")
-    meta = _metadata(recipe, source_name, source_format, source_metadata, metadata)
+    carried = getattr(src, "user_metadata", None) or {}
+    meta = _metadata(recipe, source_name, src.format, src.metadata, {**carried, **(metadata or {})},
+                     layout=src.layout)
     if profile is not None:
         meta[PROFILE_KEY] = profile.name
 
-    rules = {name: recipe.rule_for(name, tensors[name]) for name in names}
+    rules = {name: recipe.rule_for(name, entries[name]) for name in names}
     policies = {name: (rule.policy if rule else Policy()) for name, rule in rules.items()}
     try:
-        masks = _global_masks(tensors, policies)
+        masks = _global_masks(src, entries, policies)
     except ValueError as exc:
         raise PackError(f"global pruning: {exc}") from None
     expected: dict[str, tuple[bytes, int]] = {}
     reports = []
-    total = sum(int(tensors[n].size) for n in names)
+    total = sum(entries[n].size for n in names)
 
     def prepare(name):
         """Everything about one tensor that does not touch the file: run ahead on other threads."""
-        array, policy = tensors[name], policies[name]
+        array, policy = src.get(name), policies[name]
         described, encoded, encoding = policy.describe(), None, None
         try:
             if policy.max_error is not None:
@@ -326,18 +352,19 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
         if array.size and not lossless:
             pruned = float(np.count_nonzero(_nonzero_bits(array) & ~kept_bits)) / array.size
         check = (_digest(dense), int(np.count_nonzero(kept_bits)))
+        del array, dense, kept_bits
         return name, stored, encoded, encoding, described, lossless, error, pruned, check
 
     # Error-budget searches run ahead on other threads, as long as the tensors waiting to be written
     # hold at most twice the largest one (so a long search does not stall the small ones behind it).
     ahead = resolve_threads(threads) if any(policies[n].max_error is not None for n in names) else 1
-    sizes = [int(tensors[n].size) for n in names]
+    sizes = [entries[n].size for n in names]
     searching = _SearchProgress()
     with DCFWriter(out, metadata=meta, profile=profile) as writer, _progress(total, "packing", progress) as bar:
         searching.bar = bar
         for name, stored, encoded, encoding, described, lossless, error, pruned, check in imap_ordered(
                 prepare, names, sizes, ahead, window=2 * max(sizes)):
-            array = tensors[name]
+            entry = entries[name]
             try:
                 info = writer.add_encoded(name, encoded) if encoded is not None else writer.add(name, stored, encoding)
             except PackError as exc:
@@ -347,26 +374,26 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
             expected[name] = check
             rule = rules[name]
             reports.append(TensorReport(
-                name=name, shape=tuple(int(d) for d in array.shape), dtype=array.dtype.name,
+                name=name, shape=tuple(int(d) for d in entry.shape), dtype=entry.dtype.name,
                 policy=described, rule=(rule.name or f"rule {recipe.rules.index(rule) + 1}") if rule else None,
-                parameters=int(array.size), nonzeros=check[1], pruned=pruned, relative_error=error,
+                parameters=int(entry.size), nonzeros=check[1], pruned=pruned, relative_error=error,
                 codebook_size=info.codebook_size or None, bytes=info.stored_bytes, lossless=lossless,
             ))
             masks.pop(name, None)
             del stored, encoded
-            searching.finish(name, int(array.size))
+            searching.finish(name, int(entry.size))
     if verify:
         verify_file(out, {name: digest for name, (digest, _) in expected.items()}, progress=progress)
     file_bytes = os.path.getsize(out)
     return PackResult(
         path=os.fspath(out), source=source_name, recipe=recipe, file_bytes=file_bytes,
-        original_bytes=sum(int(tensors[n].nbytes) for n in names), parameters=total,
+        original_bytes=sum(entries[n].nbytes for n in names), parameters=total,
         nonzeros=sum(n for _, n in expected.values()), seconds=time.perf_counter() - start, tensors=reports,
-        metadata=meta,
+        metadata=meta, notes=list(src.notes), warnings=list(src.warnings),
     )
 
 
-def _metadata(recipe, source_name, source_format, source_metadata, extra) -> dict[str, str]:
+def _metadata(recipe, source_name, source_format, source_metadata, extra, layout=None) -> dict[str, str]:
     from .. import __version__
 
     meta = {METADATA_KEY: recipe.to_json(), "dcformat.packer": f"dcformat {__version__}"}
@@ -376,6 +403,8 @@ def _metadata(recipe, source_name, source_format, source_metadata, extra) -> dic
         meta["dcformat.source_format"] = source_format
     if source_metadata:
         meta["dcformat.source_metadata"] = metadata_json(source_metadata)
+    if layout:
+        meta[LAYOUT_KEY] = metadata_json(layout)
     for key, value in (extra or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise PackError("metadata must map strings to strings")
@@ -385,15 +414,16 @@ def _metadata(recipe, source_name, source_format, source_metadata, extra) -> dic
     return meta
 
 
-def _global_masks(tensors, policies) -> dict[str, np.ndarray]:
-    """Masks of the tensors pruned globally: one magnitude threshold per group of equal sparsity."""
+def _global_masks(src, entries, policies) -> dict[str, np.ndarray]:
+    """Masks of the tensors pruned globally: one magnitude threshold per group of equal sparsity
+    (the group's tensors are read together for it)."""
     groups: dict[float, list[str]] = {}
     for name, policy in policies.items():
-        if policy.prune == "global" and is_float(tensors[name]):
+        if policy.prune == "global" and is_float(entries[name]):
             groups.setdefault(policy.sparsity, []).append(name)
     masks = {}
     for sparsity, names in groups.items():
-        masks.update(global_masks({name: tensors[name] for name in names}, sparsity))
+        masks.update(global_masks({name: src.get(name) for name in names}, sparsity))
     return masks
 
 
@@ -406,7 +436,9 @@ def verify_file(path, digests: dict[str, bytes], *, progress: bool = False) -> N
         if names != list(digests):
             raise PackError(f"{os.fspath(path)!r}: verification failed: the file holds other tensors than were packed")
         for name in names:
-            if _digest(reader.get_tensor(name)) != digests[name]:
+            decoded = reader.get_tensor(name)
+            reader.release_pages()  # the mapped pages of this tensor leave the process's memory
+            if _digest(decoded) != digests[name]:
                 raise PackError(f"{os.fspath(path)!r}: verification failed: {name!r} decodes to other values "
                                 "than were packed")
 
@@ -470,45 +502,22 @@ def source_metadata(metadata: dict[str, str]) -> dict[str, str]:
     return dict(members)
 
 
-def unpack(path, out, *, progress: bool = False) -> dict:
-    """Decode every tensor of a dcf file and write a dense checkpoint (format from ``out``'s suffix).
+def unpack(path, out, *, progress: bool = False, max_shard_size=None, weights_format: str | None = None,
+           flat: bool = False) -> dict:
+    """Decode every tensor of a dcf file into a checkpoint shaped as its source was.
 
-    A ``.safetensors`` output is streamed: its header comes from the dcf index, then each tensor is
-    decoded, written and dropped, so memory holds one tensor at a time (the file is the one
-    ``safetensors.numpy.save_file`` would write). ``.pt``/``.pth`` and ``.npz`` outputs are not
-    streamed: every tensor is decoded, then the file is written. Either way the file appears
-    atomically. A safetensors output carries the dcf metadata, and the source's own metadata when
-    the packer recorded it. Returns ``{"tensors", "parameters", "bytes", "seconds"}``.
+    ``out``: a ``.safetensors`` file (streamed: its header comes from the dcf index, then each
+    tensor is decoded, written and dropped; the file is the one ``safetensors.numpy.save_file``
+    would write), a ``.pt``/``.pth``/``.bin``/``.ckpt`` (a training checkpoint comes back whole:
+    nesting and non-tensor entries), an ``.npz``, or a directory (a model folder: the source's
+    shards and index, or shards of ``max_shard_size`` split as ``save_pretrained`` splits them;
+    ``weights_format``: ``"safetensors"`` or ``"torch"``, default the source's). Torch and npz
+    outputs hold every tensor (a torch shard: its own) before writing. Files appear atomically.
+    ``flat``: names as stored (no ``module.`` prefix put back, no nesting). A safetensors file
+    carries the dcf metadata and the source's own. Returns ``{"tensors", "parameters", "bytes",
+    "seconds", "files", "notes"}`` (see :mod:`.restore`).
     """
-    from .. import open as open_dcf
-    from ..structures import numpy_dtype
-    from .safetensors_stream import SafetensorsStreamWriter
+    from .restore import unpack as restore
 
-    start = time.perf_counter()
-    fmt = checkpoint_format(out)  # refuse an unknown suffix before decoding anything
-    with open_dcf(path) as reader:
-        infos = reader.tensors_info()
-        metadata = reader.metadata()
-        metadata = {**metadata, **source_metadata(metadata)}
-        parameters = 0
-        with _progress(sum(i.numel for i in infos), "unpacking", progress) as bar:
-            if fmt == "safetensors":
-                entries = [(i.name, numpy_dtype(i.dtype), i.shape) for i in infos]
-                with SafetensorsStreamWriter(out, entries, metadata) as writer:
-                    for name in writer.names:  # the file's order: sequential writes
-                        array = reader.get_tensor(name)
-                        writer.write(name, array)
-                        parameters += int(array.size)
-                        bar.update(int(array.size))
-                        del array
-                        reader.release_pages()  # the mapped dcf pages of this tensor leave RSS too
-            else:
-                tensors = {}
-                for info in infos:
-                    tensors[info.name] = reader.get_tensor(info.name)
-                    parameters += int(tensors[info.name].size)
-                    bar.update(info.numel)
-    if fmt != "safetensors":
-        save_checkpoint(tensors, out, metadata=metadata)
-    return {"tensors": len(infos), "parameters": parameters,
-            "bytes": os.path.getsize(out), "seconds": time.perf_counter() - start}
+    return restore(path, out, progress=progress, max_shard_size=max_shard_size, weights_format=weights_format,
+                   flat=flat)
