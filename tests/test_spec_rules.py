@@ -376,3 +376,26 @@ def test_source_metadata_is_restored_only_from_an_object_of_strings(value, resto
 
     assert source_metadata({"dcformat.source_metadata": value, "other": "x"}) == restored
     assert source_metadata({"other": "x"}) == {}
+
+
+@pytest.mark.parametrize("value", ['{"format":"pt","note":"caf\\u00e9"}', '{"a":1,"b":"x"}', "nope"])
+def test_both_safetensors_writers_of_dcunpack_restore_the_same(tmp_path, value):
+    """dcunpack to a file (dcformat.pack.unpack) and to stdout (cli.dcunpack.write_safetensors)
+    write the same __metadata__: the rule of §4.1.1."""
+    import io
+    import json as json_module
+
+    from dcformat.cli.dcunpack import write_safetensors
+    from dcformat.pack.packer import source_metadata, unpack
+
+    metadata = {"format": "dcf", "dcformat.source_metadata": value}
+    data = dcformat.save({"w": np.ones(2, np.float32)}, metadata=metadata)
+    (tmp_path / "m.dcf").write_bytes(data)
+    unpack(tmp_path / "m.dcf", tmp_path / "m.safetensors")
+    with DCFReader(data) as f:
+        stream = io.BytesIO()
+        write_safetensors(f, stream)
+    piped, written = stream.getvalue(), (tmp_path / "m.safetensors").read_bytes()
+    assert piped == written
+    header = json_module.loads(written[8:8 + struct.unpack_from("<Q", written)[0]])
+    assert header["__metadata__"] == {**metadata, **source_metadata(metadata)}

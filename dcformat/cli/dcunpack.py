@@ -50,12 +50,10 @@ def write_safetensors(reader, stream) -> int:
     from ..pack.safetensors_stream import _RANK, SAFETENSORS_DTYPES
     from ..structures import numpy_dtype
 
+    from ..pack.packer import source_metadata
+
     metadata = dict(reader.metadata())
-    try:
-        restored = json.loads(metadata.get("dcformat.source_metadata", "{}"))
-        metadata.update({str(k): str(v) for k, v in restored.items()})
-    except (ValueError, AttributeError):
-        pass
+    metadata.update(source_metadata(metadata))  # spec §4.1.1, as dcformat.pack.unpack does
     layout = []
     for info in reader.tensors_info():
         dtype = numpy_dtype(info.dtype)
