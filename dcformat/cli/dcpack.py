@@ -241,10 +241,15 @@ def main(argv=None) -> int:
                                   "Without --preset, --max-error, pruning or sharing flags the file is lossless: "
                                   "every tensor comes back bit-exact.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="checkpoints: .safetensors, .pt, .pth or .npz; - reads safetensors from stdin (with -o)")
+                        help="checkpoints, judged by content (any suffix): safetensors, torch (.pt, .bin, .ckpt; "
+                             "weights_only), npz, dcf, a model folder or its *.index.json; - reads safetensors "
+                             "from stdin (with -o)")
     parser.add_argument("-o", "--output", metavar="OUT.dcf",
                         help="the dcf file to write (one input only; default: the input's name with .dcf)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--key", metavar="KEY",
+                        help="pack one subtree of a torch training checkpoint alone (dotted: model, state_dict, "
+                             "optimizer.state); default: every tensor, under dotted names")
     add_recipe_arguments(parser)
     add_preset_arguments(parser)
     out = parser.add_argument_group("output")
@@ -275,7 +280,8 @@ def main(argv=None) -> int:
             check_overwrite(output, args.force, [source])
             named = {"source_name": "<stdin>"} if source == "-" else {}
             result = pack(read_stdin_checkpoint() if source == "-" else source, output, recipe, metadata=metadata,
-                          progress=not args.quiet, verify=not args.no_verify, profile=args.profile, **named)
+                          progress=not args.quiet, verify=not args.no_verify, profile=args.profile, key=args.key,
+                          **named)
             if not args.quiet:
                 mode = "lossless" if recipe.lossless else "recipe " + recipe.to_json()
                 if recipe.preset:
@@ -283,6 +289,10 @@ def main(argv=None) -> int:
                 shown = "<stdin>" if source == "-" else source
                 print(f"dcpack: {sanitize(shown)} -> {sanitize(output)} ({mode})", file=sys.stderr)
                 print(f"dcpack: {result.summary()}", file=sys.stderr)
+            for line in result.warnings:
+                print(f"dcpack: warning: {sanitize(line, 400)}", file=sys.stderr)
+            for line in [] if args.quiet else result.notes:
+                print(f"dcpack: note: {sanitize(line, 400)}", file=sys.stderr)
             if args.table:
                 from ..pack.tables import layer_table
 
