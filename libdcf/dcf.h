@@ -29,17 +29,20 @@
  * - Memory: opening allocates the parsed index (a small multiple of the index length, which is at
  *   most max_index_length); dcf_open_file also maps the file (POSIX mmap) or, where mmap is not
  *   available or DCF_NO_MMAP is defined, reads it into allocator memory. A decode call allocates
- *   scratch memory for the duration of the call only, at most (per chunk being decoded):
- *       CSR chunk:    4 x rows + (gap size + value size) x entries, plus the codebook (8 x k)
- *       DENSE chunk:  PLAIN/BITPACK/HUFFMAN: the codebook (8 x k) only;
- *                     BYTEPLANES: 1 byte per element; ZSTD symbols: 2 bytes per element;
- *       converting to DCF_OUT_F32 a RAW F16/BF16/F64 tensor: + the chunk's elements in the
- *       tensor's own dtype (<= 8 bytes per element).
+ *   scratch memory for the duration of the call only (dcf_scratch_size gives the exact bound of a
+ *   tensor), per chunk at most:
+ *       the codebook, converted:   k x (codebook element size + output element size) bytes;
+ *       CSR chunk:                 4 x rows + (gap size + value size) x entries;
+ *       DENSE chunk:               nothing, but codebook symbols not Huffman-coded (1 or 2 bytes
+ *                                  per element) and, converting a RAW F16/BF16/F64 tensor to
+ *                                  DCF_OUT_F32, the chunk in its own dtype (<= 8 bytes per element);
+ *       inside one stream:         BYTEPLANES: its elements' bytes (<= 8 per element);
+ *                                  HUFFMAN: its tables, at most 64 KiB + 528 KiB;
  *   where value size is the stored element size (1 or 2 for codebook symbols, the dtype's size
- *   for RAW values) and entries <= elements of the chunk. So scratch stays below 12 bytes per
- *   element of the largest chunk, and at most max_scratch_bytes (DCF_ERR_LIMIT_SCRATCH beyond).
- *   libzstd allocates its own decompression context (about 100 KiB) per ZSTD stream, with
- *   malloc (not the hooks).
+ *   for RAW values) and entries <= elements of the chunk. So scratch stays below about 20 bytes
+ *   per element of the largest chunk plus 1 MiB, and at most max_scratch_bytes
+ *   (DCF_ERR_LIMIT_SCRATCH beyond). libzstd allocates its own decompression context (about
+ *   100 KiB) per ZSTD stream, with malloc (not the hooks).
  * - Threads: opening writes the context; after a successful open the context is read-only, so
  *   any number of threads may call the query and decode functions on one context at once (each
  *   with its own output buffer and dcf_error_info). The allocator hooks must then be thread-safe.

@@ -327,9 +327,11 @@ static dcf_error decode_chunk(const dcf_ctx *ctx, const dcf_tensor *t, const dcf
                          (unsigned long long)sum, (unsigned long long)entries);
             goto done;
         }
-        gaps = (uint8_t *)dcf_alloc(ctx, (size_t)(entries * gs));
-        vals = (uint8_t *)dcf_alloc(ctx, (size_t)(entries * vs));
-        if (gaps == NULL || vals == NULL) {
+        if (entries) { /* none: the chunk's rows are all zero */
+            gaps = (uint8_t *)dcf_alloc(ctx, (size_t)(entries * gs));
+            vals = (uint8_t *)dcf_alloc(ctx, (size_t)(entries * vs));
+        }
+        if (entries && (gaps == NULL || vals == NULL)) {
             e = dcf_fail(err, DCF_ERR_NO_MEMORY, "out of memory for a chunk's entries");
             goto done;
         }

@@ -536,3 +536,57 @@ def test_raw_floats_to_float32_match_astype(lib, dtype):
             assert_same(f.decode(0), py["w"])
             with np.errstate(all="ignore"):
                 assert_same(f.decode(0, OUT_F32), py["w"].astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# allocator hooks: every allocation goes through them, scratch stays within dcf_scratch_size
+
+MALLOC = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+FREE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class CountingAllocator:
+    """malloc/free hooks that track the bytes outstanding and their peak."""
+
+    def __init__(self):
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        self.sizes, self.outstanding, self.peak = {}, 0, 0
+
+        def malloc(user, size):
+            p = libc.malloc(size)
+            self.sizes[p] = size
+            self.outstanding += size
+            self.peak = max(self.peak, self.outstanding)
+            return p
+
+        def free(user, p):
+            self.outstanding -= self.sizes.pop(p)
+            libc.free(p)
+
+        self.malloc, self.free = MALLOC(malloc), FREE(free)
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=os.path.basename)
+def test_allocations_go_through_the_hooks_and_scratch_is_bounded(lib, path):
+    data = open(path, "rb").read()
+    if not python_opens(data):
+        return
+    counter = CountingAllocator()
+    options = lib.options()
+    options.allocator.malloc_fn = ctypes.cast(counter.malloc, ctypes.c_void_p)
+    options.allocator.free_fn = ctypes.cast(counter.free, ctypes.c_void_p)
+    from libdcf_helpers import File
+
+    f = File(lib, data, options)
+    after_open = counter.outstanding
+    assert after_open > 0 and after_open <= 64 * 1024 + 4 * len(data)  # the context and its index
+    for i in range(len(f)):
+        for out_type in ((0, OUT_F32) if DType(f.info(i).dtype) in FLOAT_DTYPES else (0,)):
+            counter.peak = counter.outstanding
+            f.decode(i, out_type)
+            assert counter.outstanding == after_open  # scratch freed
+            assert counter.peak - after_open <= f.scratch_size(i, out_type), f.name(i)
+    f.close()
+    assert counter.outstanding == 0 and not counter.sizes  # nothing leaked
