@@ -232,3 +232,16 @@ def test_minilm_decodes_to_what_dcunpack_writes(preset, tmp_path):
     args = [] if preset == "lossless" else ["--preset", preset]
     assert dcpack.main([source, "-o", str(out), "-q", *args]) == 0
     assert_same_as_dcunpack(out, tmp_path)
+
+
+def test_bench_reports_the_decoded_bytes():
+    path = os.path.join(VECTOR_DIR, "04_csr_codebook_huffman.dcf")
+    code, out, err = run("--bench", "2", path)
+    assert code == 0, err
+    fields = dict(line.split() for line in out.splitlines())
+    header = read_header(open(path, "rb").read())
+    assert int(fields["tensors"]) == len(header.tensors)
+    assert int(fields["decoded_bytes"]) == sum(t.numel * 4 for t in header.tensors.values())
+    assert float(fields["MB_per_s_cpu"]) > 0 and float(fields["best_wall_s"]) > 0
+    assert run("--bench", "0", path)[0] == 2
+    assert run("--f32", path)[0] == 2
