@@ -41,8 +41,15 @@ RESERVED_PREFIX = "dcformat."
 """Metadata keys the packer writes: ``dcformat.recipe`` (the recipe as JSON, with its preset name
 and error budgets), ``dcformat.source``
 (the source file name), ``dcformat.source_format``, ``dcformat.source_metadata`` (the source's own
-string metadata as a JSON object, when it had any), ``dcformat.packer`` and, with a profile,
-``dcformat.profile`` (its name)."""
+string metadata as a JSON object, when it had any), ``dcformat.source_layout`` (see
+:data:`LAYOUT_KEY`), ``dcformat.packer`` and, with a profile, ``dcformat.profile`` (its name)."""
+LAYOUT_KEY = "dcformat.source_layout"
+"""What dcunpack needs to give the checkpoint its shape back, written only when it is more than one
+plain file of tensors: a JSON object, every member optional: ``folder`` (1: a model folder),
+``weights`` (the folder's weights file name), ``index``, ``index_metadata`` and ``shards`` (a
+sharded checkpoint: the index file's name, its ``metadata`` object, shard file -> tensor names in
+order), ``tree`` (a training checkpoint's skeleton, :mod:`.nested`), ``key`` (the subtree
+packed), ``prefix`` (the ``module.`` prefix stripped from every tensor name)."""
 
 
 @dataclass
