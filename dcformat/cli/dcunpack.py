@@ -4,15 +4,23 @@
     dcunpack a.dcf b.dcf                           a.safetensors and b.safetensors
     dcunpack model.dcf -o - | other-tool           safetensors to stdout; - as input reads stdin
     dcunpack model.dcf -o restored.safetensors
-    dcunpack model.dcf -o restored.pt              (torch.save of a dict of plain tensors)
+    dcunpack model.dcf -o restored.pt              (torch.save: a training checkpoint comes back whole)
     dcunpack model.dcf -o restored.npz             (numpy, no pickles)
+    dcunpack model.dcf -o restored/                a model folder: the source's shards and index
+    dcunpack model.dcf -o restored/ --max-shard-size 2GB    shards split as save_pretrained splits them
 
 Every tensor comes back with its name, shape and dtype: raw tensors bit-exact, weight-shared ones
 as their codebook values. A .safetensors output is decoded and written tensor by tensor (the header
 comes from the dcf index), so memory holds about one tensor; the file is the one the safetensors
 package writes. .pt and .npz outputs hold every tensor in memory before writing. Outputs appear
 atomically (temporary file, fsync, rename). A safetensors output carries the dcf file's metadata
-(the recipe, the source name) and the source's own metadata. An existing output is kept unless
+(the recipe, the source name) and the source's own metadata. A directory output (an existing
+directory, a name ending in /, or one without a suffix) gets the weights of a model folder:
+model.safetensors, or model-00001-of-0000N.safetensors shards and model.safetensors.index.json
+(pytorch_model*.bin with --format torch or for a torch source), shaped as the packed source was
+unless --max-shard-size splits them anew. A training checkpoint's nesting, non-tensor entries and
+DataParallel "module." prefix come back in a .pt output (--flat: the tensors under their stored
+names only). An existing output is kept unless
 -f/--force is given. Errors print one line naming the file and exit with status 1 (2 for bad usage).
 """
 from __future__ import annotations
@@ -91,6 +99,14 @@ def main(argv=None) -> int:
                              "(these hold every tensor in memory); - writes safetensors to stdout; one input only "
                              "(default: each IN.dcf gives IN.safetensors)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--max-shard-size", metavar="SIZE",
+                        help="a folder output's shard size, e.g. 5GB or 500MB (decimal, as save_pretrained; "
+                             "GiB binary); default: the source's shards")
+    parser.add_argument("--format", dest="weights_format", choices=("safetensors", "torch"),
+                        help="a folder output's weights format (default: the source's)")
+    parser.add_argument("--flat", action="store_true",
+                        help="the tensors under their stored names: no nesting, no non-tensor entries, "
+                             "no 'module.' prefix put back")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     args = parser.parse_args(argv)
 
@@ -109,7 +125,10 @@ def main(argv=None) -> int:
                     with open_dcf(path) as reader:
                         write_safetensors(reader, sys.stdout.buffer)
                     return
-                done = unpack(path, output, progress=not args.quiet)
+                done = unpack(path, output, progress=not args.quiet, max_shard_size=args.max_shard_size,
+                              weights_format=args.weights_format, flat=args.flat)
+            for line in [] if args.quiet else done.get("notes", ()):
+                print(f"dcunpack: note: {sanitize(line, 400)}", file=sys.stderr)
             if not args.quiet:
                 shown = "<stdin>" if source == "-" else source
                 print(f"dcunpack: {sanitize(shown)} -> {sanitize(output)}: {done['tensors']} tensors, "
