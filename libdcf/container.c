@@ -295,16 +295,23 @@ static dcf_error parse_tensor(dcf_ctx *ctx, cursor *c, dcf_tensor *t)
         return dcf_fail(c->err, DCF_ERR_LIMIT_RANK, "rank %u of %s exceeds %d", rank, q, DCF_MAX_RANK);
     t->rank = (uint8_t)rank;
     for (k = 0; k < rank; k++) {
-        uint64_t dim;
         TAKE(c, 8, "shape", d);
-        dim = dcf_le64(d);
-        t->shape[k] = dim;
-        /* running product, stopped as soon as it exceeds the limit (as Python's unbounded ints) */
-        if (numel != 0 && dim > DCF_MAX_TENSOR_ELEMENTS / numel)
-            return dcf_fail(c->err, DCF_ERR_LIMIT_ELEMENTS, "%s has more than %llu elements", q,
-                            (unsigned long long)DCF_MAX_TENSOR_ELEMENTS);
-        numel *= dim;
-        if (dim != 0) {
+        t->shape[k] = dcf_le64(d);
+    }
+    /* numel (spec 4.2): 0 if any dimension is 0, whatever the others; else the running product,
+     * stopped as soon as it exceeds the limit. An empty tensor's non-zero dimensions must
+     * multiply to at most MAX_EMPTY_SHAPE_PRODUCT (computed the same way). */
+    for (k = 0; k < rank; k++)
+        if (t->shape[k] == 0)
+            numel = 0;
+    for (k = 0; k < rank; k++) {
+        uint64_t dim = t->shape[k];
+        if (numel != 0) {
+            if (dim > DCF_MAX_TENSOR_ELEMENTS / numel)
+                return dcf_fail(c->err, DCF_ERR_LIMIT_ELEMENTS, "%s has more than %llu elements", q,
+                                (unsigned long long)DCF_MAX_TENSOR_ELEMENTS);
+            numel *= dim;
+        } else if (dim != 0) {
             if (nonzero_over || dim > DCF_MAX_EMPTY_SHAPE_PRODUCT / nonzero)
                 nonzero_over = 1;
             else
@@ -313,7 +320,7 @@ static dcf_error parse_tensor(dcf_ctx *ctx, cursor *c, dcf_tensor *t)
     }
     if (numel == 0 && nonzero_over)
         return dcf_fail(c->err, DCF_ERR_LIMIT_EMPTY_SHAPE,
-                        "%s: empty tensor whose non-zero dimensions multiply past this reader's limit of %llu", q,
+                        "%s: empty tensor whose non-zero dimensions multiply past MAX_EMPTY_SHAPE_PRODUCT (%llu)", q,
                         (unsigned long long)DCF_MAX_EMPTY_SHAPE_PRODUCT);
     t->numel = numel;
     TAKE(c, 1, "layout", d);

@@ -590,3 +590,31 @@ def test_allocations_go_through_the_hooks_and_scratch_is_bounded(lib, path):
             assert counter.peak - after_open <= f.scratch_size(i, out_type), f.name(i)
     f.close()
     assert counter.outstanding == 0 and not counter.sizes  # nothing leaked
+
+
+def _empty_tensor_file(shape) -> bytes:
+    """A file with one empty F32 tensor of ``shape`` (no streams), written by hand."""
+    index = struct.pack("<II", 1, 0) + struct.pack("<H", 1) + b"e" + struct.pack("<BB", DType.F32, len(shape))
+    index += b"".join(struct.pack("<Q", d) for d in shape) + struct.pack("<BBBBII", 0, 0, 0, 0, 0, 0)
+    return b"\x89DCF" + struct.pack("<HHB", 1, 0, 0) + bytes(7) + index + \
+        struct.pack("<QI", len(index), crc32(index)) + b"\x89DCF"
+
+
+@pytest.mark.parametrize("shape", [(0,), (2**41, 0), (0, 2**41), (3, 0, 2**59), (2**60 - 1, 0), (2**60, 0),
+                                   (0, 2**40, 2**40), (2**64 - 1, 0), (0, 2**32, 2**32)])
+def test_empty_shapes_follow_the_spec(lib, shape):
+    """numel is 0 whatever the other dimensions; their product is bounded by MAX_EMPTY_SHAPE_PRODUCT."""
+    data = _empty_tensor_file(shape)
+    product = 1
+    for d in shape:
+        product *= d or 1
+    if product > 2**60 - 1:
+        with pytest.raises(DcfError) as e:
+            lib.open(data)
+        assert e.value.name == "LIMIT_EMPTY_SHAPE"
+        with pytest.raises(DCFormatError):
+            python_tensors(data)
+    else:
+        assert assert_same_outcome(lib, data) == "ok"
+        with lib.open(data) as f:
+            assert f.info(0).numel == 0 and f.decode(0).shape == shape
