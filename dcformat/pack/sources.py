@@ -535,7 +535,7 @@ class TorchSource(Source):
             if tops:
                 note += " (" + ", ".join(f"{k!r}: {n}" for k, n in tops) + ")"
             if flat.kept:
-                note += f"; {len(flat.kept)} other entries kept in the metadata ({summarize(flat.kept)})"
+                note += f"; {len(flat.kept)} other entries kept in the metadata ({summarize(_by_top(flat.kept))})"
             if flat.stripped:
                 note += f"; 'module.' prefix left off the names under {summarize(flat.stripped)}"
             if tops and not key:
@@ -568,6 +568,15 @@ def torch_to_numpy(torch, tensor) -> np.ndarray:
         signed = {2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
         return tensor.view(signed).numpy().view(f"<u{tensor.element_size()}")
     return tensor.numpy()
+
+
+def _by_top(paths: list[str]) -> list[str]:
+    """``["epoch", "optimizer (30)"]``: dotted paths grouped by their first part, in order."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        top = path.split(".", 1)[0]
+        counts[top] = counts.get(top, 0) + 1
+    return [top if n == 1 and top in paths else f"{top} ({n})" for top, n in counts.items()]
 
 
 def _top_counts(obj, flat, is_tensor):
