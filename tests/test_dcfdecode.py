@@ -245,3 +245,21 @@ def test_bench_reports_the_decoded_bytes():
     assert float(fields["MB_per_s_cpu"]) > 0 and float(fields["best_wall_s"]) > 0
     assert run("--bench", "0", path)[0] == 2
     assert run("--f32", path)[0] == 2
+
+
+SOURCE_METADATA = [
+    '{"format":"pt","b":"x"}', ' {"a" : "1" ,\n"b":"\\u00e9\\ud83d\\ude00\\n"} ', '{}', '{"a":1}', '{"a":{"b":"c"}}',
+    '{"a":"1","a":"2"}', '{"a":"\\ud800"}', 'not json', '\ufeff{"a":"b"}', '{"a":NaN}', '["a"]', '"a"',
+    '{"a":"b"} x', '{"dcformat.packer":"replaced","z":"last"}', '{"a":"\\u0000"}', '{"a":"b",}',
+]
+
+
+@pytest.mark.parametrize("value", SOURCE_METADATA)
+def test_source_metadata_is_restored_as_dcunpack_restores_it(value, tmp_path):
+    import dcformat
+    import numpy as np
+
+    src = tmp_path / "m.dcf"
+    dcformat.save_file({"w": np.arange(6, dtype=np.float32)}, src,
+                       metadata={"dcformat.packer": "dcformat 0", "dcformat.source_metadata": value, "k": "v"})
+    assert_same_as_dcunpack(src, tmp_path)

@@ -274,12 +274,9 @@ static int starts(json *j, const char *word)
     return 0;
 }
 
-/* A number: an integer is written to `text` as Python's str(int) writes it; anything else is
- * refused when `text` is given (str() of a float is Python's repr, not reproduced here). */
-static int read_number(json *j, buf *text)
+/* Skip a number (RFC 8259 syntax). */
+static int skip_number(json *j)
 {
-    const char *s = j->p;
-    int is_int = 1;
     if (j->p < j->end && *j->p == '-')
         j->p++;
     if (j->p >= j->end || !(*j->p >= '0' && *j->p <= '9')) {
@@ -292,7 +289,6 @@ static int read_number(json *j, buf *text)
         while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
             j->p++;
     if (j->p < j->end && *j->p == '.') {
-        is_int = 0;
         j->p++;
         if (j->p >= j->end || !(*j->p >= '0' && *j->p <= '9')) {
             j->error = "a bad number";
@@ -302,7 +298,6 @@ static int read_number(json *j, buf *text)
             j->p++;
     }
     if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
-        is_int = 0;
         j->p++;
         if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
             j->p++;
@@ -313,22 +308,11 @@ static int read_number(json *j, buf *text)
         while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
             j->p++;
     }
-    if (text != NULL) {
-        if (!is_int) {
-            j->error = "a non-integer number as a metadata value (not supported by dcfdecode)";
-            return 0;
-        }
-        if (j->p - s == 2 && s[0] == '-' && s[1] == '0')
-            puts_(text, "0");
-        else
-            put(text, s, (size_t)(j->p - s));
-    }
     return 1;
 }
 
-/* Any value; as text (str() of it in Python) when `text` is given: strings, integers, true,
- * false and null only. */
-static int read_value(json *j, buf *text, int depth)
+/* Skip any JSON value (Python's json also takes NaN and Infinity). */
+static int skip_value(json *j, int depth)
 {
     skip_ws(j);
     if (depth > 200) {
@@ -340,29 +324,13 @@ static int read_value(json *j, buf *text, int depth)
         return 0;
     }
     if (*j->p == '"')
-        return read_string(j, text);
-    if (starts(j, "true")) {
-        if (text)
-            puts_(text, "True");
+        return read_string(j, NULL);
+    if (starts(j, "true") || starts(j, "false") || starts(j, "null") || starts(j, "NaN") || starts(j, "Infinity")
+        || starts(j, "-Infinity"))
         return 1;
-    }
-    if (starts(j, "false")) {
-        if (text)
-            puts_(text, "False");
-        return 1;
-    }
-    if (starts(j, "null")) {
-        if (text)
-            puts_(text, "None");
-        return 1;
-    }
     if (*j->p == '{' || *j->p == '[') {
         char close = *j->p == '{' ? '}' : ']';
         int object = *j->p == '{';
-        if (text != NULL) {
-            j->error = "a nested value as a metadata value (not supported by dcfdecode)";
-            return 0;
-        }
         j->p++;
         skip_ws(j);
         if (j->p < j->end && *j->p == close) {
@@ -381,7 +349,7 @@ static int read_value(json *j, buf *text, int depth)
                 }
                 j->p++;
             }
-            if (!read_value(j, NULL, depth + 1))
+            if (!skip_value(j, depth + 1))
                 return 0;
             skip_ws(j);
             if (j->p < j->end && *j->p == ',') {
@@ -396,14 +364,7 @@ static int read_value(json *j, buf *text, int depth)
             return 0;
         }
     }
-    if (starts(j, "NaN") || starts(j, "Infinity") || starts(j, "-Infinity")) {
-        if (text != NULL) {
-            j->error = "a non-integer number as a metadata value (not supported by dcfdecode)";
-            return 0;
-        }
-        return 1;
-    }
-    return read_number(j, text);
+    return skip_number(j);
 }
 
 /* ---- the output's metadata ------------------------------------------------------------------ */
@@ -482,68 +443,68 @@ static void meta_free(metadata *m)
     free(m->table);
 }
 
-/* `dcformat.source_metadata`: its entries update `m`. Returns NULL or an error message. */
-static const char *merge_source_metadata(metadata *m, const char *text, size_t n)
+/* `dcformat.source_metadata` (spec 4.1.1): when it is JSON text of one object whose member values
+ * are all strings, with distinct names and no unpaired surrogate escape, its members update `m`
+ * (a name already there keeps its place); anything else restores nothing. Returns 0 only when
+ * out of memory. */
+static int merge_source_metadata(metadata *m, const char *text, size_t n)
 {
     json j;
+    metadata members = {0};
+    int valid = 1, ok = 1;
+    size_t i;
     j.p = text;
     j.end = text + n;
     j.error = NULL;
     skip_ws(&j);
-    if (j.p >= j.end || *j.p != '{') {
-        /* a valid JSON value that is not an object, or not JSON at all */
-        return read_value(&j, NULL, 0) && (skip_ws(&j), j.p == j.end)
-                   ? "metadata dcformat.source_metadata is not a JSON object"
-                   : "metadata dcformat.source_metadata is not valid JSON";
-    }
-    j.p++;
-    skip_ws(&j);
-    if (j.p < j.end && *j.p == '}') {
+    if (j.p >= j.end || *j.p != '{')
+        valid = 0;
+    else {
         j.p++;
-    } else {
-        for (;;) {
-            buf key = {0}, value = {0};
-            skip_ws(&j);
-            if (!read_string(&j, &key)) {
-                free(key.p);
-                return "metadata dcformat.source_metadata is not valid JSON";
-            }
-            skip_ws(&j);
-            if (j.p >= j.end || *j.p != ':') {
-                free(key.p);
-                return "metadata dcformat.source_metadata is not valid JSON";
-            }
+        skip_ws(&j);
+        if (j.p < j.end && *j.p == '}') {
             j.p++;
-            if (!read_value(&j, &value, 0)) {
-                int unsupported = j.error != NULL && strstr(j.error, "not supported") != NULL;
+        } else {
+            for (;;) {
+                buf key = {0}, value = {0};
+                size_t before = members.n;
+                skip_ws(&j);
+                valid = read_string(&j, &key);
+                skip_ws(&j);
+                valid = valid && j.p < j.end && *j.p == ':';
+                if (valid) {
+                    j.p++;
+                    skip_ws(&j);
+                    valid = j.p < j.end && *j.p == '"' && read_string(&j, &value); /* strings only */
+                }
+                if (valid && !meta_set(&members, key.p ? key.p : "", key.n, value.p ? value.p : "", value.n))
+                    valid = ok = 0;
+                if (valid && members.n == before)
+                    valid = 0; /* a repeated name */
                 free(key.p);
                 free(value.p);
-                return unsupported ? "metadata dcformat.source_metadata holds a value dcfdecode cannot convert"
-                                   : "metadata dcformat.source_metadata is not valid JSON";
-            }
-            if (!meta_set(m, key.p ? key.p : "", key.n, value.p ? value.p : "", value.n)) {
-                free(key.p);
-                free(value.p);
-                return "out of memory";
-            }
-            free(key.p);
-            free(value.p);
-            skip_ws(&j);
-            if (j.p < j.end && *j.p == ',') {
-                j.p++;
-                continue;
-            }
-            if (j.p < j.end && *j.p == '}') {
-                j.p++;
+                if (!valid)
+                    break;
+                skip_ws(&j);
+                if (j.p < j.end && *j.p == ',') {
+                    j.p++;
+                    continue;
+                }
+                if (j.p < j.end && *j.p == '}') {
+                    j.p++;
+                    break;
+                }
+                valid = 0;
                 break;
             }
-            return "metadata dcformat.source_metadata is not valid JSON";
         }
+        skip_ws(&j);
+        valid = valid && j.p == j.end;
     }
-    skip_ws(&j);
-    if (j.p != j.end)
-        return "metadata dcformat.source_metadata is not valid JSON";
-    return NULL;
+    for (i = 0; valid && ok && i < members.n; i++)
+        ok = meta_set(m, members.e[i].key.p, members.e[i].key.n, members.e[i].value.p, members.e[i].value.n);
+    meta_free(&members);
+    return ok;
 }
 
 /* The "prefix" of `dcformat.source_layout` into `prefix`. Returns NULL or an error message. */
@@ -555,7 +516,7 @@ static const char *layout_prefix(const char *text, size_t n, buf *prefix)
     j.error = NULL;
     skip_ws(&j);
     if (j.p >= j.end || *j.p != '{') {
-        return read_value(&j, NULL, 0) && (skip_ws(&j), j.p == j.end)
+        return skip_value(&j, 0) && (skip_ws(&j), j.p == j.end)
                    ? "metadata dcformat.source_layout is not a JSON object"
                    : "metadata dcformat.source_layout is not valid JSON";
     }
@@ -584,12 +545,12 @@ static const char *layout_prefix(const char *text, size_t n, buf *prefix)
                 if (j.p < j.end && *j.p == '"') {
                     if (!read_string(&j, prefix))
                         return "metadata dcformat.source_layout is not valid JSON";
-                } else if (!read_value(&j, NULL, 0)) {
+                } else if (!skip_value(&j, 0)) {
                     return "metadata dcformat.source_layout is not valid JSON";
                 } else {
                     return "metadata dcformat.source_layout has a prefix that is not a string";
                 }
-            } else if (!read_value(&j, NULL, 0)) {
+            } else if (!skip_value(&j, 0)) {
                 return "metadata dcformat.source_layout is not valid JSON";
             }
             skip_ws(&j);
@@ -728,8 +689,8 @@ static int decode_to_safetensors(const char *out_path)
             goto done;
         }
         if (dcf_metadata_find(ctx, "dcformat.source_metadata", 24, &v, &vn) == DCF_OK
-            && (problem = merge_source_metadata(&meta, v, vn)) != NULL) {
-            status = fail("%s", problem);
+            && !merge_source_metadata(&meta, v, vn)) {
+            status = fail("%s", "out of memory");
             goto done;
         }
     }
