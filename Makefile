@@ -32,3 +32,7 @@ clean:
 
 include libdcf/native.mk  # make native: the C decoder libdcf and dcfdecode (build/native/)
 include libdcf/fuzz/fuzz.mk  # make native-asan, make fuzz-native: libdcf under sanitizers and libFuzzer
+
+.PHONY: native-examples
+native-examples: native  # build/native/lenet: LeNet-300-100 / LeNet-5 from a .dcf in plain C (libdcf/examples)
+	@$(MAKE) --no-print-directory -C libdcf/examples lenet
