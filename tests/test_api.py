@@ -60,7 +60,7 @@ def test_names_are_checked_before_anything_is_written():
     assert buffer.getvalue() == b""  # not even the preamble
 
 
-@pytest.mark.parametrize("metadata", [{"k\udcff": "v"}, {"k": "v\udcff"}, {"k": 3}, {3: "v"}])
+@pytest.mark.parametrize("metadata", [{"k\udcff": "v"}, {"k": "v\udcff"}, {"k": 3}, {3: "v"}, [("k", "v")], "k=v"])
 def test_bad_metadata_is_a_clear_error_before_writing(metadata, tmp_path):
     with pytest.raises((TypeError, ValueError)) as caught:
         dcformat.save_file({"w": np.zeros(3)}, tmp_path / "x.dcf", metadata=metadata)
