@@ -94,7 +94,7 @@ def flatten(obj, *, is_tensor, describe_tensor=None, where: str = "checkpoint") 
             if isinstance(value, OrderedDict):
                 node["od"] = 1
             return node
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple)) and _kind(value) != "torch.Size":
             items = [walk(item, _join(name, str(i)), _join(path, str(i))) for i, item in enumerate(value)]
             return {"u" if isinstance(value, tuple) else "l": items}
         leaf = _leaf(value)
@@ -115,6 +115,10 @@ def _join(prefix: str, part: str) -> str:
     return f"{prefix}.{part}" if prefix else part
 
 
+def _kind(value) -> str:
+    return type(value).__module__ + "." + type(value).__name__
+
+
 def _leaf(value):
     """The JSON form of a non-tensor value, or _UNKEPT."""
     if value is None or isinstance(value, (bool, str)):
@@ -127,7 +131,7 @@ def _leaf(value):
         return {"f": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
     if isinstance(value, bytes):
         return {"bytes": base64.b64encode(value).decode("ascii")}
-    kind = type(value).__module__ + "." + type(value).__name__
+    kind = _kind(value)
     if kind == "torch.Size":
         return {"size": [int(d) for d in value]}
     if kind == "torch.dtype":
