@@ -325,12 +325,16 @@ def each(prog: str, jobs, work) -> int:
     line naming it (status 1) and the others still run; usage errors and Ctrl-C stop everything."""
     from ..errors import DCFormatError
 
+    from ..pack.errors import PatternError
+
     status = OK
     for source, target in jobs:
         try:
             work(source, target)
         except UsageError:
             raise
+        except PatternError as exc:  # a recipe pattern that matches no tensor: the command line is wrong
+            raise UsageError(describe_error(exc)) from None
         except (DCFormatError, ValueError, OSError, MemoryError) as exc:
             print(f"{prog}: error: {_naming(exc, source, target)}", file=sys.stderr)
             status = DATA_ERROR

@@ -1,40 +1,64 @@
-"""dcpack: compress a checkpoint into a dcf file (Deep Compression: prune, share weights, entropy code).
+from __future__ import annotations
+
+from ..pack import facts as _facts
+
+_DOC = """dcpack: compress a checkpoint into a dcf file (Deep Compression: prune, share weights, entropy code).
 
     dcpack model.safetensors                                     lossless, to model.dcf; every tensor bit-exact
     dcpack a.safetensors b.pt                                    a.dcf and b.dcf
     dcpack - -o model.dcf < model.safetensors                    safetensors from stdin
-    dcpack model.safetensors -o model.dcf --preset safe          5.7x, outputs kept (no retraining)
-    dcpack model.safetensors -o model.dcf --max-error 0.05       per layer the smallest within 5% error
-    dcpack model.safetensors -o model.dcf --sparsity 0.9 --bits 5
-    dcpack model.pt -o model.dcf --sparsity 0.9 --conv-sparsity 0.65 --bits 5 --conv-bits 8
-    dcpack model.npz -o model.dcf --recipe recipe.json --table md
+    dcpack model.safetensors --preset safe                       {safe}, outputs kept (no retraining)
+    dcpack model.safetensors --max-error 0.05                    per layer the smallest within 5% error
+    dcpack model.safetensors --sparsity 0.9 --bits 5             the paper's settings: needs retraining
+    dcpack model.pt --sparsity 0.9 --conv-sparsity 0.65 --bits 5 --conv-bits 8
+    dcpack model.npz --recipe recipe.json --table md             a JSON recipe (README: "Recipes")
 
-Inputs: .safetensors, .pt/.pth (a state dict, or {"state_dict": ...}; torch.load with
+Inputs: .safetensors, .pt/.pth (a state dict, or {{"state_dict": ...}}; torch.load with
 weights_only=True), .npz (no pickles). Fully connected weights are the floating-point tensors of
 rank 2 — embedding tables included — and conv weights those of rank 3 or more; tensors under
 --min-size elements, biases and norms (rank 1) and non-float tensors stay raw and lossless. The
 recipe and the source file name are stored in the file's metadata (``dcformat.recipe``,
 ``dcformat.source``). An existing output is kept unless -f/--force is given. User errors print
-one line naming the file and exit with status 1 (2 for bad usage; 130 after Ctrl-C, which leaves
-no partial file).
+one line naming the file and exit with status 1 (2 for bad usage, such as a --keep pattern that
+matches no tensor; 130 after Ctrl-C, which leaves no partial file).
 
-Presets (--preset), measured on all-MiniLM-L6-v2 (float32, 22.7M parameters):
+Lossy settings report the relative error ||W - W'|| / ||W|| they cause (largest and median per
+tensor, overall) and warn when a tensor's passes {warn:g}; --table lists every tensor's.
+
+Presets (--preset), measured on {measured_on}:
 
   lossless    the default: every tensor bit-exact; floats stored as entropy-coded byte planes
-              (ZipNN's method): 1.22x smaller than float32.
-  safe        weight sharing, no pruning: per tensor the fewest k-means bits (2..8) whose
-              relative error ||W - W'|| / ||W|| stays within 0.03 (--max-error sets another):
-              5.7x smaller; sentence embeddings keep cosine 0.997 to the original and the
-              same paraphrase matches. Usable without retraining.
+              (ZipNN's method): {lossless} smaller than float32.
+  safe        weight sharing, no pruning: per tensor the fewest k-means bits ({unpruned_bits})
+              whose relative error stays within {safe_error:g} (--max-error sets another): {safe}
+              smaller; sentence embeddings keep cosine {cosine:g} to the original and the same
+              paraphrase matches. Usable without retraining.
   aggressive  Deep Compression's settings: fully connected 90% pruned + 5-bit codebooks, conv
-              65% + 8 bits: ~25x smaller, but without retraining the outputs are destroyed;
-              retrain with dcformat.torch (masked fine-tuning) first.
+              65% + 8 bits: {aggressive} smaller, but without retraining the outputs are
+              destroyed (relative error ~{aggressive_error:g} per matrix); retrain with
+              dcformat.torch (masked fine-tuning) first.
 
 --max-error E (without --preset): per tensor the encoding with the fewest bytes whose relative
-error is at most E, searched over raw, pruning 0/25/50/75/90% and 2..8-bit codebooks; a looser
-budget never gives a larger file.
+error is at most E, searched over raw storage, pruning {percents} with {pruned_bits}-bit codebooks,
+and unpruned {unpruned_bits}-bit codebooks; a looser budget never gives a larger file.
+
+--bits B: a codebook of 2^B symbols, the zero of pruned weights included (2^B - 1 centroids and
+zero when the layer is pruned, 2^B centroids when nothing is).
 """
-from __future__ import annotations
+
+
+def _doc_facts(ascii: bool = True) -> dict:
+    return {
+        "safe": _facts.times(_facts.SAFE_RATIO, ascii), "lossless": _facts.times(_facts.LOSSLESS_RATIO, ascii),
+        "aggressive": _facts.times(_facts.AGGRESSIVE_RATIO, ascii), "aggressive_error": _facts.AGGRESSIVE_ERROR,
+        "cosine": _facts.SAFE_COSINE, "safe_error": _facts.SAFE_MAX_ERROR, "warn": _facts.WARN_ERROR,
+        "measured_on": _facts.MEASURED_ON, "percents": _facts.percents(_facts.SEARCH_SPARSITIES),
+        "pruned_bits": _facts.bit_range(_facts.PRUNED_BITS, ".."),
+        "unpruned_bits": _facts.bit_range(_facts.UNPRUNED_BITS, ".."),
+    }
+
+
+__doc__ = _DOC.format(**_doc_facts())
 
 import argparse
 import os
@@ -109,7 +133,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="one magnitude threshold over all pruned layers (of equal sparsity), not one per layer")
     share = parser.add_argument_group("weight sharing")
     share.add_argument("--bits", type=_bits, metavar="B",
-                       help="k-means codebook of 2^B symbols for fully connected layers (zero filler included)")
+                       help="k-means codebook of 2^B symbols for fully connected layers, the zero of pruned "
+                            "weights included (2^B centroids when nothing is pruned)")
     share.add_argument("--conv-bits", type=_bits, metavar="B", help="the same for conv layers (default: --bits)")
     share.add_argument("--init", choices=("linear", "density", "random"), default="linear",
                        help="k-means initialisation (default: linear, the paper's best)")
@@ -134,9 +159,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("presets and error budgets (instead of the pruning and sharing flags)")
     group.add_argument("--preset", choices=("lossless", "safe", "aggressive"),
-                       help="lossless (default): bit-exact, ~1.22x; safe: per-layer codebook bits within a "
-                            "0.03 relative error, 5.7x, outputs kept; aggressive: the paper's 90%%/5-bit "
-                            "pruning + sharing, ~25x, needs retraining (see above)")
+                       help=f"lossless (default): bit-exact, {_facts.times(_facts.LOSSLESS_RATIO, True)}; "
+                            f"safe: per-layer codebook bits within a {_facts.SAFE_MAX_ERROR:g} relative error, "
+                            f"{_facts.times(_facts.SAFE_RATIO, True)}, outputs kept; aggressive: the paper's "
+                            f"90%%/5-bit pruning + sharing, {_facts.times(_facts.AGGRESSIVE_RATIO, True)}, "
+                            "needs retraining (see below)")
     group.add_argument("--max-error", type=_nonnegative, metavar="E",
                        help="per layer the smallest encoding (pruning, codebook bits, raw) whose relative "
                             "error ||W - W'|| / ||W|| is at most E; with --preset safe: its budget")
@@ -201,6 +228,36 @@ def _metadata(pairs) -> dict[str, str]:
     return out
 
 
+def report_errors(tensors, recipe, *, quiet: bool = False, out=None) -> float:
+    """The relative error ``||W - W'|| / ||W||`` the lossy tensors got: one line (largest, median,
+    overall), and a warning when the largest passes ``facts.WARN_ERROR`` (printed even when quiet).
+    Returns the largest error (0 when every tensor is lossless)."""
+    out = out or sys.stderr
+    lossy = sorted((t for t in tensors if not t.lossless), key=lambda t: -t.relative_error)
+    if not lossy:
+        return 0.0
+    errors = [t.relative_error for t in lossy]
+    median = sorted(errors)[len(errors) // 2]
+    weights = [t.parameters for t in lossy]
+    overall = (sum(w * e * e for w, e in zip(weights, errors)) / max(1, sum(weights))) ** 0.5
+    worst = lossy[0]
+    if not quiet:
+        print(f"dcpack: relative error ||W - W'|| / ||W|| of the {len(lossy)} lossy tensors: largest "
+              f"{worst.relative_error:.3g} ({sanitize(worst.name, 60)}), median {median:.3g}, overall {overall:.3g} "
+              "(weighted by parameters); --table lists every tensor's", file=out)
+    over = [t for t in lossy if t.relative_error > _facts.WARN_ERROR]
+    if over:
+        others = f" and {len(over) - 1} other tensor{'s' if len(over) > 2 else ''}" if len(over) > 1 else ""
+        keep = ("retrain it with dcformat.torch (masked fine-tuning, then codebook fine-tuning), or "
+                f"use --preset safe (every tensor within {_facts.SAFE_MAX_ERROR:g}) to keep the model")
+        if recipe.preset == "safe" or any(r.policy.max_error is not None for r in recipe.rules):
+            keep = "a smaller --max-error keeps the model closer"
+        print(f"dcpack: warning: {sanitize(worst.name, 60)}{others} changed by more than {_facts.WARN_ERROR:g} "
+              f"(largest relative error {worst.relative_error:.3g}): the model's outputs will likely change badly; "
+              f"{keep}", file=out)
+    return worst.relative_error
+
+
 def output_names(inputs, output) -> list[tuple[str, str]]:
     """``(input, output)`` pairs: ``-o`` for a single input, else each input's name with ``.dcf``."""
     if output is not None and len(inputs) > 1:
@@ -237,7 +294,7 @@ def read_stdin_checkpoint() -> dict:
 def main(argv=None) -> int:
     parser = OneLineParser(prog="dcpack", description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog=__doc__[__doc__.index("Presets (--preset)"):].rstrip() + "\n\n"
+                           epilog=__doc__[__doc__.index("Lossy settings report"):].rstrip() + "\n\n"
                                   "Without --preset, --max-error, pruning or sharing flags the file is lossless: "
                                   "every tensor comes back bit-exact.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -289,6 +346,7 @@ def main(argv=None) -> int:
                 shown = "<stdin>" if source == "-" else source
                 print(f"dcpack: {sanitize(shown)} -> {sanitize(output)} ({mode})", file=sys.stderr)
                 print(f"dcpack: {result.summary()}", file=sys.stderr)
+            report_errors(result.tensors, recipe, quiet=args.quiet)
             for line in result.warnings:
                 print(f"dcpack: warning: {sanitize(line, 400)}", file=sys.stderr)
             for line in [] if args.quiet else result.notes:

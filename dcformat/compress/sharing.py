@@ -334,8 +334,11 @@ def share_weights(
     """Share the kept weights of ``w`` through a k-means codebook; pruned positions index -1.
 
     ``mask`` (boolean, ``w``'s shape, True = kept) selects the weights to cluster; ``None`` keeps
-    every non-zero weight. Give the codebook size as ``bits`` (``k = 2 ** bits``, 1 <= bits <= 16)
-    or as ``k`` (1..65536), or both if they agree. A kept weight that is exactly zero is clustered
+    every non-zero weight. Give the codebook size as ``bits`` (1 <= bits <= 16) or as ``k``
+    (1..65536 centroids), or both if they agree (``k = 2 ** bits``). ``bits`` counts every symbol an
+    index takes, the zero of the pruned positions included: ``2 ** bits`` centroids when every
+    position is kept, ``2 ** bits - 1`` and the zero symbol otherwise, so the indices fit ``bits``
+    bits either way. A kept weight that is exactly zero is clustered
     like any other. ``init``, ``method``, ``iters``, ``seed``: see :func:`kmeans_1d`.
 
     The codebook is float32 with ``k' <= k`` sorted entries; ``dtype`` of the result is ``w``'s
@@ -350,7 +353,7 @@ def share_weights(
         bits = check_int(bits, "bits", 1, 16)
         if k is not None and check_int(k, "k", 1) != 2**bits:
             raise ValueError(f"k = {k} disagrees with bits = {bits} (k must be 2**bits)")
-        k = 2**bits
+        k = max(1, 2**bits - (0 if keep.all() else 1))  # the zero symbol is one of the 2**bits
     k = check_int(k, "k", 1, 65536)
     indices = np.full(arr.shape, ZERO_INDEX, dtype=np.int32)
     if keep.any():

@@ -44,11 +44,12 @@ from ..encoding import EncodedTensor, Encoding, encode_tensor, raw_gap_histogram
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..parallel import check_stop
 from ..writer import DCFWriter, serialize_index
+from . import facts
 from .recipe import SEARCHES, Policy, is_float
 
-SPARSITIES = (0.0, 0.25, 0.5, 0.75, 0.9)
-BITS = tuple(range(2, 9))
-UNPRUNED_BITS = BITS + (9, 10, 11, 12)
+SPARSITIES = facts.SEARCH_SPARSITIES
+BITS = facts.PRUNED_BITS
+UNPRUNED_BITS = facts.UNPRUNED_BITS
 """Codebooks above 8 bits serve tight budgets (below ~0.03), where raw storage was the only
 alternative; pruning a quarter of the weights already costs more error than that, so pruned
 candidates stop at 8 bits."""

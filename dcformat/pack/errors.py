@@ -14,3 +14,8 @@ class CheckpointError(PackError):
 
 class RecipeError(PackError):
     """A recipe (dict, JSON file or command-line flags) is invalid."""
+
+
+class PatternError(RecipeError):
+    """A recipe's name pattern (``--keep``, a rule's ``match`` or ``exclude``) matches no tensor: a
+    typo that would otherwise silently compress the tensor it meant to protect."""

@@ -34,7 +34,7 @@ from ..parallel import imap_ordered, resolve_threads
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..writer import DCFWriter
 from .checkpoints import load_checkpoint, metadata_json
-from .errors import PackError
+from .errors import PackError, PatternError
 from .recipe import CSR_DENSITY, METADATA_KEY, Policy, Recipe, coerce_recipe, is_float
 
 RESERVED_PREFIX = "dcformat."
@@ -164,7 +164,8 @@ def compress_tensor(array: np.ndarray, policy: Policy, *, mask: np.ndarray | Non
         mask = prune_mask(array, policy)
     if policy.share == "kmeans":
         keep = mask if mask is not None else np.ones(array.shape, bool)
-        stored = share_weights(array, keep, k=policy.centroids(pruned=mask is not None), init=policy.init,
+        pruned = mask is not None and not mask.all()  # sparsity 0 prunes nothing: no zero symbol
+        stored = share_weights(array, keep, k=policy.centroids(pruned=pruned), init=policy.init,
                                method=policy.method, iters=policy.iters, seed=policy.seed)
     elif policy.share == "pow2":
         stored = inq_quantize(array if mask is None else np.where(mask, array, np.zeros((), array.dtype)), policy.bits)
@@ -319,6 +320,10 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
     names = [name for name in entries if recipe.selects(name)]
     if not names:
         raise PackError(f"no tensor matches {list(recipe.only or [])} (the recipe's 'only')")
+    unmatched = recipe.unmatched_patterns(names)
+    if unmatched:
+        raise PatternError(f"{', '.join(unmatched)} matches no tensor (names look like {names[0]!r}); "
+                           "fix the pattern or drop it")
     carried = getattr(src, "user_metadata", None) or {}
     meta = _metadata(recipe, source_name, src.format, src.metadata, {**carried, **(metadata or {})},
                      layout=src.layout)

@@ -58,24 +58,25 @@ What it does (the policy; every field optional):
     an error budget instead of fixed settings (no ``prune``/``share``/``store`` with it): per
     tensor, the smallest encoding whose relative error ``‖W − Ŵ‖ / ‖W‖`` is at most
     ``max_error``, among raw storage and magnitude pruning × k-means sharing with ``search``
-    ``"sparsity+bits"`` (default: sparsity 0, 25, 50, 75 or 90%, 2..8 bits) or ``"bits"`` (no
-    pruning, 2..8 bits). See :mod:`dcformat.pack.budget`; a looser budget never gives a larger
+    ``"sparsity+bits"`` (default: pruning 25, 50, 75 or 90% with 2..8-bit codebooks, and no pruning
+    with 2..12-bit codebooks) or ``"bits"`` (no pruning, 2..12 bits). See :mod:`dcformat.pack.budget`; a looser budget never gives a larger
     tensor.
 
-Presets (``dcpack --preset``, :func:`preset_recipe`); the recipe's ``"preset"`` key records which:
+Presets (``dcpack --preset``, :func:`preset_recipe`); the recipe's ``"preset"`` key records which
+(the figures are :mod:`dcformat.pack.facts`'):
 
 ``lossless`` (the default)
     every tensor bit-exact. Floats are stored as byte planes (sign/exponent bytes apart from the
-    mantissa bytes, each plane entropy coded): ZipNN's method, about 1.22× smaller than float32
+    mantissa bytes, each plane entropy coded): ZipNN's method, 1.22× smaller than float32
     on MiniLM.
 ``safe``
-    weight sharing without pruning; per tensor the fewest k-means bits (2..8) whose relative
-    error stays within ``SAFE_MAX_ERROR`` (or the budget given). On MiniLM: 5.7× smaller
-    than float32, sentence embeddings at cosine 0.997 to the original, paraphrase matching
+    weight sharing without pruning; per tensor the fewest k-means bits (2..12) whose relative
+    error stays within ``SAFE_MAX_ERROR`` (or the budget given). On MiniLM: 5.67× smaller
+    than float32, sentence embeddings at cosine 0.9975 to the original, paraphrase matching
     unchanged — usable without retraining.
 ``aggressive``
     Deep Compression's settings (fully connected 90% pruned + 5-bit codebooks, conv 65% + 8
-    bits): 20–30× smaller, but without retraining the model's outputs are destroyed (relative
+    bits): 34.9× smaller, but without retraining the model's outputs are destroyed (relative
     error ~0.7 per matrix). Retrain with :mod:`dcformat.torch` (masked fine-tuning, then codebook
     fine-tuning) before use.
 """
@@ -90,6 +91,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import facts
 from .errors import RecipeError
 
 PRUNE = ("none", "magnitude", "threshold", "filter", "global")
@@ -108,11 +110,11 @@ PAPER_INDEX_BITS = {"fc": 5, "conv": 8}
 METADATA_KEY = "dcformat.recipe"
 SEARCHES = ("sparsity+bits", "bits")
 PRESETS = ("lossless", "safe", "aggressive")
-SAFE_MAX_ERROR = 0.03
+SAFE_MAX_ERROR = facts.SAFE_MAX_ERROR
 """The safe preset's budget. Chosen on all-MiniLM-L6-v2 with the demo's numpy forward pass
 (:func:`dcformat.demo.make_evaluator`, 24 sentences): at 0.03 most layers get 7–8-bit codebooks,
 the sentence embeddings keep cosine 0.9975 to the original and every paraphrase still matches
-(5.7× smaller than float32). With a trial MSE-optimal codebook, 0.05 gave cosine 0.995 (less
+(5.67× smaller than float32). With a trial MSE-optimal codebook, 0.05 gave cosine 0.995 (less
 margin) and 0.02 left the embedding table over budget at 8 bits, so stored raw (half the size
 gain lost)."""
 
@@ -474,6 +476,22 @@ class Recipe:
     # -- use -------------------------------------------------------------------------------------
     def selects(self, name: str) -> bool:
         return self.only is None or any(fnmatch.fnmatchcase(name, p) for p in self.only)
+
+    def unmatched_patterns(self, names) -> list[str]:
+        """The rules' ``match`` and ``exclude`` patterns that match none of ``names``, described
+        (``"--keep 'emb*'"``, ``"rule 2 (fc): match 'fc*'"``)."""
+        names = list(names)
+        out = []
+        for i, rule in enumerate(self.rules, 1):
+            for key in ("match", "exclude"):
+                for pattern in getattr(rule, key):
+                    if pattern == "*" or any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                        continue
+                    if rule.name == "keep" and key == "match":
+                        out.append(f"--keep {pattern!r}")
+                    else:
+                        out.append(f"rule {i}{f' ({rule.name})' if rule.name else ''}: {key} {pattern!r}")
+        return out
 
     def rule_for(self, name: str, array: np.ndarray) -> Rule | None:
         """The first rule that matches a floating-point tensor; None: stored raw."""

@@ -64,7 +64,10 @@ def shared_weights(layer: nn.Module) -> tuple[torch.Tensor, SharedWeights] | Non
 
 
 class TrainedQuantizer(Wrapper):
-    """k-means weight sharing with ``2 ** bits`` centroids per layer, then trainable centroids.
+    """k-means weight sharing with ``2 ** bits`` symbols per layer, then trainable centroids.
+
+    ``2 ** bits`` counts the zero of pruned weights: a layer with zeros gets ``2 ** bits - 1``
+    centroids and the zero, one without gets ``2 ** bits`` centroids.
 
     ``bits`` is an int for every layer of ``layers`` (all Linear and Conv layers by default) or a
     mapping from layer name to bits, which quantizes only the layers it names. Weights that are
