@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
+	@$(MAKE) --no-print-directory native || echo "make demo: 'make native' failed: the demo skips its C decode step"
 	$(BIN)/python -m dcformat.demo
 
 test: $(STAMP) native
