@@ -195,3 +195,38 @@ def test_dcpack_profile_flag(tmp_path, capsys):
         dcpack.main([str(src), "-o", str(out), "--profile", "tiny"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def dcfdecode_nozstd():
+    import shutil
+    import subprocess
+
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(["make", "-s", "-C", root, "native"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return os.path.join(root, "build", "native", "nozstd", "dcfdecode")
+
+
+@pytest.mark.parametrize("preset", ["lossless", "safe", "aggressive"])
+def test_the_zstd_less_c_decoder_reads_mobile_files(tmp_path, dcfdecode_nozstd, preset):
+    import subprocess
+
+    from safetensors.numpy import load_file
+
+    model = small_model()
+    mobile, default = tmp_path / "mobile.dcf", tmp_path / "default.dcf"
+    pack(model, mobile, preset_recipe(preset), profile="mobile")
+    out = tmp_path / "out.safetensors"
+    done = subprocess.run([dcfdecode_nozstd, str(mobile), "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    expected, decoded = dcformat.load_file(mobile), load_file(str(out))
+    assert sorted(decoded) == sorted(expected)
+    assert all(decoded[n].dtype == expected[n].dtype and decoded[n].tobytes() == expected[n].tobytes() for n in expected)
+    # the same model without the profile has ZSTD streams, which that build refuses
+    pack(model, default, preset_recipe(preset))
+    done = subprocess.run([dcfdecode_nozstd, str(default), "-o", str(tmp_path / "d.safetensors")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "without zstd" in done.stderr
