@@ -70,8 +70,10 @@ class TrainedQuantizer(Wrapper):
     centroids and the zero, one without gets ``2 ** bits`` centroids.
 
     ``bits`` is an int for every layer of ``layers`` (all Linear and Conv layers by default) or a
-    mapping from layer name to bits, which quantizes only the layers it names. Weights that are
-    exactly zero (pruned) get label -1 and stay zero. The codebooks come from
+    mapping from layer name to bits, which quantizes only the layers it names. ``k`` instead gives
+    the number of centroids directly, any count (4, 9, 13, 35 …), not counting the zero of pruned
+    weights; an int or a mapping like ``bits``, and only one of the two (neither: ``bits=5``).
+    Weights that are exactly zero (pruned) get label -1 and stay zero. The codebooks come from
     :func:`dcformat.compress.sharing.share_weights` over the non-zero weights of each layer;
     ``kmeans`` passes its options on (``init``: ``"linear"``, the paper's best, ``"density"`` or
     ``"random"``; ``iters``: Lloyd rounds, 0 keeps the initial centroids; ``method``, ``seed``).
@@ -80,16 +82,23 @@ class TrainedQuantizer(Wrapper):
     after wrapping (:meth:`attach` checks that it holds the codebooks).
     """
 
-    def __init__(self, model: nn.Module, bits: int | Mapping[str, int] = 5,
-                 layers: Iterable[str] | None = None, **kmeans):
-        if isinstance(bits, Mapping):
-            layers = list(bits) if layers is None else layers
+    def __init__(self, model: nn.Module, bits: int | Mapping[str, int] | None = None,
+                 layers: Iterable[str] | None = None, *, k: int | Mapping[str, int] | None = None,
+                 **kmeans):
+        if bits is not None and k is not None:
+            raise ValueError("give bits or k, not both")
+        size, what = (k, "k") if k is not None else (5 if bits is None else bits, "bits")
+        if isinstance(size, Mapping):
+            layers = list(size) if layers is None else layers
         super().__init__(model, layers)
-        self.bits = per_layer(bits, self.layers, "bits")
-        self.layers = {name: self.layers[name] for name in self.bits}
-        for name, b in self.bits.items():
+        sizes = per_layer(size, self.layers, what)
+        self.layers = {name: self.layers[name] for name in sizes}
+        self.bits = sizes if what == "bits" else {}
+        self.k = sizes if what == "k" else {}
+        for name, n in sizes.items():
             layer = self.layers[name]
-            share_layer(layer, sharing.share_weights(to_numpy(layer.weight), None, b, **kmeans))
+            options = {"bits": n} if what == "bits" else {"k": n}
+            share_layer(layer, sharing.share_weights(to_numpy(layer.weight), None, **options, **kmeans))
 
     def codebook(self, name: str) -> nn.Parameter:
         """The trainable codebook (centroids) of layer ``name``."""
