@@ -3,8 +3,14 @@ from __future__ import annotations
 
 
 def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend; matplotlib is in the ``tools`` extra."""
-    import matplotlib
+    """``matplotlib.pyplot`` on the Agg backend; matplotlib is in the ``plots`` extra (without it, a
+    one-line :class:`~dcformat.pack.errors.PackError` naming the extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        from .pack.errors import PackError
+
+        raise PackError("plotting needs matplotlib: pip install 'dcformat[plots]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

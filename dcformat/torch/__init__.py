@@ -35,7 +35,7 @@ from __future__ import annotations
 try:
     import torch as _torch  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("dcformat.torch needs PyTorch: pip install 'dcformat[tools]'") from exc
+    raise ImportError("dcformat.torch needs PyTorch: pip install 'dcformat[torch]'") from exc
 
 from .base import COMPRESSIBLE, find_layers
 from .dns import DynamicSurgery
