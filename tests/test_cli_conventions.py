@@ -208,3 +208,95 @@ def test_elide_and_fit_columns():
     assert len(elide("x" * 100, 17)) == 17
     lines = fit_columns(["name", "n"], [["a" * 200, "1"], ["b", "22"]], 40)
     assert max(map(len, lines)) <= 40 and lines[1].startswith("  aaaa") and "…" in lines[1]
+
+
+INTERRUPTED_BODY = r"""
+import os, signal, sys, time
+import numpy as np
+from dcformat import DCFWriter
+from dcformat.cli._common import run
+
+def body():
+    writer = DCFWriter(sys.argv[1])          # not in a with block: only the exit cleanup can remove it
+    writer.add("w", np.ones((64, 64), np.float32))
+    with DCFWriter(sys.argv[2]) as inside:   # in a with block: abort removes it
+        inside.add("w", np.ones(10, np.float32))
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)   # a second Ctrl-C while cleaning up
+            time.sleep(0.2)
+    return 0
+
+sys.exit(run("prog", body))
+"""
+
+
+def test_ctrl_c_exits_130_quietly_and_leaves_no_temporary_file(tmp_path):
+    result = subprocess.run([sys.executable, "-c", INTERRUPTED_BODY, str(tmp_path / "a.dcf"), str(tmp_path / "b.dcf")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130
+    assert result.stderr == "prog: interrupted\n"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.timeout(60)
+def test_an_interrupt_stops_the_jobs_running_ahead():
+    import threading
+
+    from dcformat import parallel
+
+    started = threading.Barrier(3)
+
+    def job(i):
+        if i == 0:
+            started.wait()
+            raise KeyboardInterrupt  # what Ctrl-C does to the consumer waiting on item 0
+        started.wait()
+        while True:  # a long search: without a stop request it would never end
+            parallel.check_stop()
+            threading.Event().wait(0.001)
+
+    with pytest.raises(KeyboardInterrupt):
+        list(parallel.imap_ordered(job, [0, 1, 2], [1, 1, 1], threads=3))
+    assert not parallel.stopping()  # cleared once the pool has drained: the next call runs normally
+    assert list(parallel.imap_ordered(lambda i: i * i, [1, 2, 3], [1, 1, 1], threads=2)) == [1, 4, 9]
+
+
+def test_budget_search_stops_between_candidates_and_reports_progress():
+    from dcformat import parallel
+    from dcformat.pack.budget import choose
+
+    w = np.random.default_rng(0).normal(0, 0.1, (64, 96)).astype(np.float32)
+    steps = []
+    choice = choose(w, 0.05, progress=steps.append)
+    assert len(steps) > 20  # moves per candidate, not once per tensor
+    assert sum(steps) == pytest.approx(1.0) and all(s > 0 for s in steps)
+    assert choice.error <= 0.05
+    parallel.request_stop()
+    try:
+        with pytest.raises(parallel.Stopped):
+            choose(w, 0.05)
+    finally:
+        parallel.clear_stop()
+
+
+def test_packing_progress_moves_during_the_search(tmp_path):
+    """The packer's bar advances as each search reports, before the tensor is written."""
+    from dcformat.pack.packer import _SearchProgress
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    progress = _SearchProgress()
+    progress.bar = Bar()
+    report = progress.callback("w", 1000)
+    for _ in range(4):
+        report(0.1)
+    assert progress.bar.n == 400
+    progress.finish("w", 1000)
+    assert progress.bar.n == 1000

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import OneLineParser, UsageError, run
+from ._common import KERNEL_MODULES, OneLineParser, UsageError, note_first_compile, run
 from .dcpack import add_recipe_arguments, recipe_from_args
 
 STAGES = ("U", "U+Q", "P", "P+Q")
@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     def body() -> int:
         from ..pack.tables import layer_table, stage_table
 
+        lossy = args.budgets is not None or args.stages
+        note_first_compile("dctable", KERNEL_MODULES + (("kmeans",) if lossy else ()), args.quiet)
         if args.budgets is not None:
             if args.stages:
                 raise UsageError("--budgets and --stages are two different tables: give one")
