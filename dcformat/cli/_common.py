@@ -21,7 +21,6 @@ import codecs
 import errno
 import os
 import re
-import shutil
 import signal
 import sys
 

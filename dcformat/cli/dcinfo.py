@@ -13,7 +13,6 @@ naming what is wrong, and exit status 1 (2 for bad usage).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 

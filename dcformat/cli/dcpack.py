@@ -61,7 +61,6 @@ def _doc_facts(ascii: bool = True) -> dict:
 __doc__ = _DOC.format(**_doc_facts())
 
 import argparse
-import os
 import sys
 
 from ..report import sanitize
