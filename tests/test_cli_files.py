@@ -216,3 +216,25 @@ def test_fp8_safetensors_is_not_called_unreadable(tmp_path, cli):
     line = one_line(result, "dcpack")
     assert "unreadable" not in line and "not a readable" not in line
     assert "F8_E4M3" in line or "float8" in line
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pseudo-terminal")
+def test_binary_output_is_not_written_to_a_terminal(tmp_path):
+    import pty
+
+    dcformat.save_file({"w": np.ones((4, 4), np.float32)}, tmp_path / "m.dcf")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout is the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "dcformat.cli.dcunpack", str(tmp_path / "m.dcf"), "-o", "-"])
+    out = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2
+    assert out.decode().strip().startswith("dcunpack: error: -o - would write binary safetensors to the terminal")

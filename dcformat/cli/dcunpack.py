@@ -43,6 +43,8 @@ def output_names(inputs, output) -> list[tuple[str, str]]:
         raise UsageError("-o names one output: give one input, or leave -o out (each IN.dcf gets IN.safetensors)")
     if "-" in inputs and output is None:
         raise UsageError("reading stdin (-) needs -o OUT (- for stdout)")
+    if output == "-" and sys.stdout.isatty():
+        raise UsageError("-o - would write binary safetensors to the terminal; redirect stdout or give -o FILE")
     jobs = [(source, output if output is not None else default_output(source)) for source in inputs]
     return jobs
 
