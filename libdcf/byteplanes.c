@@ -3,9 +3,32 @@
  *
  * Payload: transform u8 (0 none, 1 rotate), plane_count u8 (= element_size: 2, 4 or 8), reserved
  * u16, plane_count descriptors (codec u8, 3 reserved bytes, length u32), then the planes.
- * Scratch: the planes, element_size bytes per element, allocated once the header is valid and
- * every plane's length can hold `count` bytes under its codec. */
+ * Scratch: the HUFFMAN and ZSTD planes, count bytes each, allocated once the header is valid and
+ * every plane's length can hold `count` bytes under its codec; PLAIN planes are read in place. */
 #include "dcf_internal.h"
+
+/* Four planes into 4-byte elements (restrict: the planes and the output never overlap, so the
+ * compiler may vectorize). */
+static void merge4(const uint8_t *restrict a, const uint8_t *restrict b, const uint8_t *restrict c,
+                   const uint8_t *restrict d, uint8_t *restrict out, uint64_t n)
+{
+    uint64_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t v = a[i] | (uint32_t)b[i] << 8 | (uint32_t)c[i] << 16 | (uint32_t)d[i] << 24;
+        memcpy(out + 4 * i, &v, 4);
+    }
+}
+
+static void merge4_rotate(const uint8_t *restrict a, const uint8_t *restrict b, const uint8_t *restrict c,
+                          const uint8_t *restrict d, uint8_t *restrict out, uint64_t n)
+{
+    uint64_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t v = a[i] | (uint32_t)b[i] << 8 | (uint32_t)c[i] << 16 | (uint32_t)d[i] << 24;
+        v = (v >> 1) | ((v & 1u) << 31);
+        memcpy(out + 4 * i, &v, 4);
+    }
+}
 
 dcf_error dcf_byteplanes_decode(const dcf_stream_ctx *sc, const uint8_t *p, uint64_t length, uint64_t count,
                                 size_t esize, uint8_t *out)
@@ -14,6 +37,8 @@ dcf_error dcf_byteplanes_decode(const dcf_stream_ctx *sc, const uint8_t *p, uint
     uint64_t start, offsets[8], lengths[8], i;
     uint8_t codecs[8];
     uint8_t *planes;
+    const uint8_t *q[8];
+    uint64_t coded;
     dcf_error e = DCF_OK;
 
     if (esize != 2 && esize != 4 && esize != 8)
@@ -67,22 +92,36 @@ dcf_error dcf_byteplanes_decode(const dcf_stream_ctx *sc, const uint8_t *p, uint
                             (unsigned long long)lengths[j], (unsigned long long)count);
         }
     }
-    if (count > SIZE_MAX / esize)
+    /* PLAIN planes are read where they lie (their length must be count); the others are decoded
+     * into scratch, count bytes each */
+    for (j = 0, coded = 0; j < plane_count; j++) {
+        if (codecs[j] == DCF_CODEC_PLAIN && lengths[j] != count)
+            return dcf_fail(sc->err, DCF_ERR_COUNT_MISMATCH,
+                            "%s: BYTEPLANES plane %u: PLAIN stream of %llu bytes for %llu elements", sc->what, j,
+                            (unsigned long long)lengths[j], (unsigned long long)count);
+        coded += codecs[j] != DCF_CODEC_PLAIN;
+    }
+    if (coded && count > SIZE_MAX / coded)
         return dcf_fail(sc->err, DCF_ERR_NO_MEMORY, "%s: BYTEPLANES planes too large for this platform", sc->what);
-    planes = (uint8_t *)dcf_alloc(sc->ctx, (size_t)(count * esize));
-    if (planes == NULL)
+    planes = coded ? (uint8_t *)dcf_alloc(sc->ctx, (size_t)(count * coded)) : NULL;
+    if (coded && planes == NULL)
         return dcf_fail(sc->err, DCF_ERR_NO_MEMORY, "%s: out of memory for BYTEPLANES planes", sc->what);
-    for (j = 0; j < plane_count && e == DCF_OK; j++) {
-        uint8_t *plane = planes + (size_t)j * (size_t)count;
+    for (j = 0, coded = 0; j < plane_count && e == DCF_OK; j++) {
         const uint8_t *src = p + offsets[j];
-        switch (codecs[j]) {
-        case DCF_CODEC_PLAIN: e = dcf_plain_decode(sc, src, lengths[j], count, 1, plane); break;
-        case DCF_CODEC_HUFFMAN: e = dcf_huffman_decode(sc, src, lengths[j], count, 1, 256, plane); break;
-        default: e = dcf_zstd_decode(sc, src, lengths[j], count, 1, plane); break;
+        uint8_t *plane;
+        if (codecs[j] == DCF_CODEC_PLAIN) {
+            q[j] = src;
+            continue;
         }
+        plane = planes + (size_t)coded++ * (size_t)count;
+        q[j] = plane;
+        if (codecs[j] == DCF_CODEC_HUFFMAN)
+            e = dcf_huffman_decode(sc, src, lengths[j], count, 1, 256, plane);
+        else
+            e = dcf_zstd_decode(sc, src, lengths[j], count, 1, plane);
     }
     if (e == DCF_OK) {
-        const uint8_t *q0 = planes, *q1 = planes + count;
+        const uint8_t *q0 = q[0], *q1 = q[1];
         if (esize == 2) {
             for (i = 0; i < count; i++) {
                 uint16_t v = (uint16_t)(q0[i] | (unsigned)q1[i] << 8);
@@ -91,18 +130,15 @@ dcf_error dcf_byteplanes_decode(const dcf_stream_ctx *sc, const uint8_t *p, uint
                 memcpy(out + 2 * i, &v, 2);
             }
         } else if (esize == 4) {
-            const uint8_t *q2 = planes + 2 * count, *q3 = planes + 3 * count;
-            for (i = 0; i < count; i++) {
-                uint32_t v = q0[i] | (uint32_t)q1[i] << 8 | (uint32_t)q2[i] << 16 | (uint32_t)q3[i] << 24;
-                if (transform)
-                    v = (v >> 1) | ((v & 1u) << 31);
-                memcpy(out + 4 * i, &v, 4);
-            }
+            if (transform)
+                merge4_rotate(q[0], q[1], q[2], q[3], out, count);
+            else
+                merge4(q[0], q[1], q[2], q[3], out, count);
         } else {
             for (i = 0; i < count; i++) {
                 uint64_t v = 0;
                 for (j = 0; j < 8; j++)
-                    v |= (uint64_t)planes[j * count + i] << (8 * j);
+                    v |= (uint64_t)q[j][i] << (8 * j);
                 if (transform)
                     v = (v >> 1) | ((v & 1u) << 63);
                 memcpy(out + 8 * i, &v, 8);

@@ -33,6 +33,7 @@ void dcf_options_init(dcf_options *o)
     o->max_tensors = DCF_MAX_TENSORS;
     o->max_tensor_bytes = DCF_DEFAULT_MAX_TENSOR_BYTES;
     o->max_scratch_bytes = DCF_DEFAULT_MAX_SCRATCH_BYTES;
+    o->max_attachment_bytes = DCF_DEFAULT_MAX_ATTACHMENT_BYTES;
 }
 
 static void *default_malloc(void *user, size_t size)
@@ -81,6 +82,8 @@ dcf_ctx *dcf_ctx_new(const dcf_options *options)
         o.max_tensor_bytes = DCF_DEFAULT_MAX_TENSOR_BYTES;
     if (o.max_scratch_bytes == 0)
         o.max_scratch_bytes = DCF_DEFAULT_MAX_SCRATCH_BYTES;
+    if (o.max_attachment_bytes == 0)
+        o.max_attachment_bytes = DCF_DEFAULT_MAX_ATTACHMENT_BYTES;
     ctx = (dcf_ctx *)o.allocator.malloc_fn(o.allocator.user, sizeof *ctx);
     if (ctx == NULL)
         return NULL;
@@ -100,6 +103,13 @@ static void release_index(dcf_ctx *ctx)
     dcf_free(ctx, ctx->metadata);
     dcf_free(ctx, ctx->strings);
     dcf_free(ctx, ctx->name_table);
+    dcf_free(ctx, ctx->aliases);
+    dcf_free(ctx, ctx->alias_table);
+    dcf_free(ctx, ctx->attachments);
+    ctx->aliases = NULL;
+    ctx->alias_table = NULL;
+    ctx->attachments = NULL;
+    ctx->alias_count = ctx->attachment_count = 0;
     ctx->tensors = NULL;
     ctx->metadata = NULL;
     ctx->strings = NULL;
@@ -445,7 +455,16 @@ static dcf_error parse_tensor(dcf_ctx *ctx, cursor *c, dcf_tensor *t)
 /* ------------------------------------------------------------------------------------------ */
 /* stream placement (spec 5) */
 
+static dcf_error place_named(dcf_ctx *ctx, const char *what, const char *name, size_t name_length, dcf_stream *s,
+                             uint64_t *position, dcf_error_info *err);
+
 static dcf_error place(dcf_ctx *ctx, const dcf_tensor *t, dcf_stream *s, uint64_t *position, dcf_error_info *err)
+{
+    return place_named(ctx, "", t->name, t->name_length, s, position, err);
+}
+
+static dcf_error place_named(dcf_ctx *ctx, const char *what, const char *name, size_t name_length, dcf_stream *s,
+                             uint64_t *position, dcf_error_info *err)
 {
     uint64_t align = (uint64_t)1 << ctx->alignment_log2;
     uint64_t index_offset = ctx->index_offset;
@@ -457,14 +476,14 @@ static dcf_error place(dcf_ctx *ctx, const dcf_tensor *t, dcf_stream *s, uint64_
         for (p = *position; !bad && p < start; p++)
             bad = ctx->data[p] != 0;
         if (bad) {
-            dcf_quote(q, t->name, t->name_length);
-            return dcf_fail(err, DCF_ERR_OFFSET, "%s: padding before a stream is not zero", q);
+            dcf_quote(q, name, name_length);
+            return dcf_fail(err, DCF_ERR_OFFSET, "%s%s: padding before a stream is not zero", what, q);
         }
         *position = start;
     }
     if (s->length > index_offset - *position) {
-        dcf_quote(q, t->name, t->name_length);
-        return dcf_fail(err, DCF_ERR_OFFSET, "%s: a stream runs past the data section", q);
+        dcf_quote(q, name, name_length);
+        return dcf_fail(err, DCF_ERR_OFFSET, "%s%s: a stream runs past the data section", what, q);
     }
     s->offset = *position;
     *position += s->length;
@@ -496,10 +515,273 @@ static dcf_error place_streams(dcf_ctx *ctx, dcf_error_info *err)
             }
         }
     }
+    for (i = 0; i < ctx->attachment_count; i++) {
+        dcf_attachment *a = &ctx->attachments[i];
+        dcf_error e = place_named(ctx, "attachment ", a->name, a->name_length, &a->stream, &position, err);
+        if (e != DCF_OK)
+            return e;
+    }
     if (position != ctx->index_offset)
         return dcf_fail(err, DCF_ERR_OFFSET, "data section has %llu bytes that belong to no stream",
                         (unsigned long long)(ctx->index_offset - position));
     return DCF_OK;
+}
+
+
+/* ------------------------------------------------------------------------------------------ */
+/* extension records (version 1.1, spec 4.6) */
+
+/* Why `name` is not a valid attachment name (spec 4.6.1), or NULL. `name` is valid UTF-8. */
+static const char *attachment_name_problem(const uint8_t *s, size_t n)
+{
+    size_t i = 0, start = 0;
+    while (i < n) {
+        uint32_t cp;
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            cp = c;
+            i++;
+        } else if (c < 0xE0) {
+            cp = ((uint32_t)(c & 0x1F) << 6) | (s[i + 1] & 0x3F);
+            i += 2;
+        } else if (c < 0xF0) {
+            cp = 0x800; /* no control character or separator up here */
+            i += 3;
+        } else {
+            cp = 0x10000;
+            i += 4;
+        }
+        if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F))
+            return "holds a control character";
+        if (cp == '\\' || cp == ':')
+            return "holds a backslash or a colon";
+    }
+    if (s[0] == '/')
+        return "is an absolute path (starts with '/')";
+    for (i = 0; i <= n; i++) {
+        if (i == n || s[i] == '/') {
+            size_t len = i - start;
+            if (len == 0)
+                return "has an empty path component ('//' or a trailing '/')";
+            if ((len == 1 && s[start] == '.') || (len == 2 && s[start] == '.' && s[start + 1] == '.'))
+                return "has a '.' or '..' path component";
+            start = i + 1;
+        }
+    }
+    return NULL;
+}
+
+static size_t table_size_for(size_t n)
+{
+    size_t size = 1;
+    while (size < 2 * n)
+        size <<= 1;
+    return size;
+}
+
+static int find_entry_name(const dcf_ctx *ctx, const char *name, size_t n)
+{
+    size_t h;
+    if (ctx->tensor_count == 0)
+        return 0;
+    for (h = (size_t)hash_bytes(name, n) & ctx->name_table_mask; ctx->name_table[h]; h = (h + 1) & ctx->name_table_mask) {
+        const dcf_tensor *t = &ctx->tensors[ctx->name_table[h] - 1];
+        if (t->name_length == n && memcmp(t->name, name, n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Copy `n` bytes of valid UTF-8 into the string blob, NUL-terminated. */
+static const char *keep(cursor *c, const uint8_t *raw, size_t n)
+{
+    char *dst = c->strings + c->strings_used;
+    memcpy(dst, raw, n);
+    dst[n] = '\0';
+    c->strings_used += n + 1;
+    return dst;
+}
+
+static dcf_error parse_attachment(dcf_ctx *ctx, cursor *c, const uint8_t *p, size_t n, uint32_t *names,
+                                  size_t names_mask)
+{
+    dcf_attachment *a = &ctx->attachments[ctx->attachment_count];
+    size_t name_length, h;
+    const uint8_t *d;
+    const char *problem;
+    char q[DCF_QUOTED_SIZE];
+    unsigned codec;
+    uint64_t per_byte;
+    if (n < 2)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "an attachment record ends inside its name length");
+    name_length = dcf_le16(p);
+    if (name_length < 1 || name_length > DCF_MAX_NAME_LENGTH)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "attachment name length %u outside 1..%u", (unsigned)name_length,
+                        DCF_MAX_NAME_LENGTH);
+    if (n != 2 + name_length + 8 + 24)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION,
+                        "an attachment record with a name of %u bytes has %u bytes of payload, not %lu",
+                        (unsigned)name_length, (unsigned)(2 + name_length + 32), (unsigned long)n);
+    if (!valid_utf8(p + 2, name_length))
+        return dcf_fail(c->err, DCF_ERR_BAD_UTF8, "attachment name is not valid UTF-8");
+    dcf_quote(q, (const char *)p + 2, name_length);
+    problem = attachment_name_problem(p + 2, name_length);
+    if (problem != NULL)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "attachment name %s %s", q, problem);
+    d = p + 2 + name_length;
+    a->size = dcf_le64(d);
+    if (a->size > DCF_MAX_ATTACHMENT_BYTES)
+        return dcf_fail(c->err, DCF_ERR_LIMIT_ATTACHMENT_BYTES, "attachment %s has %llu bytes, over MAX_ATTACHMENT_BYTES",
+                        q, (unsigned long long)a->size);
+    d += 8;
+    codec = d[0];
+    if (codec > DCF_CODEC_BYTEPLANES)
+        return dcf_fail(c->err, DCF_ERR_BAD_ENUM, "stream codec of attachment %s has unknown value %u", q, codec);
+    if (codec != DCF_CODEC_PLAIN && codec != DCF_CODEC_HUFFMAN && codec != DCF_CODEC_ZSTD)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "attachment %s: an attachment stream is PLAIN, HUFFMAN or ZSTD", q);
+    if (d[1] != 0 || dcf_le16(d + 2) != 0)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "param and reserved field of attachment %s's stream must be zero", q);
+    a->stream.codec = (uint8_t)codec;
+    a->stream.param = 0;
+    a->stream.crc32 = dcf_le32(d + 4);
+    a->stream.count = dcf_le64(d + 8);
+    a->stream.length = dcf_le64(d + 16);
+    a->stream.offset = 0;
+    if (a->stream.count != a->size)
+        return dcf_fail(c->err, DCF_ERR_COUNT_MISMATCH, "attachment %s has %llu bytes but its stream %llu elements", q,
+                        (unsigned long long)a->size, (unsigned long long)a->stream.count);
+    if (a->stream.count == 0 && (codec != DCF_CODEC_PLAIN || a->stream.length != 0))
+        return dcf_fail(c->err, DCF_ERR_BAD_FIELD, "the stream of the empty attachment %s must be PLAIN with length 0", q);
+    per_byte = MAX_COUNT_PER_BYTE[codec];
+    if (a->stream.length < UINT64_MAX / per_byte && a->stream.count > per_byte * a->stream.length)
+        return dcf_fail(c->err, DCF_ERR_COUNT_MISMATCH, "a %s attachment stream of %llu bytes cannot hold %llu bytes",
+                        CODEC_NAMES[codec], (unsigned long long)a->stream.length, (unsigned long long)a->stream.count);
+    for (h = (size_t)hash_bytes((const char *)p + 2, name_length) & names_mask; names[h]; h = (h + 1) & names_mask) {
+        const dcf_attachment *o = &ctx->attachments[names[h] - 1];
+        if (o->name_length == name_length && memcmp(o->name, p + 2, name_length) == 0)
+            return dcf_fail(c->err, DCF_ERR_DUPLICATE_NAME, "attachment name %s appears twice", q);
+    }
+    if (ctx->attachment_count >= DCF_MAX_ATTACHMENTS)
+        return dcf_fail(c->err, DCF_ERR_LIMIT_EXTENSIONS, "more than MAX_ATTACHMENTS (%u) attachments", DCF_MAX_ATTACHMENTS);
+    a->name = keep(c, p + 2, name_length);
+    a->name_length = name_length;
+    names[h] = (uint32_t)ctx->attachment_count + 1;
+    ctx->attachment_count++;
+    return DCF_OK;
+}
+
+static dcf_error parse_alias(dcf_ctx *ctx, cursor *c, const uint8_t *p, size_t n)
+{
+    dcf_alias *a = &ctx->aliases[ctx->alias_count];
+    size_t name_length, h;
+    char q[DCF_QUOTED_SIZE];
+    if (n < 2)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "an alias record of %lu bytes ends inside a field", (unsigned long)n);
+    name_length = dcf_le16(p);
+    if (name_length < 1 || name_length > DCF_MAX_NAME_LENGTH)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "alias name length %u outside 1..%u", (unsigned)name_length,
+                        DCF_MAX_NAME_LENGTH);
+    if (n < 2 + name_length)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "an alias record of %lu bytes ends inside a field", (unsigned long)n);
+    if (!valid_utf8(p + 2, name_length))
+        return dcf_fail(c->err, DCF_ERR_BAD_UTF8, "alias name is not valid UTF-8");
+    if (n < 2 + name_length + 4)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "an alias record of %lu bytes ends inside a field", (unsigned long)n);
+    dcf_quote(q, (const char *)p + 2, name_length);
+    if (n != 2 + name_length + 4)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "alias record of %s has %lu bytes left over", q,
+                        (unsigned long)(n - 2 - name_length - 4));
+    a->target = dcf_le32(p + 2 + name_length);
+    if (a->target >= ctx->tensor_count)
+        return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "alias %s targets tensor %lu, but the file has %lu tensors", q,
+                        (unsigned long)a->target, (unsigned long)ctx->tensor_count);
+    if (find_entry_name(ctx, (const char *)p + 2, name_length))
+        return dcf_fail(c->err, DCF_ERR_DUPLICATE_NAME, "alias name %s is already the name of a tensor", q);
+    for (h = (size_t)hash_bytes((const char *)p + 2, name_length) & ctx->alias_table_mask; ctx->alias_table[h];
+         h = (h + 1) & ctx->alias_table_mask) {
+        const dcf_alias *o = &ctx->aliases[ctx->alias_table[h] - 1];
+        if (o->name_length == name_length && memcmp(o->name, p + 2, name_length) == 0)
+            return dcf_fail(c->err, DCF_ERR_DUPLICATE_NAME, "alias name %s is already the name of an alias", q);
+    }
+    if (ctx->tensor_count + ctx->alias_count >= DCF_MAX_TENSORS)
+        return dcf_fail(c->err, DCF_ERR_LIMIT_EXTENSIONS, "tensors and aliases together exceed MAX_TENSORS (%u)",
+                        DCF_MAX_TENSORS);
+    a->name = keep(c, p + 2, name_length);
+    a->name_length = name_length;
+    ctx->alias_table[h] = (uint32_t)ctx->alias_count + 1;
+    ctx->alias_count++;
+    return DCF_OK;
+}
+
+static dcf_error parse_extensions(dcf_ctx *ctx, cursor *c)
+{
+    const uint8_t *d = NULL;
+    uint32_t count, r;
+    size_t names_size;
+    uint32_t *names = NULL;
+    dcf_error e = DCF_OK;
+    TAKE(c, 4, "extension_count", d);
+    count = dcf_le32(d);
+    if (count > DCF_MAX_EXTENSION_RECORDS)
+        return dcf_fail(c->err, DCF_ERR_LIMIT_EXTENSIONS, "extension_count %lu exceeds %u", (unsigned long)count,
+                        DCF_MAX_EXTENSION_RECORDS);
+    if ((uint64_t)count * 8 > c->n - c->pos)
+        return dcf_fail(c->err, DCF_ERR_TRUNCATED, "index too short for %lu extension records", (unsigned long)count);
+    if (count == 0)
+        return DCF_OK;
+    names_size = table_size_for(count);
+    ctx->aliases = (dcf_alias *)dcf_alloc(ctx, (size_t)count * sizeof(dcf_alias));
+    ctx->attachments = (dcf_attachment *)dcf_alloc(ctx, (size_t)count * sizeof(dcf_attachment));
+    ctx->alias_table = (uint32_t *)dcf_alloc(ctx, names_size * sizeof(uint32_t));
+    names = (uint32_t *)dcf_alloc(ctx, names_size * sizeof(uint32_t));
+    if (!ctx->aliases || !ctx->attachments || !ctx->alias_table || !names) {
+        dcf_free(ctx, names);
+        return dcf_fail(c->err, DCF_ERR_NO_MEMORY, "out of memory for the extension records");
+    }
+    memset(ctx->alias_table, 0, names_size * sizeof(uint32_t));
+    memset(names, 0, names_size * sizeof(uint32_t));
+    ctx->alias_table_mask = names_size - 1;
+    for (r = 0; r < count && e == DCF_OK; r++) {
+        unsigned type, flags;
+        uint32_t length;
+        const uint8_t *payload = NULL;
+        e = take(c, 2, "extension record type", &d);
+        if (e != DCF_OK)
+            break;
+        type = dcf_le16(d);
+        e = take(c, 2, "extension record flags", &d);
+        if (e != DCF_OK)
+            break;
+        flags = dcf_le16(d);
+        e = take(c, 4, "extension record length", &d);
+        if (e != DCF_OK)
+            break;
+        length = dcf_le32(d);
+        e = take(c, length, "an extension record", &payload);
+        if (e != DCF_OK)
+            break;
+        if (flags & ~1u)
+            e = dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "extension record of type %u: reserved flag bits 0x%04x set", type,
+                         flags);
+        else if (type == 0)
+            e = dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "extension record type 0 is reserved");
+        else if (type != 1 && type != 2) {
+            if (flags & 1u)
+                e = dcf_fail(c->err, DCF_ERR_CRITICAL_EXTENSION,
+                             "critical extension record of unknown type %u: this libdcf implements format %d.%d and "
+                             "must not read a file it would misread", type, DCF_FORMAT_VERSION_MAJOR,
+                             DCF_FORMAT_VERSION_MINOR);
+            /* else: skipped */
+        } else if (flags != (type == 2 ? 1u : 0u))
+            e = dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "%s extension record has flags %u, not %u",
+                         type == 1 ? "ATTACHMENT" : "ALIAS", flags, type == 2 ? 1u : 0u);
+        else if (type == 1)
+            e = parse_attachment(ctx, c, payload, length, names, names_size - 1);
+        else
+            e = parse_alias(ctx, c, payload, length);
+    }
+    dcf_free(ctx, names);
+    return e;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -617,6 +899,11 @@ static dcf_error parse_index(dcf_ctx *ctx, const uint8_t *index, size_t length, 
             }
         }
         ctx->name_table[h] = i + 1;
+    }
+    if (ctx->version_minor >= 1) {
+        e = parse_extensions(ctx, &c);
+        if (e != DCF_OK)
+            goto done;
     }
     if (c.pos != length)
         e = dcf_fail(err, DCF_ERR_INDEX_LEFTOVER, "%llu bytes left over at the end of the index",
@@ -825,18 +1112,40 @@ dcf_error dcf_metadata_find(const dcf_ctx *ctx, const char *key, size_t key_leng
     return DCF_ERR_NOT_FOUND;
 }
 
-size_t dcf_tensor_count(const dcf_ctx *ctx) { return ctx && ctx->opened == 1 ? ctx->tensor_count : 0; }
+size_t dcf_tensor_count(const dcf_ctx *ctx)
+{
+    return ctx && ctx->opened == 1 ? ctx->tensor_count + ctx->alias_count : 0;
+}
+
+size_t dcf_alias_count(const dcf_ctx *ctx) { return ctx && ctx->opened == 1 ? ctx->alias_count : 0; }
+
+const dcf_tensor *dcf_entry_of(const dcf_ctx *ctx, size_t i, size_t *entry)
+{
+    size_t e;
+    if (ctx == NULL || ctx->opened != 1 || i >= ctx->tensor_count + ctx->alias_count)
+        return NULL;
+    e = i < ctx->tensor_count ? i : ctx->aliases[i - ctx->tensor_count].target;
+    if (entry)
+        *entry = e;
+    return &ctx->tensors[e];
+}
 
 dcf_error dcf_get_tensor_info(const dcf_ctx *ctx, size_t i, dcf_tensor_info *info)
 {
     const dcf_tensor *t;
     unsigned k;
-    if (ctx == NULL || ctx->opened != 1 || i >= ctx->tensor_count || info == NULL)
+    size_t entry = 0;
+    if (info == NULL || (t = dcf_entry_of(ctx, i, &entry)) == NULL)
         return DCF_ERR_BAD_ARGUMENT;
-    t = &ctx->tensors[i];
     memset(info, 0, sizeof *info);
-    info->name = t->name;
-    info->name_length = t->name_length;
+    info->entry = entry;
+    if (i >= ctx->tensor_count) {
+        info->name = ctx->aliases[i - ctx->tensor_count].name;
+        info->name_length = ctx->aliases[i - ctx->tensor_count].name_length;
+    } else {
+        info->name = t->name;
+        info->name_length = t->name_length;
+    }
     info->dtype = (dcf_dtype)t->dtype;
     info->rank = t->rank;
     for (k = 0; k < t->rank; k++)
@@ -871,7 +1180,72 @@ dcf_error dcf_find_tensor(const dcf_ctx *ctx, const char *name, size_t name_leng
             return DCF_OK;
         }
     }
+    if (ctx->alias_count == 0)
+        return DCF_ERR_NOT_FOUND;
+    for (h = (size_t)hash_bytes(name, name_length) & ctx->alias_table_mask; ctx->alias_table[h];
+         h = (h + 1) & ctx->alias_table_mask) {
+        const dcf_alias *a = &ctx->aliases[ctx->alias_table[h] - 1];
+        if (a->name_length == name_length && memcmp(a->name, name, name_length) == 0) {
+            *i = ctx->tensor_count + ctx->alias_table[h] - 1;
+            return DCF_OK;
+        }
+    }
     return DCF_ERR_NOT_FOUND;
+}
+
+size_t dcf_attachment_count(const dcf_ctx *ctx) { return ctx && ctx->opened == 1 ? ctx->attachment_count : 0; }
+
+dcf_error dcf_get_attachment_info(const dcf_ctx *ctx, size_t j, const char **name, size_t *name_length, uint64_t *size)
+{
+    const dcf_attachment *a;
+    if (ctx == NULL || ctx->opened != 1 || j >= ctx->attachment_count)
+        return DCF_ERR_BAD_ARGUMENT;
+    a = &ctx->attachments[j];
+    if (name)
+        *name = a->name;
+    if (name_length)
+        *name_length = a->name_length;
+    if (size)
+        *size = a->size;
+    return DCF_OK;
+}
+
+dcf_error dcf_decode_attachment(const dcf_ctx *ctx, size_t j, void *out, size_t out_size, dcf_error_info *err)
+{
+    const dcf_attachment *a;
+    const dcf_stream *s;
+    dcf_stream_ctx sc;
+    char q[DCF_QUOTED_SIZE], what[DCF_QUOTED_SIZE + 16];
+    uint64_t limit;
+    if (ctx == NULL || ctx->opened != 1 || j >= ctx->attachment_count)
+        return dcf_fail(err, DCF_ERR_BAD_ARGUMENT, "attachment index out of range");
+    a = &ctx->attachments[j];
+    s = &a->stream;
+    dcf_quote(q, a->name, a->name_length);
+    snprintf(what, sizeof what, "attachment %s", q);
+    limit = ctx->options.max_attachment_bytes;
+    if (a->size > limit)
+        return dcf_fail(err, DCF_ERR_LIMIT_ATTACHMENT_BYTES,
+                        "%s has %llu bytes, over this reader's limit of %llu (max_attachment_bytes)", what,
+                        (unsigned long long)a->size, (unsigned long long)limit);
+    if (out_size < a->size)
+        return dcf_fail(err, DCF_ERR_BUFFER_TOO_SMALL, "output buffer of %lu bytes, %s needs %llu",
+                        (unsigned long)out_size, what, (unsigned long long)a->size);
+    if (out == NULL && a->size)
+        return dcf_fail(err, DCF_ERR_BAD_ARGUMENT, "dcf_decode_attachment: NULL output buffer");
+    if (!ctx->options.skip_checksums && dcf_crc32(ctx->data + s->offset, (size_t)s->length) != s->crc32)
+        return dcf_fail(err, DCF_ERR_STREAM_CHECKSUM, "%s: stream checksum mismatch", what);
+    if (s->count == 0)
+        return DCF_OK;
+    sc.ctx = ctx;
+    sc.err = err;
+    sc.what = what;
+    switch (s->codec) {
+    case DCF_CODEC_PLAIN: return dcf_plain_decode(&sc, ctx->data + s->offset, s->length, s->count, 1, (uint8_t *)out);
+    case DCF_CODEC_HUFFMAN:
+        return dcf_huffman_decode(&sc, ctx->data + s->offset, s->length, s->count, 1, 256, (uint8_t *)out);
+    default: return dcf_zstd_decode(&sc, ctx->data + s->offset, s->length, s->count, 1, (uint8_t *)out);
+    }
 }
 
 size_t dcf_dtype_size(dcf_dtype dtype)

@@ -1,5 +1,6 @@
 /*
- * libdcf: a portable C99 decoder for .dcf files (spec/FORMAT.md, version 1.x).
+ * libdcf: a portable C99 decoder for .dcf files (spec/FORMAT.md, versions 1.0 and 1.1: tensors,
+ * metadata, and 1.1's attachments and aliases).
  *
  * Depends on libc and, for ZSTD streams, on libzstd's decompression API; compiled with
  * -DDCF_NO_ZSTD it needs libc only, and refuses ZSTD streams with DCF_ERR_ZSTD_UNSUPPORTED.
@@ -67,9 +68,11 @@ extern "C" {
 #define DCF_LIB_VERSION_PATCH 0
 #define DCF_LIB_VERSION_STRING "0.1.0"
 
-/* The format version this library implements: major 1, every minor (unknown enum values of a
- * newer minor version are rejected where they are met, as the spec allows). */
+/* The format version this library implements: 1.1 (1.0 files, and 1.1's extension records:
+ * attachments and aliases, spec 4.6). Files of a newer minor version are read as 1.1: unknown enum
+ * values are rejected where they are met, unknown critical extension records refuse the file. */
 #define DCF_FORMAT_VERSION_MAJOR 1
+#define DCF_FORMAT_VERSION_MINOR 1
 
 /* Limits of spec/FORMAT.md section 9. */
 #define DCF_MAX_INDEX_LENGTH 104857600u
@@ -87,6 +90,10 @@ extern "C" {
 #define DCF_MAX_BITPACK_WIDTH 32
 #define DCF_MAX_ZSTD_EXPANSION 65536u
 #define DCF_MAX_ALIGNMENT_LOG2 12
+#define DCF_MAX_EXTENSION_RECORDS 2097152u
+#define DCF_MAX_ATTACHMENTS 65536u
+#define DCF_MAX_ATTACHMENT_BYTES ((uint64_t)1 << 31)
+#define DCF_DEFAULT_MAX_ATTACHMENT_BYTES ((uint64_t)1 << 30)
 /* The reference decoder's own limits (spec section 9), also this library's defaults. */
 #define DCF_DEFAULT_MAX_TENSOR_BYTES ((uint64_t)1 << 34)
 #define DCF_DEFAULT_MAX_SCRATCH_BYTES ((uint64_t)1 << 34)
@@ -154,6 +161,10 @@ typedef enum dcf_error {
     DCF_ERR_LIMIT_CODEBOOK_SIZE,
     DCF_ERR_LIMIT_EXPANSION,     /* a ZSTD stream claims more than 65536 bytes per stored byte */
     DCF_ERR_LIMIT_EMPTY_SHAPE,   /* empty tensor with non-zero dims multiplying past 2^60 - 1 */
+    DCF_ERR_LIMIT_EXTENSIONS,    /* too many extension records, attachments, or names */
+    DCF_ERR_LIMIT_ATTACHMENT_BYTES, /* an attachment over MAX_ATTACHMENT_BYTES or max_attachment_bytes */
+    DCF_ERR_BAD_EXTENSION,       /* an extension record breaks its rules (flags, payload, names) */
+    DCF_ERR_CRITICAL_EXTENSION,  /* a critical extension record of a type this library does not know */
     /* this decoder's own limits (dcf_options) */
     DCF_ERR_LIMIT_TENSOR_BYTES,  /* a tensor decodes to more than max_tensor_bytes */
     DCF_ERR_LIMIT_SCRATCH,       /* decoding needs more scratch than max_scratch_bytes */
@@ -204,6 +215,7 @@ typedef struct dcf_options {
     uint64_t max_tensor_bytes;  /* decoded bytes of one tensor (numel x dtype size, checked
                                    in the tensor's own dtype); default 2^34 (16 GiB) */
     uint64_t max_scratch_bytes; /* scratch of one decode call; default 2^34 */
+    uint64_t max_attachment_bytes; /* bytes of one attachment decoded; default 2^30 (1 GiB) */
     int skip_checksums;         /* non-zero: do not verify the index and stream CRC-32s
                                    (default 0: verify, as the Python reader does) */
 } dcf_options;
@@ -261,9 +273,15 @@ typedef struct dcf_tensor_info {
     uint64_t stored_bytes;    /* sum of the lengths of the tensor's streams */
     uint64_t entries;         /* CSR: stored entries (fillers included); DENSE: numel */
     uint32_t chunk_count;
+    size_t entry;             /* the tensor entry decoded under this name: i itself for an entry,
+                                 the target's index for an alias (spec 4.6.2) */
 } dcf_tensor_info;
 
+/* Tensors: the tensor entries (0 ... count - aliases - 1) in index order, then the aliases of a
+ * 1.1 file (second names of entries, for tied weights) in record order. An alias's info is its
+ * target's, under the alias's name (`entry` says which entry), and it decodes as its target. */
 size_t dcf_tensor_count(const dcf_ctx *ctx);
+size_t dcf_alias_count(const dcf_ctx *ctx);
 dcf_error dcf_get_tensor_info(const dcf_ctx *ctx, size_t i, dcf_tensor_info *info);
 /* Index of the tensor named `name` (name_length bytes, compared byte for byte). */
 dcf_error dcf_find_tensor(const dcf_ctx *ctx, const char *name, size_t name_length, size_t *i);
@@ -301,6 +319,16 @@ dcf_error dcf_decode_chunk(const dcf_ctx *ctx, size_t i, size_t c, void *out, si
 /* The scratch bytes a dcf_decode_tensor / dcf_decode_chunk call of tensor i with out_type needs
  * at most (the largest over its chunks; see the bound above). */
 dcf_error dcf_scratch_size(const dcf_ctx *ctx, size_t i, int out_type, uint64_t *bytes);
+
+/* Attachments of a 1.1 file (spec 4.6.1: files stored byte-exact, e.g. a model's config.json),
+ * in record order. The name is a relative POSIX path checked by the spec's rules (no "..", no
+ * absolute path, no backslash, colon or control character); a program that writes attachments
+ * to a folder must still write only inside it. */
+size_t dcf_attachment_count(const dcf_ctx *ctx);
+dcf_error dcf_get_attachment_info(const dcf_ctx *ctx, size_t j, const char **name, size_t *name_length,
+                                  uint64_t *size);
+/* The attachment's bytes into `out` (out_size >= its size; at most max_attachment_bytes). */
+dcf_error dcf_decode_attachment(const dcf_ctx *ctx, size_t j, void *out, size_t out_size, dcf_error_info *err);
 
 /* Non-zero if this library was built with zstd support. */
 int dcf_has_zstd(void);

@@ -66,7 +66,8 @@ static inline uint64_t dcf_load(const uint8_t *p, size_t size)
 
 /* ---- the parsed index ---- */
 
-enum { DCF_ROLE_CODEBOOK = 0, DCF_ROLE_VALUES, DCF_ROLE_ROW_COUNTS, DCF_ROLE_GAPS, DCF_ROLE_PLANE };
+enum { DCF_ROLE_CODEBOOK = 0, DCF_ROLE_VALUES, DCF_ROLE_ROW_COUNTS, DCF_ROLE_GAPS, DCF_ROLE_PLANE,
+       DCF_ROLE_ATTACHMENT };
 
 typedef struct dcf_stream {
     uint64_t count;
@@ -101,6 +102,19 @@ typedef struct dcf_meta {
     size_t key_length, value_length;
 } dcf_meta;
 
+typedef struct dcf_alias {
+    const char *name;
+    size_t name_length;
+    uint32_t target; /* tensor entry index */
+} dcf_alias;
+
+typedef struct dcf_attachment {
+    const char *name;
+    size_t name_length;
+    uint64_t size;
+    dcf_stream stream;
+} dcf_attachment;
+
 struct dcf_ctx {
     dcf_options options;
     int opened;  /* 1 after a successful open, -1 after a failed one */
@@ -118,6 +132,12 @@ struct dcf_ctx {
     char *strings;           /* every name, key and value, NUL-terminated */
     uint32_t *name_table;    /* open addressing: tensor index + 1, 0 = empty */
     size_t name_table_mask;
+    dcf_alias *aliases;      /* version 1.1 (spec 4.6.2) */
+    size_t alias_count;
+    uint32_t *alias_table;   /* open addressing: alias index + 1 */
+    size_t alias_table_mask;
+    dcf_attachment *attachments; /* version 1.1 (spec 4.6.1) */
+    size_t attachment_count;
 };
 
 /* ---- memory ---- */
@@ -133,6 +153,9 @@ dcf_error dcf_fail(dcf_error_info *err, dcf_error code, const char *fmt, ...)
 /* 'name' quoted for a message: printable ASCII, escapes, shortened to fit `out`. */
 #define DCF_QUOTED_SIZE 80
 void dcf_quote(char out[DCF_QUOTED_SIZE], const char *s, size_t length);
+
+/* The tensor entry that public index i names (an entry, or an alias's target); NULL if none. */
+const dcf_tensor *dcf_entry_of(const dcf_ctx *ctx, size_t i, size_t *entry);
 
 /* ---- checksums ---- */
 uint32_t dcf_crc32(const uint8_t *data, size_t length);

@@ -31,6 +31,10 @@ const char *dcf_strerror(dcf_error code)
     case DCF_ERR_LIMIT_CODEBOOK_SIZE: return "codebook size outside its limit";
     case DCF_ERR_LIMIT_EXPANSION: return "a ZSTD stream claims more than 65536 bytes per stored byte";
     case DCF_ERR_LIMIT_EMPTY_SHAPE: return "an empty tensor's dimensions multiply past this decoder's limit";
+    case DCF_ERR_LIMIT_EXTENSIONS: return "too many extension records, attachments or tensor names";
+    case DCF_ERR_LIMIT_ATTACHMENT_BYTES: return "an attachment is larger than the limit";
+    case DCF_ERR_BAD_EXTENSION: return "an extension record breaks its rules";
+    case DCF_ERR_CRITICAL_EXTENSION: return "a critical extension record of a type this libdcf does not know";
     case DCF_ERR_LIMIT_TENSOR_BYTES: return "a tensor decodes to more bytes than this decoder's limit (max_tensor_bytes)";
     case DCF_ERR_LIMIT_SCRATCH: return "decoding needs more scratch memory than this decoder's limit (max_scratch_bytes)";
     case DCF_ERR_BAD_CODEC_PARAM: return "a codec parameter or codec header field is invalid";

@@ -15,10 +15,10 @@ static dcf_error get_tensor(const dcf_ctx *ctx, size_t i, const dcf_tensor **t, 
 {
     if (ctx == NULL || ctx->opened != 1)
         return dcf_fail(err, DCF_ERR_BAD_ARGUMENT, "no file is open in this context");
-    if (i >= ctx->tensor_count)
+    *t = dcf_entry_of(ctx, i, NULL);
+    if (*t == NULL)
         return dcf_fail(err, DCF_ERR_BAD_ARGUMENT, "tensor index %lu out of range (%lu tensors)", (unsigned long)i,
-                        (unsigned long)ctx->tensor_count);
-    *t = &ctx->tensors[i];
+                        (unsigned long)(ctx->tensor_count + ctx->alias_count));
     return DCF_OK;
 }
 
@@ -424,7 +424,7 @@ dcf_error dcf_decode_tensor(const dcf_ctx *ctx, size_t i, void *out, size_t out_
     dcf_error e = dcf_decoded_size(ctx, i, out_type, &bytes, err);
     if (e != DCF_OK)
         return e;
-    t = &ctx->tensors[i];
+    t = dcf_entry_of(ctx, i, NULL);
     out_type_of(t, out_type, &out_es, &convert, NULL);
     if (out_size < bytes)
         return dcf_fail(err, DCF_ERR_BUFFER_TOO_SMALL, "output buffer of %lu bytes, the tensor needs %llu",

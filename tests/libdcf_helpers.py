@@ -45,6 +45,7 @@ ERROR_NAMES = [
     "STREAM_CHECKSUM", "OFFSET", "INDEX_LEFTOVER", "BAD_UTF8", "DUPLICATE_NAME", "DUPLICATE_KEY", "BAD_ENUM",
     "BAD_FIELD", "COUNT_MISMATCH", "LIMIT_INDEX_LENGTH", "LIMIT_TENSORS", "LIMIT_METADATA", "LIMIT_RANK",
     "LIMIT_ELEMENTS", "LIMIT_CHUNK_ELEMENTS", "LIMIT_CODEBOOK_SIZE", "LIMIT_EXPANSION", "LIMIT_EMPTY_SHAPE",
+    "LIMIT_EXTENSIONS", "LIMIT_ATTACHMENT_BYTES", "BAD_EXTENSION", "CRITICAL_EXTENSION",
     "LIMIT_TENSOR_BYTES", "LIMIT_SCRATCH", "BAD_CODEC_PARAM", "HUFFMAN_TABLE", "HUFFMAN_CODE", "PADDING",
     "VALUE_BOUND", "CSR_POSITION", "ZSTD", "ZSTD_UNSUPPORTED", "BUFFER_TOO_SMALL", "BAD_ARGUMENT", "OUT_TYPE",
     "NOT_FOUND", "NO_MEMORY", "IO",
@@ -72,7 +73,7 @@ class Allocator(ctypes.Structure):
 class Options(ctypes.Structure):
     _fields_ = [("allocator", Allocator), ("max_index_length", ctypes.c_uint64), ("max_tensors", ctypes.c_uint64),
                 ("max_tensor_bytes", ctypes.c_uint64), ("max_scratch_bytes", ctypes.c_uint64),
-                ("skip_checksums", ctypes.c_int)]
+                ("max_attachment_bytes", ctypes.c_uint64), ("skip_checksums", ctypes.c_int)]
 
 
 class TensorInfo(ctypes.Structure):
@@ -81,7 +82,7 @@ class TensorInfo(ctypes.Structure):
                 ("value_coding", ctypes.c_int), ("index_bits", ctypes.c_uint), ("codebook_dtype", ctypes.c_uint),
                 ("codebook_size", ctypes.c_uint32), ("numel", ctypes.c_uint64), ("rows", ctypes.c_uint64),
                 ("cols", ctypes.c_uint64), ("decoded_bytes", ctypes.c_uint64), ("stored_bytes", ctypes.c_uint64),
-                ("entries", ctypes.c_uint64), ("chunk_count", ctypes.c_uint32)]
+                ("entries", ctypes.c_uint64), ("chunk_count", ctypes.c_uint32), ("entry", ctypes.c_size_t)]
 
 
 class ChunkInfo(ctypes.Structure):
@@ -110,6 +111,10 @@ _SIG = {
     "dcf_decode_chunk": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_size_t, _P, ctypes.c_size_t, ctypes.c_int, _P]),
     "dcf_scratch_size": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_int, _P]),
     "dcf_strerror": (ctypes.c_char_p, [ctypes.c_int]),
+    "dcf_alias_count": (ctypes.c_size_t, [_P]),
+    "dcf_attachment_count": (ctypes.c_size_t, [_P]),
+    "dcf_get_attachment_info": (ctypes.c_int, [_P, ctypes.c_size_t, _P, _P, _P]),
+    "dcf_decode_attachment": (ctypes.c_int, [_P, ctypes.c_size_t, _P, ctypes.c_size_t, _P]),
     "dcf_has_zstd": (ctypes.c_int, []),
     "dcf_lib_version": (ctypes.c_char_p, []),
 }
@@ -219,6 +224,26 @@ class File:
         i = ctypes.c_size_t()
         self._check(self.c.dcf_find_tensor(self.ctx, raw, len(raw), ctypes.byref(i)), None)
         return i.value
+
+    def attachment_names(self) -> list[str]:
+        out = []
+        for j in range(self.c.dcf_attachment_count(self.ctx)):
+            name, length, size = _P(), ctypes.c_size_t(), ctypes.c_uint64()
+            self._check(self.c.dcf_get_attachment_info(self.ctx, j, ctypes.byref(name), ctypes.byref(length),
+                                                       ctypes.byref(size)), None)
+            out.append(ctypes.string_at(name, length.value).decode())
+        return out
+
+    def attachment(self, j: int, out_size: int | None = None) -> bytes:
+        """The bytes of attachment ``j``."""
+        name, length, size = _P(), ctypes.c_size_t(), ctypes.c_uint64()
+        self._check(self.c.dcf_get_attachment_info(self.ctx, j, ctypes.byref(name), ctypes.byref(length),
+                                                   ctypes.byref(size)), None)
+        n = size.value if out_size is None else out_size
+        buf = ctypes.create_string_buffer(max(n, 1))
+        err = ErrorInfo()
+        self._check(self.c.dcf_decode_attachment(self.ctx, j, buf, n, ctypes.byref(err)), err)
+        return buf.raw[:size.value]
 
     def chunk_info(self, i: int, c: int) -> ChunkInfo:
         info = ChunkInfo()

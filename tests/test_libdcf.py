@@ -208,7 +208,13 @@ def test_vector_info_and_chunks(lib, path):
         return
     with lib.open(data) as f:
         assert f.version() == header.version
-        assert len(f) == len(header.tensors)
+        aliases = getattr(header, "aliases", {})
+        assert len(f) == len(header.tensors) + len(aliases)
+        for j, (alias, target) in enumerate(aliases.items()):
+            i = len(header.tensors) + j
+            assert f.name(i) == alias and f.find(alias) == i
+            assert f.name(f.info(i).entry) == target
+            assert bits(f.decode(i)) == bits(f.decode(f.info(i).entry))
         for i, (name, t) in enumerate(header.tensors.items()):
             info = f.info(i)
             assert f.find(name) == i
@@ -304,6 +310,26 @@ def test_the_zstd_vector_is_refused_without_zstd(nozstd, lib):
         assert e.value.name == "ZSTD_UNSUPPORTED" and "this libdcf was built without zstd" in str(e.value)
         for i in range(len(g)):
             g.decode(i)
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=os.path.basename)
+def test_vector_attachments_match_python(lib, path):
+    """Version 1.1 attachments (spec 4.6.1): the same names, in record order, and the same bytes."""
+    data = open(path, "rb").read()
+    try:
+        reader = DCFReader(bytearray(data), threads=1)
+    except DCFormatError:
+        return
+    with reader, lib.open(data) as f:
+        names = reader.attachments() if hasattr(reader, "attachments") else []
+        assert f.attachment_names() == names
+        for j, name in enumerate(names):
+            assert f.attachment(j) == reader.get_attachment(name)
+            size = len(reader.get_attachment(name))
+            if size:
+                with pytest.raises(DcfError) as e:
+                    f.attachment(j, out_size=size - 1)
+                assert e.value.name == "BUFFER_TOO_SMALL"
 
 
 # ---------------------------------------------------------------------------------------------
