@@ -58,7 +58,8 @@ FORMAT_VERSION = (VERSION_MAJOR, VERSION_MINOR)
 
 def _write_all(target: str | os.PathLike | IO[bytes], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None,
                encodings: Mapping[str, Encoding | dict] | None, alignment_log2: int | None,
-               profile: str | Profile | None) -> None:
+               profile: str | Profile | None, attachments: Mapping[str, Any] | None = None,
+               aliases: Mapping[str, str] | None = None) -> None:
     if not isinstance(tensors, Mapping):
         raise EncodingTypeError(f"tensors must be a dict of name to array, not {type(tensors).__name__}")
     if metadata is not None and not isinstance(metadata, Mapping):
@@ -68,15 +69,26 @@ def _write_all(target: str | os.PathLike | IO[bytes], tensors: Mapping[str, Any]
     if unknown:
         raise EncodingError(f"encodings name tensors that are not given: {sorted(unknown, key=repr)[:5]}")
     check_names(tensors, dict(metadata) if metadata is not None else None)  # before a byte is written
+    for what, given in (("attachments", attachments), ("aliases", aliases)):
+        if given is not None and not isinstance(given, Mapping):
+            raise EncodingTypeError(f"{what} must be a dict, not {type(given).__name__}")
+    for name, aliased in (aliases or {}).items():
+        if aliased not in tensors:  # checked again by the writer; here before a byte is written
+            raise EncodingError(f"alias {name!r}: its target {aliased!r} is not one of the tensors given")
     with DCFWriter(target, metadata=dict(metadata) if metadata else None, alignment_log2=alignment_log2,
                    profile=profile) as writer:
+        for name, data in (attachments or {}).items():
+            writer.add_attachment(name, data)
         for name, tensor in tensors.items():
             writer.add(name, tensor, encodings.get(name))
+        for name, aliased in (aliases or {}).items():
+            writer.add_alias(name, aliased)
 
 
 def save_file(tensors: Mapping[str, Any], path: str | os.PathLike | IO[bytes],
               metadata: Mapping[str, str] | None = None, encodings: Mapping[str, Encoding | dict] | None = None,
-              *, alignment_log2: int | None = None, profile: str | Profile | None = None) -> None:
+              *, alignment_log2: int | None = None, profile: str | Profile | None = None,
+              attachments: Mapping[str, Any] | None = None, aliases: Mapping[str, str] | None = None) -> None:
     """Write ``tensors`` to the dcf file ``path``, atomically.
 
     ``tensors``: name -> numpy array, :class:`CodebookTensor` or torch tensor (any dtype the
@@ -88,21 +100,26 @@ def save_file(tensors: Mapping[str, Any], path: str | os.PathLike | IO[bytes],
     out is chosen to make the file smallest, losslessly. ``alignment_log2``: align every stream to
     ``2 ** alignment_log2`` bytes (default packed). ``profile="mobile"`` keeps the file within the
     mobile profile (:mod:`dcformat.profiles`).
+    ``attachments``: file name (a relative POSIX path, ``"config.json"``) -> bytes, stored
+    byte-exact (spec §4.6.1; read back with :meth:`DCFReader.get_attachment`). ``aliases``: name ->
+    the name of one of ``tensors``, stored once and listed under both names (spec §4.6.2: tied
+    weights). A file with either is written as format version 1.1, else as 1.0.
 
     Raises :class:`EncodingError` (a ``ValueError``) for what cannot be encoded, its subclass
     :class:`EncodingTypeError` (also a ``TypeError``) for objects of the wrong type.
     """
-    _write_all(path, tensors, metadata, encodings, alignment_log2, profile)
+    _write_all(path, tensors, metadata, encodings, alignment_log2, profile, attachments, aliases)
 
 
 def save(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
          encodings: Mapping[str, Encoding | dict] | None = None, *, alignment_log2: int | None = None,
-         profile: str | Profile | None = None) -> bytes:
+         profile: str | Profile | None = None, attachments: Mapping[str, Any] | None = None,
+         aliases: Mapping[str, str] | None = None) -> bytes:
     """The bytes of a dcf file holding ``tensors`` (arguments as :func:`save_file`).
 
     ``load(save(tensors))`` gives the tensors back."""
     buffer = io.BytesIO()
-    _write_all(buffer, tensors, metadata, encodings, alignment_log2, profile)
+    _write_all(buffer, tensors, metadata, encodings, alignment_log2, profile, attachments, aliases)
     return buffer.getvalue()
 
 
@@ -162,7 +179,8 @@ def open(source: Source, framework: str = "np", *, device: Any = "cpu",  # noqa:
 
 
 def load_file(source: Source, **options: Any) -> dict[str, np.ndarray]:
-    """Decode every tensor of a dcf file; returns name -> numpy array, in file order.
+    """Decode every tensor of a dcf file; returns name -> numpy array, in file order (aliases
+    last, each the same array object as its target's).
 
     ``source``: anything :func:`open` takes (a path, a binary file object). ``options`` go to
     :class:`DCFReader`: ``max_tensor_bytes``, ``max_total_bytes`` (16 GiB each by default),

@@ -11,7 +11,11 @@ import numpy as np
 
 MAGIC = b"\x89DCF"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1
+"""The newest minor version this package reads and writes. Its writer writes 1.0 (byte for byte
+what it always wrote) when a file has no extension record, and 1.1 only when it has one (spec §4.6)."""
+EXTENSIONS_MINOR = 1
+"""The first minor version whose index ends with the extension section (spec §4.6)."""
 PREAMBLE_SIZE = 16
 TRAILER_SIZE = 16
 STREAM_DESCRIPTOR_SIZE = 24
@@ -32,12 +36,18 @@ MAX_HUFFMAN_ALPHABET = 65_536
 MAX_BITPACK_WIDTH = 32
 MAX_ZSTD_EXPANSION = 65_536
 MAX_ALIGNMENT_LOG2 = 12
+# Version 1.1 (spec §4.6, §9)
+MAX_EXTENSION_RECORDS = 2_097_152
+MAX_ATTACHMENTS = 65_536
+MAX_ATTACHMENT_BYTES = 2**31
 
 # The reference decoder's own limit (spec §9 allows a lower one): a tensor decoding to more bytes
 # than this is refused unless the caller raises the limit.
 DEFAULT_MAX_TENSOR_BYTES = 16 * 2**30
 # ... and the same for everything one eager load (load_file, get_tensors) decodes together.
 DEFAULT_MAX_TOTAL_BYTES = 16 * 2**30
+# ... and an attachment (spec §4.6.1) that decodes to more bytes than this (a reader option).
+DEFAULT_MAX_ATTACHMENT_BYTES = 2**30
 # Another: an empty tensor (a zero dimension) whose other dimensions multiply to more than this is
 # refused, since numpy cannot shape even an empty array of 8-byte elements past 2**63 - 1 bytes.
 MAX_EMPTY_SHAPE_PRODUCT = 2**60 - 1
@@ -108,6 +118,23 @@ class PlaneTransform(enum.IntEnum):
     ROTATE = 1
 
 
+class ExtensionType(enum.IntEnum):
+    """Extension record types (spec §4.6). 0 is reserved; 32768 … 65535 are for private use."""
+
+    ATTACHMENT = 1
+    ALIAS = 2
+
+
+EXTENSION_CRITICAL = 0x0001
+"""Extension record flag bit 0: a decoder that does not know the record's type refuses the file."""
+EXTENSION_FLAGS = {ExtensionType.ATTACHMENT: 0, ExtensionType.ALIAS: EXTENSION_CRITICAL}
+"""The flags a record of each known type has (spec §4.6)."""
+PRIVATE_EXTENSION_TYPES = range(32768, 65536)
+"""Extension types this spec never assigns: for a writer's own records."""
+ATTACHMENT_CODECS = frozenset({0, 2, 3})
+"""The codecs an attachment stream may use (spec §4.6.1): PLAIN, HUFFMAN, ZSTD."""
+
+
 class Role(enum.Enum):
     """What a stream holds (spec §4.5). Not stored in the file: implied by the stream's position."""
 
@@ -115,6 +142,7 @@ class Role(enum.Enum):
     VALUES = "values"
     ROW_COUNTS = "row_counts"
     GAPS = "gaps"
+    ATTACHMENT = "attachment"
 
 
 ELEMENT_DTYPE = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}

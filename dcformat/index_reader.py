@@ -10,7 +10,12 @@ from typing import NamedTuple
 
 from .checksum import crc32
 from .constants import (
+    EXTENSION_CRITICAL,
+    EXTENSION_FLAGS,
+    EXTENSIONS_MINOR,
     MAGIC,
+    MAX_ATTACHMENTS,
+    MAX_EXTENSION_RECORDS,
     MAX_ALIGNMENT_LOG2,
     MAX_BITPACK_WIDTH,
     MAX_CHUNK_ELEMENTS,
@@ -27,9 +32,11 @@ from .constants import (
     PREAMBLE_SIZE,
     TRAILER_SIZE,
     VERSION_MAJOR,
+    VERSION_MINOR,
     CodebookDType,
     Codec,
     DType,
+    ExtensionType,
     Layout,
     Role,
     ValueCoding,
@@ -44,6 +51,7 @@ from .errors import (
     TruncatedFileError,
     UnsupportedVersionError,
 )
+from .extensions import AttachmentInfo, parse_attachment
 from .structures import CHUNK_ROLES, ChunkInfo, StreamInfo, TensorInfo
 
 
@@ -57,6 +65,12 @@ class Header(NamedTuple):
     index_length: int
     metadata: dict[str, str]
     tensors: dict[str, TensorInfo]
+    aliases: dict[str, str] = {}
+    """Version 1.1 (spec §4.6.2): alias name -> the name of its target tensor, in record order."""
+    attachments: dict[str, AttachmentInfo] = {}
+    """Version 1.1 (spec §4.6.1): attachment name -> its record, in record order."""
+    skipped_extensions: tuple[int, ...] = ()
+    """The types of the non-critical extension records this reader does not know, skipped."""
 
 
 class _Cursor:
@@ -124,12 +138,14 @@ def read_header(buffer, *, check_crc: bool = True) -> Header:
     index = bytes(view[index_offset:index_offset + index_length])
     if check_crc and crc32(index) != index_crc:
         raise ChecksumError("index checksum mismatch")
-    metadata, tensors = _parse_index(index)
-    _place_streams(view, tensors, alignment_log2, index_offset)
-    return Header((major, minor), alignment_log2, length, index_offset, index_length, metadata, tensors)
+    metadata, tensors, extensions = _parse_index(index, minor)
+    aliases, attachments, skipped = extensions
+    _place_streams(view, tensors, attachments, alignment_log2, index_offset)
+    return Header((major, minor), alignment_log2, length, index_offset, index_length, metadata, tensors,
+                  aliases, attachments, skipped)
 
 
-def _parse_index(index: bytes):
+def _parse_index(index: bytes, minor: int = 0):
     cur = _Cursor(index)
     tensor_count = cur.u32("tensor_count")
     metadata_count = cur.u32("metadata_count")
@@ -153,9 +169,76 @@ def _parse_index(index: bytes):
         if tensor.name in tensors:
             raise CorruptFileError(f"tensor name {tensor.name!r} appears twice")
         tensors[tensor.name] = tensor
+    extensions = _parse_extensions(cur, tensors) if minor >= EXTENSIONS_MINOR else ({}, {}, ())
     if cur.pos != len(index):
         raise CorruptFileError(f"{len(index) - cur.pos} bytes left over at the end of the index")
-    return metadata, tensors
+    return metadata, tensors, extensions
+
+
+def _parse_extensions(cur: _Cursor, tensors: dict[str, TensorInfo]):
+    """The extension section of a 1.1 index (spec §4.6): ``(aliases, attachments, skipped types)``."""
+    count = cur.u32("extension_count")
+    if count > MAX_EXTENSION_RECORDS:
+        raise LimitExceededError(f"extension_count {count} exceeds {MAX_EXTENSION_RECORDS}")
+    if count * 8 > len(cur.data) - cur.pos:
+        raise TruncatedFileError(f"index too short for {count} extension records")
+    names = list(tensors)
+    aliases: dict[str, str] = {}
+    attachments: dict[str, AttachmentInfo] = {}
+    skipped: list[int] = []
+    for _ in range(count):
+        record_type = cur.u16("extension record type")
+        flags = cur.u16("extension record flags")
+        payload = cur.take(cur.u32("extension record length"), f"extension record of type {record_type}")
+        if flags & ~EXTENSION_CRITICAL:
+            raise CorruptFileError(f"extension record of type {record_type}: reserved flag bits {flags:#06x} set")
+        if record_type == 0:
+            raise CorruptFileError("extension record type 0 is reserved")
+        try:
+            known = ExtensionType(record_type)
+        except ValueError:
+            if flags & EXTENSION_CRITICAL:
+                raise CorruptFileError(
+                    f"critical extension record of unknown type {record_type}: this reader implements format "
+                    f"{VERSION_MAJOR}.{VERSION_MINOR} and must not read a file it would misread") from None
+            skipped.append(record_type)
+            continue
+        if flags != EXTENSION_FLAGS[known]:
+            raise CorruptFileError(f"{known.name} extension record has flags {flags}, not {EXTENSION_FLAGS[known]}")
+        if known == ExtensionType.ATTACHMENT:
+            info = parse_attachment(payload)
+            if info.name in attachments:
+                raise CorruptFileError(f"attachment name {info.name!r} appears twice")
+            if len(attachments) >= MAX_ATTACHMENTS:
+                raise LimitExceededError(f"more than MAX_ATTACHMENTS ({MAX_ATTACHMENTS}) attachments")
+            attachments[info.name] = info
+        else:
+            name, target = _parse_alias(payload, len(names))
+            if name in tensors or name in aliases:
+                raise CorruptFileError(f"alias name {name!r} is already the name of "
+                                       f"{'a tensor' if name in tensors else 'an alias'}")
+            if len(tensors) + len(aliases) >= MAX_TENSORS:
+                raise LimitExceededError(f"tensors and aliases together exceed MAX_TENSORS ({MAX_TENSORS})")
+            aliases[name] = names[target]
+    return aliases, attachments, tuple(skipped)
+
+
+def _parse_alias(payload: bytes, tensor_count: int) -> tuple[str, int]:
+    """An ALIAS record's payload (spec §4.6.2): ``(name, target index)``."""
+    sub = _Cursor(payload)
+    try:
+        name_length = sub.u16("alias name length")
+        if not 1 <= name_length <= MAX_NAME_LENGTH:
+            raise CorruptFileError(f"alias name length {name_length} outside 1..{MAX_NAME_LENGTH}")
+        name = sub.text(name_length, "alias name")
+        target = sub.u32("alias target")
+    except TruncatedFileError:
+        raise CorruptFileError(f"an alias record of {len(payload)} bytes ends inside a field") from None
+    if sub.pos != len(payload):
+        raise CorruptFileError(f"alias record of {name!r} has {len(payload) - sub.pos} bytes left over")
+    if target >= tensor_count:
+        raise CorruptFileError(f"alias {name!r} targets tensor {target}, but the file has {tensor_count} tensors")
+    return name, target
 
 
 def _product_of_nonzero(shape) -> int:
@@ -276,6 +359,11 @@ _MAX_COUNT_PER_BYTE = {
 """The most elements one stored byte of each codec can decode to, whatever the element size."""
 
 
+def max_count(codec: Codec, length: int) -> int:
+    """The most elements a stream of ``codec`` and ``length`` stored bytes can decode to (spec §9)."""
+    return _MAX_COUNT_PER_BYTE[codec] * length
+
+
 def _parse_stream(cur: _Cursor, role: Role) -> StreamInfo:
     codec_id, param, reserved, crc, count, length = struct.unpack("<BBHIQQ", cur.take(24, "stream descriptor"))
     codec = _enum(Codec, codec_id, f"{role.value} stream codec")
@@ -296,8 +384,10 @@ def _parse_stream(cur: _Cursor, role: Role) -> StreamInfo:
     return StreamInfo(role, codec, param, crc, count, length)
 
 
-def _place_streams(view, tensors: dict[str, TensorInfo], alignment_log2: int, index_offset: int) -> None:
-    """Compute every stream's offset (spec §5); check padding is zero and nothing is left over."""
+def _place_streams(view, tensors: dict[str, TensorInfo], attachments: dict[str, AttachmentInfo],
+                   alignment_log2: int, index_offset: int) -> None:
+    """Compute every stream's offset (spec §5): the tensors' streams, then the attachments', in
+    record order; check padding is zero and nothing is left over."""
     align = 1 << alignment_log2
     position = PREAMBLE_SIZE
 
@@ -318,5 +408,7 @@ def _place_streams(view, tensors: dict[str, TensorInfo], alignment_log2: int, in
         codebook = place(tensor.codebook, name) if tensor.codebook is not None else None
         chunks = tuple(c._replace(streams=tuple(place(s, name) for s in c.streams)) for c in tensor.chunks)
         tensors[name] = tensor._replace(codebook=codebook, chunks=chunks)
+    for name, attachment in list(attachments.items()):
+        attachments[name] = attachment._replace(stream=place(attachment.stream, f"attachment {name}"))
     if position != index_offset:
         raise OffsetError(f"data section has {index_offset - position} bytes that belong to no stream")

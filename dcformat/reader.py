@@ -24,8 +24,9 @@ import numpy as np
 
 from .checksum import crc32
 from .codecs import get_codec
-from .constants import DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, DTYPE_SIZE, ELEMENT_DTYPE, CodebookDType, Codec, DType, Layout, Role, ValueCoding
+from .constants import DEFAULT_MAX_ATTACHMENT_BYTES, DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, DTYPE_SIZE, ELEMENT_DTYPE, CodebookDType, Codec, DType, Layout, Role, ValueCoding
 from .errors import ChecksumError, ClosedFileError, CorruptFileError, CountMismatchError, DCFormatError, LimitExceededError
+from .extensions import AttachmentInfo, decode_attachment
 from .index_reader import Header, read_header
 from .kernels import plan_for
 from .parallel import resolve_threads, run_jobs
@@ -255,10 +256,17 @@ class DCFReader:
     (``bytes``, ``bytearray``, ``memoryview``) holding the file's contents. ``verify``: check
     every CRC-32. ``max_tensor_bytes``, ``max_total_bytes``: what one tensor, and one eager load,
     may decode to. ``threads``: decoding threads (None: every CPU, or ``DCFORMAT_THREADS``).
+    ``max_attachment_bytes``: the largest attachment :meth:`get_attachment` decodes (1 GiB).
+
+    A file of version 1.1 may hold aliases (spec §4.6.2: tied tensors stored once), listed among
+    the tensors: :meth:`keys` gives the tensor entries' names, then the aliases', and
+    ``get_tensor(alias)`` decodes its target; and attachments (spec §4.6.1: files such as a
+    model's ``config.json``), listed by :meth:`attachments` and read by :meth:`get_attachment`.
     """
 
     def __init__(self, source: Source, *, verify: bool = True, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
-                 threads: int | None = None, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> None:
+                 threads: int | None = None, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+                 max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES) -> None:
         self._file: IO[bytes] | None = None
         self._mmap: mmap.mmap | None = None
         self._views: list[memoryview] = []
@@ -288,6 +296,7 @@ class DCFReader:
         self.verify = verify
         self.max_tensor_bytes = max_tensor_bytes
         self.max_total_bytes = max_total_bytes
+        self.max_attachment_bytes = max_attachment_bytes
         try:
             self.threads = resolve_threads(threads)
             self.header: Header = read_header(self._buffer, check_crc=verify)
@@ -333,9 +342,33 @@ class DCFReader:
 
     # -- the safetensors-like surface -------------------------------------------------------
     def keys(self) -> list[str]:
-        """The tensors' names, in file order."""
+        """The tensors' names, in file order, then the aliases' (spec §4.6.2), in record order."""
         self._check_open()
-        return list(self.header.tensors)
+        return [*self.header.tensors, *self.header.aliases]
+
+    def aliases(self) -> dict[str, str]:
+        """Each alias (a second name of a tensor entry, spec §4.6.2) and its target's name."""
+        self._check_open()
+        return dict(self.header.aliases)
+
+    def attachments(self) -> list[str]:
+        """The names of the file's attachments (spec §4.6.1), in record order."""
+        self._check_open()
+        return list(self.header.attachments)
+
+    def attachment_info(self, name: str) -> AttachmentInfo:
+        """The record of attachment ``name``: its size and its stream (no data is read)."""
+        self._check_open()
+        try:
+            return self.header.attachments[name]
+        except KeyError:
+            raise KeyError(f"no attachment named {name!r} in this file") from None
+
+    def get_attachment(self, name: str) -> bytes:
+        """The bytes of attachment ``name``, exactly as they were stored (CRC-32 checked unless
+        ``verify=False``; at most ``max_attachment_bytes``)."""
+        return decode_attachment(self._buffer, self.attachment_info(name), verify=self.verify,
+                                 max_bytes=self.max_attachment_bytes)
 
     def metadata(self) -> dict[str, str]:
         """The file's metadata (str -> str), as given to the writer."""
@@ -343,10 +376,11 @@ class DCFReader:
         return dict(self.header.metadata)
 
     def info(self, name: str) -> TensorInfo:
-        """The index entry of tensor ``name``: dtype, shape, layout, chunks and streams (no data is read)."""
+        """The index entry of tensor ``name``: dtype, shape, layout, chunks and streams (no data is
+        read). For an alias, its target's entry (whose ``name`` is the target's)."""
         self._check_open()
         try:
-            return self.header.tensors[name]
+            return self.header.tensors[self.header.aliases.get(name, name)]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in this file") from None
 
@@ -361,12 +395,20 @@ class DCFReader:
                              threads=self.threads)
 
     def get_tensors(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Decode the tensors ``names`` (default: all, in file order) at once, on all threads.
+        """Decode the tensors ``names`` (default: all, in file order, aliases included) at once,
+        on all threads.
 
-        The arrays are views of one allocation, freed with the last of them."""
-        infos = self.tensors_info() if names is None else [self.info(name) for name in names]
-        return decode_tensors(self._buffer, infos, verify=self.verify, max_tensor_bytes=self.max_tensor_bytes,
-                              threads=self.threads, max_total_bytes=self.max_total_bytes)
+        The arrays are views of one allocation, freed with the last of them. An alias and its
+        target are decoded once: both names map to the same array object."""
+        names = self.keys() if names is None else list(names)
+        infos = {}
+        for name in names:
+            info = self.info(name)
+            infos.setdefault(info.name, info)
+        arrays = decode_tensors(self._buffer, infos.values(), verify=self.verify,
+                                max_tensor_bytes=self.max_tensor_bytes, threads=self.threads,
+                                max_total_bytes=self.max_total_bytes)
+        return {name: arrays[self.header.aliases.get(name, name)] for name in names}
 
     def get_slice(self, name: str) -> TensorSlice:
         """Tensor ``name``, to be read in parts as in ``safetensors``: ``f.get_slice(name)[a:b]``
@@ -390,22 +432,24 @@ class DCFReader:
 
     def __contains__(self, name: object) -> bool:
         self._check_open()
-        return name in self.header.tensors
+        return name in self.header.tensors or name in self.header.aliases
 
     def __iter__(self) -> Iterator[str]:
-        self._check_open()
-        return iter(list(self.header.tensors))
+        return iter(self.keys())
 
     def __len__(self) -> int:
         self._check_open()
-        return len(self.header.tensors)
+        return len(self.header.tensors) + len(self.header.aliases)
 
     def verify_all(self) -> None:
-        """Decode every tensor, checking every checksum and every rule; raise on the first fault."""
+        """Decode every tensor and every attachment, checking every checksum and every rule; raise
+        on the first fault."""
         self._check_open()
         for tensor in self.header.tensors.values():
             decode_tensor(self._buffer, tensor, verify=True, max_tensor_bytes=self.max_tensor_bytes,
                           threads=self.threads)
+        for attachment in self.header.attachments.values():
+            decode_attachment(self._buffer, attachment, verify=True, max_bytes=self.max_attachment_bytes)
 
     def release_pages(self) -> None:
         """Let the operating system unmap the file's pages from this process (they stay in the page

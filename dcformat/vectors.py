@@ -14,7 +14,15 @@ those codecs (valid files the writer does not choose: BITPACK or HUFFMAN for wid
 ``"converter_metadata"`` is what a converter back to safetensors puts in ``__metadata__``
 (spec §4.1.1), which the tests check against :func:`dcformat.pack.packer.source_metadata`.
 
-``python -m dcformat.vectors --check`` compares; ``--write DIR`` writes missing vectors only.
+Vectors of version 1.1 (in ``spec/vectors/1.1/``, :data:`VERSION_DIRECTORIES`) add
+``"attachments"`` (name -> ``{"data_hex", "codecs"}``: the file's bytes and the codecs its writer
+may use), ``"aliases"`` (alias -> target; ``"expected"`` lists each alias with its target's
+values), ``"extra_records"`` (records the writer writes before its own, as
+``{"type", "flags", "payload_hex"}``: unknown types a decoder must skip or refuse) and
+``"expect_error"``: the file is one a decoder MUST refuse, and the text says why (its
+``"expected"`` is empty).
+
+``python -m dcformat.vectors --check`` compares; ``--write`` writes missing vectors only.
 """
 from __future__ import annotations
 
@@ -100,8 +108,17 @@ F16_SPECIAL = [
 ]
 
 
-def vector_definitions() -> dict[str, dict]:
-    """name -> {"doc", "tensors", "encodings", "metadata", "alignment_log2", "zstd_checksum"}."""
+VERSION_DIRECTORIES = {"1.0": "", "1.1": "1.1"}
+"""Format version -> the subdirectory of spec/vectors/ holding its vectors."""
+
+
+def vector_definitions(version: str = "1.0") -> dict[str, dict]:
+    """name -> {"doc", "tensors", "encodings", "metadata", "alignment_log2", "zstd_checksum", …}:
+    the vectors added with format ``version``."""
+    if version == "1.1":
+        return _definitions_1_1()
+    if version != "1.0":
+        raise ValueError(f"no vectors for version {version!r}; known: {sorted(VERSION_DIRECTORIES)}")
     plain = Encoding(codecs=("plain",))
     v = {}
     v["01_dense_raw"] = dict(
@@ -362,6 +379,65 @@ def vector_definitions() -> dict[str, dict]:
     return v
 
 
+_CONFIG = (b'{\n  "architectures": ["BertModel"],\n  "hidden_size": 8,\n  "model_type": "bert",\n'
+           b'  "num_attention_heads": 2,\n  "tie_word_embeddings": true,\n  "vocab_size": 16\n}\n')
+_VOCAB = "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "é", "日本", "##s"]).encode() + b"\n"
+
+
+def _skewed_text(size: int, seed: int) -> bytes:
+    """ASCII text whose letters have skewed frequencies (as in English): HUFFMAN beats PLAIN on it."""
+    letters = np.frombuffer(b"etaoinshrdlu \n", np.uint8)
+    p = 1.0 / np.arange(1, letters.size + 1)
+    return _rng(seed).choice(letters, size=size, p=p / p.sum()).astype(np.uint8).tobytes()
+
+
+def _definitions_1_1() -> dict[str, dict]:
+    """The vectors of version 1.1 (spec §4.6): attachments, aliases, unknown extension records."""
+    plain = Encoding(codecs=("plain",))
+    embed = np.round(_rng(29).normal(0, 1, size=(4, 6)) * 8).astype(np.float32) / 8
+    v = {}
+    v["29_attachments"] = dict(
+        doc="Version 1.1 attachments (spec 4.6.1): a JSON config stored with ZSTD, a text file with HUFFMAN "
+            "(alphabet below 256), 300 bytes of every byte value with PLAIN, an empty file (PLAIN, length 0, crc32 0), "
+            "and a name with directories; their streams follow the tensor's in record order.",
+        tensors={"w": embed}, encodings={"w": plain},
+        attachments={"config.json": {"data_hex": _CONFIG.hex(), "codecs": ["zstd"]},
+                     "tokenizer/merges.txt": {"data_hex": _skewed_text(400, 29).hex(), "codecs": ["huffman"]},
+                     "bytes.bin": {"data_hex": bytes(i % 256 for i in range(300)).hex(), "codecs": ["plain"]},
+                     "empty.txt": {"data_hex": "", "codecs": ["plain"]}},
+    )
+    v["30_aliases"] = dict(
+        doc="Version 1.1 aliases (spec 4.6.2): tied weights stored once. 'lm_head.weight' and "
+            "'decoder.embed.weight' name tensor 0 ('embed.weight', a codebook tensor), 'head.bias' names tensor 2; "
+            "the records are not in tensor order. A reader lists the aliases after the tensors, in record order.",
+        tensors={"embed.weight": _codebook_tensor((8, 10), 4, 0.6, 30), "norm": np.ones(5, np.float16),
+                 "bias": np.arange(3, dtype=np.int32)},
+        encodings={"embed.weight": Encoding(layout="csr", index_bits=3, codecs=("huffman", "bitpack")),
+                   "norm": plain, "bias": plain},
+        aliases={"head.bias": "bias", "lm_head.weight": "embed.weight", "decoder.embed.weight": "embed.weight"},
+    )
+    v["31_extensions_mixed"] = dict(
+        doc="Version 1.1 with attachments, an alias and, first in the extension section, a non-critical record "
+            "of an unknown type (40000, a private type no version assigns) that a decoder must skip; "
+            "alignment_log2 = 3, so the attachment streams are padded like tensor streams (spec 5).",
+        tensors={"embed": embed, "scale": np.array(0.5, np.float32)},
+        encodings={"embed": Encoding(codecs=("byteplanes", "huffman")), "scale": plain}, alignment_log2=3,
+        attachments={"generation_config.json": {"data_hex": b'{"max_length": 20}\n'.hex(), "codecs": ["plain"]},
+                     "tokenizer.json": {"data_hex": (_VOCAB * 4).hex(), "codecs": ["huffman", "zstd"]}},
+        aliases={"head": "embed"},
+        extra_records=[{"type": 40000, "flags": 0, "payload_hex": b"skip me: not a record this decoder knows".hex()}],
+    )
+    v["32_unknown_critical"] = dict(
+        doc="NEGATIVE: a version 1.1 file whose extension section holds a CRITICAL record (flags 1) of an unknown "
+            "type (40001, a private type no version assigns). Every decoder that does not know the type MUST "
+            "refuse the whole file, naming the type, and return no tensor; its tensor is otherwise valid.",
+        tensors={"w": np.ones(3, np.float32)}, encodings={"w": plain},
+        extra_records=[{"type": 40001, "flags": 1, "payload_hex": "00"}],
+        expect_error="critical extension record of unknown type 40001",
+    )
+    return v
+
+
 # --------------------------------------------------------------------------------------------
 # portable JSON form
 
@@ -413,6 +489,10 @@ def vector_json(name: str, definition: dict) -> dict:
     tensors = definition["tensors"]
     decoded = {k: (expected_codebook_decode(t) if isinstance(t, CodebookTensor) else np.asarray(t))
                for k, t in tensors.items()}
+    for alias, target in definition.get("aliases", {}).items():
+        decoded[alias] = decoded[target]
+    if "expect_error" in definition:
+        decoded = {}
     spec = {
         "name": name,
         "doc": definition["doc"],
@@ -422,7 +502,8 @@ def vector_json(name: str, definition: dict) -> dict:
         "inputs": {k: _input_to_json(t) for k, t in tensors.items()},
         "expected": {k: array_to_json(a) for k, a in decoded.items()},
     }
-    for extra in ("zstd_checksum", "recode", "converter_metadata"):
+    for extra in ("zstd_checksum", "recode", "converter_metadata", "attachments", "aliases", "extra_records",
+                  "expect_error"):
         if extra in definition:
             spec[extra] = definition[extra]
     return spec
@@ -481,7 +562,8 @@ def encode_vector(spec: dict) -> bytes:
         encodings[k] = Encoding(**e)
     inputs = {k: input_from_json(v) for k, v in spec["inputs"].items()}
     recode = spec.get("recode", {})
-    if not spec.get("zstd_checksum") and not recode:
+    extensions = any(key in spec for key in ("attachments", "aliases", "extra_records"))
+    if not spec.get("zstd_checksum") and not recode and not extensions:
         return save(inputs, metadata=spec["metadata"] or None, encodings=encodings,
                     alignment_log2=spec["alignment_log2"])
     import io
@@ -489,8 +571,15 @@ def encode_vector(spec: dict) -> bytes:
     from .encoding import encode_tensor
     from .writer import DCFWriter
 
+    from .extensions import extension_record
+
     buffer = io.BytesIO()
-    writer = DCFWriter(buffer, metadata=spec["metadata"] or None, alignment_log2=spec["alignment_log2"])
+    writer = DCFWriter(buffer, metadata=spec["metadata"] or None, alignment_log2=spec["alignment_log2"],
+                       version_minor=1 if extensions else None)
+    writer._extra_records = [extension_record(r["type"], r["flags"], bytes.fromhex(r["payload_hex"]))
+                             for r in spec.get("extra_records", [])]
+    for name, attachment in spec.get("attachments", {}).items():
+        writer.add_attachment(name, bytes.fromhex(attachment["data_hex"]), codecs=tuple(attachment["codecs"]))
     for name, tensor in inputs.items():
         encoding = encodings.get(name, Encoding())
         encoded = encode_tensor(tensor, encoding)
@@ -499,29 +588,39 @@ def encode_vector(spec: dict) -> bytes:
         if spec.get("zstd_checksum"):
             encoded = _with_zstd_checksums(encoded, encoding.zstd_level or 19)
         writer.add_encoded(name, encoded)
+    for name, target in spec.get("aliases", {}).items():
+        writer.add_alias(name, target)
     writer.close()
     return buffer.getvalue()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directory", nargs="?", default="spec/vectors")
+    parser.add_argument("directory", nargs="?", default="spec/vectors", help="the vectors' root directory")
     parser.add_argument("--write", action="store_true", help="write vectors that do not exist yet (never overwrites)")
     parser.add_argument("--check", action="store_true",
                         help="compare every vector with its definition (the default; exit status 1 on a difference)")
     args = parser.parse_args(argv)
     status = 0
-    for name, definition in vector_definitions().items():
+    for version, subdirectory in VERSION_DIRECTORIES.items():
+        status |= _check_or_write(version, os.path.join(args.directory, subdirectory), args.write)
+    return status
+
+
+def _check_or_write(version: str, directory: str, write: bool) -> int:
+    status = 0
+    for name, definition in vector_definitions(version).items():
         spec = vector_json(name, definition)
         data = encode_vector(spec)
-        dcf_path = os.path.join(args.directory, name + ".dcf")
-        json_path = os.path.join(args.directory, name + ".json")
+        dcf_path = os.path.join(directory, name + ".dcf")
+        json_path = os.path.join(directory, name + ".json")
         if os.path.exists(dcf_path):
             with open(dcf_path, "rb") as f:
                 same = f.read() == data
             print(f"{name}: {'same bytes' if same else 'DIFFERENT BYTES'} ({len(data)} bytes)")
             status |= not same
-        elif args.write:
+        elif write:
+            os.makedirs(directory, exist_ok=True)
             with open(dcf_path, "wb") as f:
                 f.write(data)
             with open(json_path, "w", encoding="utf-8") as f:

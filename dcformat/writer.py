@@ -18,7 +18,10 @@ from .atomic import AtomicFile, AtomicWriter
 from .checksum import crc32
 from .codecs import EncodedStream
 from .constants import (
+    EXTENSION_FLAGS,
+    EXTENSIONS_MINOR,
     MAGIC,
+    MAX_ATTACHMENTS,
     MAX_ALIGNMENT_LOG2,
     MAX_INDEX_LENGTH,
     MAX_METADATA_ENTRIES,
@@ -26,11 +29,20 @@ from .constants import (
     MAX_TENSORS,
     VERSION_MAJOR,
     VERSION_MINOR,
+    ExtensionType,
     Role,
 )
 from .encoding import EncodedTensor, Encoding, encode_tensor
 from .arrays import as_array, check_tensor
 from .errors import EncodingError, EncodingTypeError
+from .extensions import (
+    alias_record,
+    attachment_codecs,
+    attachment_name_problem,
+    attachment_record,
+    encode_attachment,
+    extension_record,
+)
 from .profiles import METADATA_KEY as PROFILE_KEY
 from .profiles import get_profile
 from .structures import CHUNK_ROLES, ChunkInfo, StreamInfo, TensorInfo
@@ -64,8 +76,10 @@ def check_names(tensors, metadata=None) -> None:
         check_tensor(name, tensor)
 
 
-def serialize_index(metadata: dict[str, str], tensors: list[TensorInfo]) -> bytes:
-    """The index bytes (spec §4) for ``metadata`` and ``tensors`` in file order."""
+def serialize_index(metadata: dict[str, str], tensors: list[TensorInfo], extensions: list[bytes] | None = None) -> bytes:
+    """The index bytes (spec §4) for ``metadata`` and ``tensors`` in file order; with
+    ``extensions`` (a list of whole extension records, spec §4.6; an empty list included), the
+    extension section of a version 1.1 index follows the tensor entries."""
     out = [struct.pack("<II", len(tensors), len(metadata))]
     for key, value in metadata.items():
         raw_key = _check_name(key, "metadata key")
@@ -81,6 +95,9 @@ def serialize_index(metadata: dict[str, str], tensors: list[TensorInfo]) -> byte
             out.append(_descriptor(t.codebook))
         for chunk in t.chunks:
             out.append(struct.pack("<Q", chunk.extent) + b"".join(_descriptor(s) for s in chunk.streams))
+    if extensions is not None:
+        out.append(struct.pack("<I", len(extensions)))
+        out.extend(extensions)
     return b"".join(out)
 
 
@@ -97,11 +114,17 @@ class DCFWriter(AtomicWriter):
     ``profile``: a :class:`dcformat.profiles.Profile` or its name (``"mobile"``): every tensor is
     encoded within it, and its name is stored in the metadata under ``dcformat.profile``.
 
+    Version 1.1 (spec §4.6): :meth:`add_attachment` stores a file (a model's ``config.json``, its
+    tokenizer) byte-exact, :meth:`add_alias` a second name for a tensor already added (tied
+    weights, stored once). A file with neither is written as version 1.0, byte for byte as before;
+    one with either as 1.1, whose preamble is patched at :meth:`close` (a target that cannot seek
+    needs ``version_minor=1``, which writes 1.1 from the start, extensions or not).
+
     The writer is a small state machine: ``add`` after ``close`` or ``abort`` raises.
     """
 
     def __init__(self, target, *, metadata: dict[str, str] | None = None, alignment_log2: int | None = None,
-                 profile=None):
+                 profile=None, version_minor: int | None = None):
         self.profile = get_profile(profile)
         least = self.profile.alignment_log2 if self.profile else 0
         if alignment_log2 is None:
@@ -116,8 +139,15 @@ class DCFWriter(AtomicWriter):
                 raise EncodingError(f"metadata {PROFILE_KEY!r} is {self.metadata[PROFILE_KEY]!r}, "
                                     f"but the profile is {self.profile.name!r}")
         self.alignment = 1 << alignment_log2
+        if version_minor not in (None, 0, VERSION_MINOR):
+            raise EncodingError(f"version_minor must be None (what the file needs), 0 or {VERSION_MINOR}")
         self._tensors: list[TensorInfo] = []
         self._names: set[str] = set()
+        self._attachments: dict[str, tuple] = {}  # name -> (size, EncodedStream)
+        self._aliases: dict[str, str] = {}  # alias -> target
+        self._extra_records: list[bytes] = []  # whole records written before the others (golden vectors)
+        self._minor = version_minor or 0  # the version_minor the preamble holds
+        self._fixed_minor = version_minor is not None
         self._atomic = None
         if isinstance(target, (str, os.PathLike)):
             self._atomic = AtomicFile(target)
@@ -126,11 +156,80 @@ class DCFWriter(AtomicWriter):
             self._file = target
         self._position = 0
         self._state = "open"
+        self._base = self._seek_base()
         try:
-            self._write(MAGIC + struct.pack("<HHB", VERSION_MAJOR, VERSION_MINOR, alignment_log2) + bytes(7))
+            self._write(MAGIC + struct.pack("<HHB", VERSION_MAJOR, self._minor, alignment_log2) + bytes(7))
         except BaseException:
             self.abort()
             raise
+
+    def _seek_base(self) -> int | None:
+        """Where the file starts in the target, if the preamble can be rewritten at close."""
+        try:
+            if not self._file.seekable() or "a" in str(getattr(self._file, "mode", "")):
+                return None
+            return self._file.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+
+    def _need_extensions(self, what: str) -> None:
+        if self._state != "open":
+            raise EncodingError(f"cannot add {what} to a writer that is {self._state}")
+        if self._fixed_minor and self._minor < EXTENSIONS_MINOR:
+            raise EncodingError(f"{what} needs format version 1.{EXTENSIONS_MINOR}; this writer was asked for 1.0")
+        if self._base is None and self._minor < EXTENSIONS_MINOR:
+            raise EncodingError(f"{what} needs format version 1.{EXTENSIONS_MINOR}, and this target cannot seek "
+                                f"back to its preamble: create the writer with version_minor={VERSION_MINOR}")
+
+    def add_attachment(self, name: str, data, codecs: tuple[str, ...] | None = None) -> None:
+        """Store ``data`` (bytes-like) as the attachment ``name`` (spec §4.6.1): a relative POSIX
+        path such as ``config.json`` or ``tokenizer/vocab.txt``, unique among the attachments.
+        It is encoded now (the smallest of PLAIN, HUFFMAN and ZSTD that ``codecs``, codec names,
+        and the profile allow) and written after the tensors' streams when the writer closes."""
+        self._need_extensions("an attachment")
+        if not isinstance(name, str):
+            raise EncodingTypeError(f"attachment name {name!r} must be a str, not {type(name).__name__}")
+        problem = attachment_name_problem(name)
+        if problem is not None:
+            raise EncodingError(f"attachment name {name[:80]!r} {problem}")
+        if name in self._attachments:
+            raise EncodingError(f"attachment {name!r} is already in this file")
+        if len(self._attachments) >= MAX_ATTACHMENTS:
+            raise EncodingError(f"a file holds at most {MAX_ATTACHMENTS} attachments")
+        try:
+            size = memoryview(data).nbytes
+        except TypeError:
+            raise EncodingTypeError(f"attachment {name!r} must be bytes-like, not {type(data).__name__}") from None
+        allowed = attachment_codecs(codecs)
+        if self.profile:
+            allowed = [c for c in allowed if c in attachment_codecs(self.profile.codecs)]
+        stream = encode_attachment(data, allowed)
+        self._attachments[name] = (size, stream)
+
+    def add_alias(self, name: str, target: str) -> None:
+        """Make ``name`` a second name of the tensor ``target``, already added (spec §4.6.2: tied
+        weights, stored once). Readers list ``name`` among the tensors and decode ``target`` for it."""
+        self._need_extensions("an alias")
+        _check_name(name, "alias name")
+        if name in self._names or name in self._aliases:
+            raise EncodingError(f"alias name {name!r} is already the name of "
+                                f"{'a tensor' if name in self._names else 'an alias'} in this file")
+        if not isinstance(target, str) or target not in self._names:
+            hint = f" ({target!r} is an alias of {self._aliases[target]!r})" if target in self._aliases else ""
+            raise EncodingError(f"alias {name!r}: its target {target!r} is not a tensor added to this writer{hint}")
+        if len(self._tensors) + len(self._aliases) >= MAX_TENSORS:
+            raise EncodingError(f"a file holds at most {MAX_TENSORS} tensors and aliases together")
+        self._aliases[name] = target
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """The aliases added so far: name -> target."""
+        return dict(self._aliases)
+
+    @property
+    def attachments(self) -> list[str]:
+        """The names of the attachments added so far."""
+        return list(self._attachments)
 
     @staticmethod
     def _check_metadata(metadata) -> dict[str, str]:
@@ -170,6 +269,8 @@ class DCFWriter(AtomicWriter):
         _check_name(name, "tensor name")
         if name in self._names:
             raise EncodingError(f"tensor name {name!r} is already in this file")
+        if name in self._aliases:
+            raise EncodingError(f"tensor name {name!r} is already an alias in this file")
         if len(self._tensors) >= MAX_TENSORS:
             raise EncodingError(f"a file holds at most {MAX_TENSORS} tensors")
         tensor = as_array(name, tensor)
@@ -185,6 +286,8 @@ class DCFWriter(AtomicWriter):
             raise EncodingError(f"cannot add a tensor to a writer that is {self._state}")
         if self.profile:
             self.profile.check(encoded)
+        if name in self._aliases:
+            raise EncodingError(f"tensor name {name!r} is already an alias in this file")
         try:
             codebook = self._write_stream(Role.CODEBOOK, *encoded.codebook) if encoded.codebook else None
             chunks = []
@@ -208,8 +311,25 @@ class DCFWriter(AtomicWriter):
         return list(self._tensors)
 
     def _finish(self) -> None:
-        """Write the index and trailer."""
-        index = serialize_index(self.metadata, self._tensors)
+        """Write the attachments' streams, the index and the trailer (spec §4.6, §5)."""
+        extensions = None
+        if self._attachments or self._aliases or self._minor >= EXTENSIONS_MINOR:
+            extensions = list(self._extra_records)
+            for name, (size, stream) in self._attachments.items():
+                info = self._write_stream(Role.ATTACHMENT, stream, size)
+                extensions.append(extension_record(ExtensionType.ATTACHMENT, EXTENSION_FLAGS[ExtensionType.ATTACHMENT],
+                                                   attachment_record(name, size, info)))
+            position = {t.name: i for i, t in enumerate(self._tensors)}
+            for name, target in self._aliases.items():
+                extensions.append(extension_record(ExtensionType.ALIAS, EXTENSION_FLAGS[ExtensionType.ALIAS],
+                                                   alias_record(name, position[target])))
+            if self._minor < EXTENSIONS_MINOR:  # checked by _need_extensions: the target can seek
+                end = self._file.tell()
+                self._file.seek(self._base + 6)
+                self._file.write(struct.pack("<H", VERSION_MINOR))
+                self._file.seek(end)
+                self._minor = VERSION_MINOR
+        index = serialize_index(self.metadata, self._tensors, extensions)
         if len(index) > MAX_INDEX_LENGTH:
             raise EncodingError(f"the index would be {len(index)} bytes, over {MAX_INDEX_LENGTH}")
         self._write(index + struct.pack("<QI", len(index), crc32(index)) + MAGIC)

@@ -151,6 +151,9 @@ class Model:
     padding_byte: int = 0
     index_tail: bytes = b""  # bytes after the last index field
     data_tail: bytes = b""  # bytes after the last stream, before the index
+    # the extension section of a 1.1 index (spec §4.6), count included; None: an empty one when
+    # major is 1 and minor >= 1 (from 1.1 on every index has the section), none otherwise
+    extensions: bytes | None = None
 
 
 def parse_model(data: bytes) -> Model:
@@ -176,8 +179,18 @@ def parse_model(data: bytes) -> Model:
                                   int(info.value_coding), info.index_bits, info.codebook_dtype,
                                   info.codebook_size, cb, chunks))
         metadata = [(k.encode(), v.encode(), None, None) for k, v in header.metadata.items()]
-        return Model(tensors, metadata, major=header.version[0], minor=header.version[1],
-                     alignment_log2=header.alignment_log2)
+        model = Model(tensors, metadata, major=header.version[0], minor=header.version[1],
+                      alignment_log2=header.alignment_log2)
+        if header.version[1] >= 1:  # the attachments' streams and the records, kept as bytes
+            streams_end = max((s.offset + s.length for t in header.tensors.values() for s in t.streams),
+                              default=16)
+            model.data_tail = buffer[streams_end:header.index_offset]
+            model.minor = 0
+            file_without_section = serialize(model)  # the same bytes up to the last tensor entry
+            model.minor = header.version[1]
+            section_start = len(file_without_section) - 16  # its trailer's offset
+            model.extensions = buffer[section_start:header.index_offset + header.index_length]
+        return model
 
 
 def _streams(model: Model):
@@ -218,6 +231,10 @@ def serialize(model: Model) -> bytes:
         for c in t.chunks:
             index += struct.pack("<Q", c.extent & 0xFFFFFFFFFFFFFFFF)
             index += b"".join(_descriptor(s) for s in c.streams)
+    if model.extensions is not None:
+        index += model.extensions
+    elif model.major == 1 and model.minor >= 1:
+        index += struct.pack("<I", 0)
     index += model.index_tail
     out += index
     out += struct.pack("<QI", _or(model.index_length, len(index)) & 0xFFFFFFFFFFFFFFFF,

@@ -84,6 +84,16 @@ FROZEN = {
         "27_bool.json": "9801e137ceab1e640561b96f0aeabe70668e379dcfca6aab28e922797581f444",
         "28_source_metadata.json": "62ba025740ff0aadbb3326b0b9ced525fd5b3d4877eaa306a49eb3431b560201",
     },
+    "1.1": {  # released 2026-12-01: extension records (spec §4.6)
+        "29_attachments.dcf": "ee1330ed1ad1a94083fe2387dad3089af84f704064975936a97bb1de4c535989",
+        "29_attachments.json": "d8428f6f3b3dfccacf6123f6e003c166962b6ef713c4ea3957c4158a0e0ef5bc",
+        "30_aliases.dcf": "67f44d3857f51681e34f0cc377226ff7351522315d71bb381bf79031d9312644",
+        "30_aliases.json": "8dfa2cd71645745a08abe63ad93fcabb3567edd2cc9fa38c57fc3c5da7c52d92",
+        "31_extensions_mixed.dcf": "0f8998f5e08a42470b53a28b8e6b2ab65a78fa7c37b001f1442ad5d503736f8b",
+        "31_extensions_mixed.json": "60e81afd35d52341682f90813862426dda74fa5b474e2b754c37804ca10f9511",
+        "32_unknown_critical.dcf": "bb4f6817db58cdd6928dd977cd3e6a53c40b5882acf2da4af18c3168342154d7",
+        "32_unknown_critical.json": "716fcf2486e62b89c0a6c023566bd3d7ad082b265243b24b268295d1eabf4d30",
+    },
 }
 
 
@@ -114,6 +124,10 @@ def test_every_released_version_stays_readable(version, name):
     directory = _directory(version)
     data = (directory / f"{name}.dcf").read_bytes()
     spec = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    if "expect_error" in spec:  # a vector every decoder must refuse (spec/vectors/README.md)
+        with pytest.raises(CorruptFileError, match=spec["expect_error"]):
+            dcformat.DCFReader(data)
+        return
     with dcformat.DCFReader(data) as f:
         assert f.header.version == tuple(int(x) for x in version.split("."))
         assert f.keys() == list(spec["expected"])
@@ -121,17 +135,28 @@ def test_every_released_version_stays_readable(version, name):
             want = array_from_json(expected)
             got = f.get_tensor(key)
             assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+        for attachment, content in spec.get("attachments", {}).items():
+            assert f.get_attachment(attachment).hex() == content["data_hex"]
         f.verify_all()
 
 
 def test_this_writer_writes_the_current_version():
+    """1.1 when the file has an extension record (spec §4.6), 1.0 otherwise (byte for byte)."""
     data = dcformat.save({"a": np.ones(2, np.float32)})
-    assert struct.unpack_from("<HH", data, 4) == (VERSION_MAJOR, VERSION_MINOR) == (1, 0)
-    assert dcformat.FORMAT_VERSION == (1, 0)
+    assert struct.unpack_from("<HH", data, 4) == (VERSION_MAJOR, 0) == (1, 0)
+    tied = dcformat.save({"a": np.ones(2, np.float32)}, aliases={"b": "a"})
+    assert struct.unpack_from("<HH", tied, 4) == (VERSION_MAJOR, VERSION_MINOR) == (1, 1)
+    assert dcformat.FORMAT_VERSION == (1, 1)
 
 
 def _with_version(major, minor):
+    """Vector 04 relabelled: from 1.1 on an index ends with the extension section (spec §3.1),
+    here one without a record."""
     data = bytearray((VECTORS / "04_csr_codebook_huffman.dcf").read_bytes())
+    if major == 1 and minor >= 1:
+        model = fh.parse_model(bytes(data))
+        model.minor = minor  # serialize writes the empty extension section of 1.1 on
+        return fh.serialize(model)
     struct.pack_into("<HH", data, 4, major, minor)
     return bytes(data)
 
@@ -148,7 +173,8 @@ def test_other_major_versions_are_refused_by_name(major, minor):
 
 @pytest.mark.parametrize("minor", [1, 2, 9, 100, 0xFFFF])
 def test_newer_minor_versions_are_read(minor):
-    """A newer minor version only adds enum values: a file that uses none of them decodes as 1.0."""
+    """A newer minor version adds enum values and extension records: a file that uses none of
+    them decodes as 1.0 (its index ending with an empty extension section, spec §3.1)."""
     want = dcformat.load(_with_version(1, 0))
     with dcformat.DCFReader(_with_version(1, minor)) as f:
         assert f.header.version == (1, minor)

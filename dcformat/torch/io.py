@@ -70,14 +70,26 @@ def load_file(filename: Source, device: str | torch.device = "cpu", **options: A
     :func:`dcformat.load_file` (``threads``, ``verify``, memory limits)."""
     torch.device(device)  # a device torch does not know: an error before anything is decoded
     with _open(filename, **options) as reader:
-        return {name: to_torch(array, device) for name, array in reader.get_tensors().items()}
+        return _shared_torch(reader.get_tensors(), device)
 
 
 def load(data: bytes | bytearray | memoryview, device: str | torch.device = "cpu",
          **options: Any) -> dict[str, torch.Tensor]:
     """Decode every tensor of a dcf file held in ``data`` to torch tensors (as :func:`load_file`)."""
     torch.device(device)
-    return {name: to_torch(array, device) for name, array in _load(data, **options).items()}
+    return _shared_torch(_load(data, **options), device)
+
+
+def _shared_torch(arrays: dict, device) -> dict[str, torch.Tensor]:
+    """``arrays`` as torch tensors; names that share one array (an alias and its target, spec
+    §4.6.2) share one tensor, as tied weights do."""
+    done: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, array in arrays.items():
+        if id(array) not in done:
+            done[id(array)] = to_torch(array, device)
+        out[name] = done[id(array)]
+    return out
 
 
 def open(filename: Source, device: str | torch.device = "cpu", **options: Any) -> TorchReader:  # noqa: A001
@@ -135,7 +147,7 @@ class TorchReader:
 
     def get_tensors(self, names: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Decode the tensors ``names`` (default: all, in file order) at once, on all threads."""
-        return {name: to_torch(array, self.device) for name, array in self.reader.get_tensors(names).items()}
+        return _shared_torch(self.reader.get_tensors(names), self.device)
 
     def get_slice(self, name: str) -> TorchSlice:
         """Tensor ``name``, to be read in parts: ``f.get_slice(name)[a:b]`` (see :mod:`dcformat.slices`)."""
