@@ -290,3 +290,23 @@ def test_source_metadata_is_restored_as_dcunpack_restores_it(value, tmp_path):
     dcformat.save_file({"w": np.arange(6, dtype=np.float32)}, src,
                        metadata={"dcformat.packer": "dcformat 0", "dcformat.source_metadata": value, "k": "v"})
     assert_same_as_dcunpack(src, tmp_path)
+
+
+def test_list_shows_aliases_and_attachments():
+    for path in VECTORS:
+        data = open(path, "rb").read()
+        try:
+            header = read_header(data)
+        except DCFormatError:
+            continue
+        attachments = getattr(header, "attachments", {})
+        aliases = getattr(header, "aliases", {})
+        if not attachments and not aliases:
+            continue
+        code, out, _ = run("--list", path)
+        assert code == 0
+        table, _, rest = out.partition("\nattachment  bytes\n")
+        rows = [line.split()[0] for line in table.splitlines()[1:]]
+        assert rows == [*header.tensors, *aliases]
+        assert [line.rsplit("  ", 1) for line in rest.splitlines()] == \
+            [[name, str(a.size)] for name, a in attachments.items()]

@@ -950,6 +950,16 @@ static int list(void)
         for (c = 0; c < 7; c++)
             printf(c < 4 ? "%-*s%s" : "%*s%s", widths[c], cells[i][c], c < 6 ? "  " : "\n");
     free(cells);
+    /* a 1.1 file's aliases were listed above (under their target's facts); its attachments: */
+    for (i = 0; i < dcf_attachment_count(ctx); i++) {
+        const char *name;
+        size_t n;
+        uint64_t size;
+        dcf_get_attachment_info(ctx, i, &name, &n, &size);
+        fputs(i == 0 ? "\nattachment  bytes\n" : "", stdout);
+        put_sanitized(stdout, name, n);
+        printf("  %llu\n", (unsigned long long)size);
+    }
     dcf_ctx_free(ctx);
     return 0;
 }
