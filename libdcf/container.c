@@ -1130,6 +1130,13 @@ const dcf_tensor *dcf_entry_of(const dcf_ctx *ctx, size_t i, size_t *entry)
     return &ctx->tensors[e];
 }
 
+dcf_error dcf_tensor_entry(const dcf_ctx *ctx, size_t i, size_t *entry)
+{
+    if (entry == NULL || dcf_entry_of(ctx, i, entry) == NULL)
+        return DCF_ERR_BAD_ARGUMENT;
+    return DCF_OK;
+}
+
 dcf_error dcf_get_tensor_info(const dcf_ctx *ctx, size_t i, dcf_tensor_info *info)
 {
     const dcf_tensor *t;
@@ -1138,7 +1145,6 @@ dcf_error dcf_get_tensor_info(const dcf_ctx *ctx, size_t i, dcf_tensor_info *inf
     if (info == NULL || (t = dcf_entry_of(ctx, i, &entry)) == NULL)
         return DCF_ERR_BAD_ARGUMENT;
     memset(info, 0, sizeof *info);
-    info->entry = entry;
     if (i >= ctx->tensor_count) {
         info->name = ctx->aliases[i - ctx->tensor_count].name;
         info->name_length = ctx->aliases[i - ctx->tensor_count].name_length;

@@ -215,9 +215,9 @@ typedef struct dcf_options {
     uint64_t max_tensor_bytes;  /* decoded bytes of one tensor (numel x dtype size, checked
                                    in the tensor's own dtype); default 2^34 (16 GiB) */
     uint64_t max_scratch_bytes; /* scratch of one decode call; default 2^34 */
-    uint64_t max_attachment_bytes; /* bytes of one attachment decoded; default 2^30 (1 GiB) */
     int skip_checksums;         /* non-zero: do not verify the index and stream CRC-32s
                                    (default 0: verify, as the Python reader does) */
+    uint64_t max_attachment_bytes; /* bytes of one attachment decoded; default 2^30 (1 GiB) */
 } dcf_options;
 
 /* Fill `options` with the defaults (malloc/free, the limits above, checksums verified). */
@@ -273,15 +273,15 @@ typedef struct dcf_tensor_info {
     uint64_t stored_bytes;    /* sum of the lengths of the tensor's streams */
     uint64_t entries;         /* CSR: stored entries (fillers included); DENSE: numel */
     uint32_t chunk_count;
-    size_t entry;             /* the tensor entry decoded under this name: i itself for an entry,
-                                 the target's index for an alias (spec 4.6.2) */
 } dcf_tensor_info;
 
 /* Tensors: the tensor entries (0 ... count - aliases - 1) in index order, then the aliases of a
  * 1.1 file (second names of entries, for tied weights) in record order. An alias's info is its
- * target's, under the alias's name (`entry` says which entry), and it decodes as its target. */
+ * target's, under the alias's name, and it decodes as its target. */
 size_t dcf_tensor_count(const dcf_ctx *ctx);
 size_t dcf_alias_count(const dcf_ctx *ctx);
+/* The tensor entry decoded under index i: i itself for an entry, the target for an alias. */
+dcf_error dcf_tensor_entry(const dcf_ctx *ctx, size_t i, size_t *entry);
 dcf_error dcf_get_tensor_info(const dcf_ctx *ctx, size_t i, dcf_tensor_info *info);
 /* Index of the tensor named `name` (name_length bytes, compared byte for byte). */
 dcf_error dcf_find_tensor(const dcf_ctx *ctx, const char *name, size_t name_length, size_t *i);

@@ -73,7 +73,7 @@ class Allocator(ctypes.Structure):
 class Options(ctypes.Structure):
     _fields_ = [("allocator", Allocator), ("max_index_length", ctypes.c_uint64), ("max_tensors", ctypes.c_uint64),
                 ("max_tensor_bytes", ctypes.c_uint64), ("max_scratch_bytes", ctypes.c_uint64),
-                ("max_attachment_bytes", ctypes.c_uint64), ("skip_checksums", ctypes.c_int)]
+                ("skip_checksums", ctypes.c_int), ("max_attachment_bytes", ctypes.c_uint64)]
 
 
 class TensorInfo(ctypes.Structure):
@@ -82,7 +82,7 @@ class TensorInfo(ctypes.Structure):
                 ("value_coding", ctypes.c_int), ("index_bits", ctypes.c_uint), ("codebook_dtype", ctypes.c_uint),
                 ("codebook_size", ctypes.c_uint32), ("numel", ctypes.c_uint64), ("rows", ctypes.c_uint64),
                 ("cols", ctypes.c_uint64), ("decoded_bytes", ctypes.c_uint64), ("stored_bytes", ctypes.c_uint64),
-                ("entries", ctypes.c_uint64), ("chunk_count", ctypes.c_uint32), ("entry", ctypes.c_size_t)]
+                ("entries", ctypes.c_uint64), ("chunk_count", ctypes.c_uint32)]
 
 
 class ChunkInfo(ctypes.Structure):
@@ -112,6 +112,7 @@ _SIG = {
     "dcf_scratch_size": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_int, _P]),
     "dcf_strerror": (ctypes.c_char_p, [ctypes.c_int]),
     "dcf_alias_count": (ctypes.c_size_t, [_P]),
+    "dcf_tensor_entry": (ctypes.c_int, [_P, ctypes.c_size_t, _P]),
     "dcf_attachment_count": (ctypes.c_size_t, [_P]),
     "dcf_get_attachment_info": (ctypes.c_int, [_P, ctypes.c_size_t, _P, _P, _P]),
     "dcf_decode_attachment": (ctypes.c_int, [_P, ctypes.c_size_t, _P, ctypes.c_size_t, _P]),
@@ -244,6 +245,12 @@ class File:
         err = ErrorInfo()
         self._check(self.c.dcf_decode_attachment(self.ctx, j, buf, n, ctypes.byref(err)), err)
         return buf.raw[:size.value]
+
+    def entry(self, i: int) -> int:
+        """The tensor entry that index ``i`` decodes (itself, or an alias's target)."""
+        e = ctypes.c_size_t()
+        self._check(self.c.dcf_tensor_entry(self.ctx, i, ctypes.byref(e)), None)
+        return e.value
 
     def chunk_info(self, i: int, c: int) -> ChunkInfo:
         info = ChunkInfo()

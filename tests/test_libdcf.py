@@ -213,8 +213,8 @@ def test_vector_info_and_chunks(lib, path):
         for j, (alias, target) in enumerate(aliases.items()):
             i = len(header.tensors) + j
             assert f.name(i) == alias and f.find(alias) == i
-            assert f.name(f.info(i).entry) == target
-            assert bits(f.decode(i)) == bits(f.decode(f.info(i).entry))
+            assert f.name(f.entry(i)) == target
+            assert bits(f.decode(i)) == bits(f.decode(f.entry(i)))
         for i, (name, t) in enumerate(header.tensors.items()):
             info = f.info(i)
             assert f.find(name) == i
