@@ -89,7 +89,11 @@ def file_summary(header: Header, nonzeros: dict[str, int] | None = None) -> dict
     parts = Counter({p: 0 for p in PARTS})
     for row in tensors:
         parts.update(row["parts"])
-    parts["header"] += header.file_length - sum(parts[p] for p in PARTS if p != "header")
+    attachments = [{"name": a.name, "bytes": a.size, "stored": a.stream.length, "codec": a.stream.codec.name.lower()}
+                   for a in header.attachments.values()]
+    if attachments:  # format 1.1 (spec §4.6.1): the attachments' streams are a part of their own
+        parts["attachments"] = sum(a["stored"] for a in attachments)
+    parts["header"] += header.file_length - sum(n for p, n in parts.items() if p != "header")
     params = sum(r["parameters"] for r in tensors)
     return {
         "version": f"{header.version[0]}.{header.version[1]}",
@@ -99,9 +103,12 @@ def file_summary(header: Header, nonzeros: dict[str, int] | None = None) -> dict
         "parameters": params,
         "nonzeros": sum(nonzeros.values()) if len(nonzeros) == len(tensors) and tensors else None,
         "bytes_by_part": dict(parts),
-        "bits_per_weight": 8 * header.file_length / params if params else None,
-        "ratio_vs_float32": 4 * params / header.file_length if header.file_length else None,
+        # the weights' bytes: the file without its attachments (a tokenizer is not a weight)
+        "bits_per_weight": 8 * (header.file_length - parts["attachments"]) / params if params else None,
+        "ratio_vs_float32": 4 * params / (header.file_length - parts["attachments"]) if header.file_length else None,
         "metadata": dict(header.metadata),
         "tensors": tensors,
+        "aliases": dict(header.aliases),
+        "attachments": attachments,
         "fixed_overhead_bytes": PREAMBLE_SIZE + TRAILER_SIZE,
     }

@@ -314,3 +314,24 @@ def test_attachment_streams_follow_every_tensor_stream():
         assert last_tensor_end <= one.offset < two.offset and one.offset % 16 == 0 and two.offset % 16 == 0
         assert two.offset + two.length == f.header.index_offset
     assert ExtensionType.ATTACHMENT == 1 and ExtensionType.ALIAS == 2
+
+
+# --------------------------------------------------------------------------------------------
+# dcinfo
+
+def test_dcinfo_shows_aliases_and_attachments(capsys):
+    from dcformat.cli import dcinfo
+
+    assert dcinfo.main([str(V11 / "31_extensions_mixed.dcf")]) == 0
+    out = capsys.readouterr().out
+    assert "dcf 1.1, 2 tensors" in out and "head = embed" in out
+    assert "attachment tokenizer.json: 204 bytes, stored 70 (zstd)" in out and "attachments 89" in out
+    assert dcinfo.main(["--json", "--verify", str(V11 / "29_attachments.dcf")]) == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert [a["name"] for a in summary["attachments"]] == ["config.json", "tokenizer/merges.txt", "bytes.bin",
+                                                           "empty.txt"]
+    assert sum(summary["bytes_by_part"].values()) == summary["file_bytes"]
+    weights = summary["file_bytes"] - summary["bytes_by_part"]["attachments"]
+    assert summary["bits_per_weight"] == 8 * weights / summary["parameters"]
+    assert dcinfo.main([str(V11 / "32_unknown_critical.dcf")]) == 1
+    assert "critical extension record of unknown type 40001" in capsys.readouterr().err

@@ -50,9 +50,11 @@ def _inspect(path: str, verify: bool, data: bytes | None = None) -> dict:
 
         with DCFReader(source, verify=True) as reader:
             nonzeros = {}
-            for name in reader.keys():
-                array = reader.get_tensor(name)
-                nonzeros[name] = int(np.count_nonzero(array.reshape(-1).view(f"u{array.dtype.itemsize}")))
+            for info in reader.tensors_info():  # the entries: an alias decodes as its target
+                array = reader.get_tensor(info.name)
+                nonzeros[info.name] = int(np.count_nonzero(array.reshape(-1).view(f"u{array.dtype.itemsize}")))
+            for name in reader.attachments():
+                reader.get_attachment(name)  # its CRC and its codec's rules
             summary = file_summary(reader.header, nonzeros)
         summary["verified"] = True
         return summary
@@ -85,7 +87,8 @@ def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) ->
     bpw = f"{s['bits_per_weight']:.3f}" if s["bits_per_weight"] is not None else "-"
     w(f"  file {s['file_bytes']:,} bytes ({_human(s['file_bytes'])}), {bpw} bits/weight, "
       f"{ratio_text(s['ratio_vs_float32'])}\n")
-    for line in wrap("bytes by part: " + ", ".join(f"{p}\xa0{s['bytes_by_part'][p]:,}" for p in PARTS), width):
+    parts = [*PARTS, *(p for p in s["bytes_by_part"] if p not in PARTS)]
+    for line in wrap("bytes by part: " + ", ".join(f"{p}\xa0{s['bytes_by_part'][p]:,}" for p in parts), width):
         w(line + "\n")
     packed = _packed_with(s["metadata"].get("dcformat.recipe"))
     limit = 10**6 if wide else width
@@ -93,8 +96,12 @@ def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) ->
         w(_cut(f"  packed with: {sanitize(packed, 10**6)}", limit, dots) + "\n")
     for key, value in s["metadata"].items():
         w(_cut(f"  meta {sanitize(key, 40)} = {sanitize(value, 10**6 if wide else 200)}", limit, dots) + "\n")
+    for a in s.get("attachments", []):
+        w(_cut(f"  attachment {sanitize(a['name'], 10**6 if wide else 200)}: {a['bytes']:,} bytes, stored "
+               f"{a['stored']:,} ({a['codec']})", limit, dots) + "\n")
     if s.get("verified"):
-        w("  verified: every tensor decoded, every checksum matched\n")
+        w("  verified: every tensor" + (" and attachment" if s.get("attachments") else "")
+          + " decoded, every checksum matched\n")
     columns = ["name", "shape", "dtype", "layout", "stored", "density", "k", "ib", "codecs", "bytes", "bits/w"]
     if not wide:  # what fits 80 columns; --wide adds stored entries and codecs
         columns = [c for c in columns if c not in ("stored", "codecs") and (c != "density" or s.get("verified"))]
@@ -109,6 +116,8 @@ def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) ->
             "bytes": f"{t['bytes']:,}", "bits/w": f"{8 * t['bytes'] / t['parameters']:.2f}" if t["parameters"] else "-",
         }
         rows.append([cells[c] for c in columns])
+    for alias, target in s.get("aliases", {}).items():  # spec §4.6.2: stored once, as its target
+        rows.append([f"{sanitize(alias, 10**6)} = {sanitize(target, 10**6)}" if c == "name" else "" for c in columns])
     for line in fit_columns(columns, rows, 10**6 if wide else width, mark=dots):
         w(line + "\n")
     legend = ("(k = codebook size; ib = CSR index bits; bits/w = stored bits per weight"
