@@ -105,7 +105,7 @@ def test_usage_errors_are_one_line(tmp_path, checkpoint, capsys, args, match):
 
 @pytest.mark.parametrize("args,match", [
     (["{tmp}/missing.safetensors", "-o", "{tmp}/m.dcf"], "no such file"),
-    (["{tmp}/model.h5", "-o", "{tmp}/m.dcf"], "unknown checkpoint suffix"),
+    (["{tmp}/model.h5", "-o", "{tmp}/m.dcf"], "unknown content"),  # inputs are judged by content
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--quality", "1", "--sparsity", "0.5"], "not both"),
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--recipe", "{tmp}/none.json"], "No such file"),
     (["{ckpt}", "-o", "{tmp}/m.dcf", "--recipe", "{tmp}/bad.json"], "unknown key"),
