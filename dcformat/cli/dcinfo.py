@@ -85,10 +85,13 @@ def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) ->
     name = sanitize(path, 10**6)
     w((name if wide else elide(name, max(20, width - len(first)), dots)) + first + "\n")
     bpw = f"{s['bits_per_weight']:.3f}" if s["bits_per_weight"] is not None else "-"
-    w(f"  file {s['file_bytes']:,} bytes ({_human(s['file_bytes'])}), {bpw} bits/weight, "
-      f"{ratio_text(s['ratio_vs_float32'])}\n")
+    size = [f"file {s['file_bytes']:,} bytes ({_human(s['file_bytes'])})", f"{bpw} bits/weight",
+            ratio_text(s["ratio_vs_float32"])]
+    for line in wrap(", ".join(item.replace(" ", "\xa0") for item in size), 10**6 if wide else width):
+        w(line + "\n")
     parts = [*PARTS, *(p for p in s["bytes_by_part"] if p not in PARTS)]
-    for line in wrap("bytes by part: " + ", ".join(f"{p}\xa0{s['bytes_by_part'][p]:,}" for p in parts), width):
+    for line in wrap("bytes by part: " + ", ".join(f"{p}\xa0{s['bytes_by_part'][p]:,}" for p in parts),
+                     10**6 if wide else width):
         w(line + "\n")
     packed = _packed_with(s["metadata"].get("dcformat.recipe"))
     limit = 10**6 if wide else width
