@@ -13,8 +13,10 @@ _DOC = """dcpack: compress a checkpoint into a dcf file (Deep Compression: prune
     dcpack model.pt --sparsity 0.9 --conv-sparsity 0.65 --bits 5 --conv-bits 8
     dcpack model.npz --recipe recipe.json --table md             a JSON recipe (README: "Recipes")
 
-Inputs: .safetensors, .pt/.pth (a state dict, or {{"state_dict": ...}}; torch.load with
-weights_only=True), .npz (no pickles). Fully connected weights are the floating-point tensors of
+Inputs, judged by content (any suffix): safetensors, torch files (torch.load with
+weights_only=True; a training checkpoint gives every tensor under dotted names, its other entries
+kept in the metadata, --key one subtree), npz (no pickles), dcf, a Hugging Face model folder or its
+*.index.json (shards). Fully connected weights are the floating-point tensors of
 rank 2 — embedding tables included — and conv weights those of rank 3 or more; tensors under
 --min-size elements, biases and norms (rank 1) and non-float tensors stay raw and lossless. The
 recipe and the source file name are stored in the file's metadata (``dcformat.recipe``,
