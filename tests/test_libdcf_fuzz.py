@@ -172,6 +172,7 @@ def test_compare_names_every_disagreement(driver):
         "f32-values": dict(c, tensors=[(*t0[:3], t0[3] ^ 1, "")] + c["tensors"][1:]),
         "metadata": dict(c, meta_crc=c["meta_crc"] ^ 1),
         "tensor-table": dict(c, info_crc=c["info_crc"] ^ 1),
+        "attachments": dict(c, attach_crc=c["attach_crc"] ^ 1),
         "accept-refuse:py:DCF_ERR_HUFFMAN_CODE": dict(c, tensors=[("DCF_ERR_HUFFMAN_CODE", None, None, None, "")]
                                                          + c["tensors"][1:]),
         "accept-refuse:py:DCF_ERR_OFFSET": {"open": "DCF_ERR_OFFSET", "message": "x"},

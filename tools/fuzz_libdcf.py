@@ -354,7 +354,8 @@ class Mutator:
 def python_result(data: bytes, skip_checksums: bool):
     """What the Python reader makes of ``data``: a dict shaped like :func:`parse_line`'s."""
     try:
-        reader = dcformat.DCFReader(data, verify=not skip_checksums, max_tensor_bytes=MAX_TENSOR_BYTES)
+        reader = dcformat.DCFReader(data, verify=not skip_checksums, max_tensor_bytes=MAX_TENSOR_BYTES,
+                                    max_attachment_bytes=MAX_TENSOR_BYTES)
     except DCFormatError as error:
         return {"open": type(error).__name__, "message": str(error)}
     with reader as f:
@@ -388,7 +389,21 @@ def python_result(data: bytes, skip_checksums: bool):
                 tensors.append((None, crc, None, f32, ""))
             else:
                 tensors.append((None, crc, "OUT_TYPE", None, ""))
-        return {"open": None, "tensors": tensors, "info_crc": info_crc, "meta_crc": meta_crc, "zstd": zstd}
+        attach_crc = 0
+        for name in (f.attachments() if hasattr(f, "attachments") else []):
+            size = f.attachment_info(name).size
+            raw = name.encode("utf-8")
+            attach_crc = zlib.crc32(struct.pack("<I", len(raw)) + raw + struct.pack("<Q", size), attach_crc)
+            if size > MAX_TENSOR_BYTES:
+                attach_crc = zlib.crc32(b"\x02", attach_crc)
+                continue
+            try:
+                content = f.get_attachment(name)
+                attach_crc = zlib.crc32(b"\x00" + content, attach_crc)
+            except DCFormatError:
+                attach_crc = zlib.crc32(b"\x01", attach_crc)
+        return {"open": None, "tensors": tensors, "info_crc": info_crc, "meta_crc": meta_crc, "zstd": zstd,
+                "attach_crc": attach_crc}
 
 
 def _uses_zstd(data: bytes, t) -> bool:
@@ -426,14 +441,14 @@ def parse_line(line: str, names: dict[int, str]):
     code = int(parts[1])
     if code != 0:
         return {"open": names.get(code, str(code)), "message": message.strip()}
-    n, info_crc, meta_crc = int(parts[2]), int(parts[3], 16), int(parts[4], 16)
+    n, info_crc, meta_crc, attach_crc = int(parts[2]), int(parts[3], 16), int(parts[4], 16), int(parts[5], 16)
     tensors = []
-    for item in parts[5:5 + n]:
+    for item in parts[6:6 + n]:
         c, crc, fc, fcrc = item.split(":")
         c, fc = int(c), int(fc)
         tensors.append((None if c == 0 else names.get(c, str(c)), int(crc, 16) if c == 0 else None,
                         None if fc == 0 else names.get(fc, str(fc)), int(fcrc, 16) if fc == 0 else None, ""))
-    return {"open": None, "tensors": tensors, "info_crc": info_crc, "meta_crc": meta_crc}
+    return {"open": None, "tensors": tensors, "info_crc": info_crc, "meta_crc": meta_crc, "attach_crc": attach_crc}
 
 
 def accepted(result) -> bool:
@@ -472,6 +487,8 @@ def compare(c, py) -> list[tuple[str, str]]:
         return out
     if c["meta_crc"] != py["meta_crc"]:
         out.append(("metadata", "the metadata differ"))
+    if c.get("attach_crc") != py.get("attach_crc"):
+        out.append(("attachments", "the attachments (names, sizes, refusals or bytes) differ"))
     for i, (ct, pt) in enumerate(zip(c["tensors"], py["tensors"])):
         if ct[0] is None and pt[0] is None:
             if ct[1] != pt[1]:

@@ -204,6 +204,7 @@ typedef struct file_result {
     size_t tensors;          /* dcf_tensor_count */
     uint32_t info_crc;       /* of the tensor table (see tensor_table_crc) */
     uint32_t meta_crc;       /* of the metadata (see metadata_crc) */
+    uint32_t attach_crc;     /* of the attachments: names, sizes, outcomes and bytes */
     tensor_result *t;        /* `tensors` entries (plain malloc) */
     char message[DCF_ERROR_MESSAGE_SIZE]; /* of the open error */
 } file_result;
@@ -368,6 +369,7 @@ static void run_pass(const uint8_t *data, size_t size, const pass *ps, file_resu
     opt.max_tensor_bytes = ps->lim->max_tensor_bytes;
     opt.max_scratch_bytes = ps->lim->max_scratch_bytes;
     opt.skip_checksums = ps->lim->skip_checksums;
+    opt.max_attachment_bytes = ps->lim->max_tensor_bytes;
     dcf_ctx *ctx = dcf_ctx_new(&opt);
     if (!ctx) {
         CHECK(ps->alloc->failed, "dcf_ctx_new returned NULL with memory to spare");
@@ -415,6 +417,47 @@ static void run_pass(const uint8_t *data, size_t size, const pass *ps, file_resu
         CHECK(dcf_metadata_get(ctx, mcount, &k, &kl, &v, &vl) != DCF_OK, "metadata index out of range accepted");
     }
     res->meta_crc = mcrc;
+
+    /* attachments (1.1): per attachment u32 name length, name, u64 size, u8 outcome (0 decoded,
+     * 1 refused, 2 over the limit: not asked), then its bytes when decoded */
+    uint32_t acrc = 0;
+    size_t acount = dcf_attachment_count(ctx);
+    for (size_t j = 0; j < acount; j++) {
+        const char *name;
+        size_t nl;
+        uint64_t asize;
+        CHECK(dcf_get_attachment_info(ctx, j, &name, &nl, &asize) == DCF_OK, "dcf_get_attachment_info failed");
+        CHECK(name[nl] == 0, "attachment name not NUL-terminated");
+        acrc = crc_u64(acrc, nl, 4);
+        acrc = crc_update(acrc, name, nl);
+        acrc = crc_u64(acrc, asize, 8);
+        if (asize > ps->lim->max_tensor_bytes) {
+            uint8_t one;
+            CHECK(dcf_decode_attachment(ctx, j, &one, 1, NULL) != DCF_OK, "an attachment over the limit decodes into 1 byte");
+            acrc = crc_u64(acrc, 2, 1);
+            continue;
+        }
+        uint8_t *buf = (uint8_t *)xmalloc((size_t)asize);
+        dcf_error_info ea;
+        size_t base = ps->alloc->live, blocks = ps->alloc->blocks;
+        if (asize > 0 && asize <= (1u << 20))
+            CHECK(dcf_decode_attachment(ctx, j, buf, (size_t)asize - 1, NULL) != DCF_OK,
+                  "an attachment buffer one byte short was accepted");
+        dcf_error arc = dcf_decode_attachment(ctx, j, buf, (size_t)asize, ps->use_err ? &ea : NULL);
+        check_err(arc, ps->use_err ? &ea : NULL);
+        CHECK(ps->alloc->live == base && ps->alloc->blocks == blocks, "dcf_decode_attachment did not free its scratch");
+        if (arc == DCF_ERR_NO_MEMORY && ps->alloc->failed) arc = DCF_ERR_STREAM_CHECKSUM; /* only the code differs */
+        acrc = crc_u64(acrc, arc == DCF_OK ? 0 : 1, 1);
+        if (arc == DCF_OK) acrc = crc_update(acrc, buf, (size_t)asize);
+        free(buf);
+    }
+    {
+        const char *name;
+        size_t nl;
+        uint64_t asize;
+        CHECK(dcf_get_attachment_info(ctx, acount, &name, &nl, &asize) != DCF_OK, "attachment index out of range accepted");
+    }
+    res->attach_crc = acrc;
 
     /* tensors */
     size_t n = dcf_tensor_count(ctx);
@@ -517,6 +560,13 @@ static void run_pass(const uint8_t *data, size_t size, const pass *ps, file_resu
             free(f32);
         }
     done_tensor:
+        {
+            size_t entry = i;
+            CHECK(dcf_tensor_entry(ctx, i, &entry) == DCF_OK && entry <= i, "dcf_tensor_entry of a listed tensor");
+            CHECK((entry == i) == (i < n - dcf_alias_count(ctx)), "an alias among the entries, or an entry among the aliases");
+            if (entry != i && r->code == DCF_OK && res->t[entry].code == DCF_OK)
+                CHECK(r->crc == res->t[entry].crc, "an alias decodes differently from its target");
+        }
         if (ps->ref && ps->ref->open_code == DCF_OK && i < ps->ref->tensors) {
             const tensor_result *q = &ps->ref->t[i];
             if (r->code == DCF_OK && q->code == DCF_OK) CHECK(r->crc == q->crc, "two passes decode different values");
@@ -635,12 +685,12 @@ static void on_alarm(int sig) {
     _exit(124);
 }
 
-/* One result line:  TAG OPEN_CODE [TENSORS INFO_CRC META_CRC {CODE:CRC:F32_CODE:F32_CRC}...]
+/* One result line:  TAG OPEN_CODE [TENSORS INFO_CRC META_CRC ATTACH_CRC {CODE:CRC:F32_CODE:F32_CRC}...]
  * (codes as numbers of dcf_error; CRCs in hex; a CRC is 0 where its code is not DCF_OK). */
 static void print_result(const char *tag, const file_result *r) {
     printf("%s %d", tag, r->open_code);
     if (r->open_code == DCF_OK) {
-        printf(" %zu %08x %08x", r->tensors, r->info_crc, r->meta_crc);
+        printf(" %zu %08x %08x %08x", r->tensors, r->info_crc, r->meta_crc, r->attach_crc);
         for (size_t i = 0; i < r->tensors; i++)
             printf(" %d:%08x:%d:%08x", r->t[i].code, r->t[i].crc, r->t[i].f32_code, r->t[i].f32_crc);
     } else if (r->message[0]) {
