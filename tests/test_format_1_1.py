@@ -335,3 +335,18 @@ def test_dcinfo_shows_aliases_and_attachments(capsys):
     assert summary["bits_per_weight"] == 8 * weights / summary["parameters"]
     assert dcinfo.main([str(V11 / "32_unknown_critical.dcf")]) == 1
     assert "critical extension record of unknown type 40001" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# libdcf, the C decoder, on what 1.1 adds (its full cross-check is in test_libdcf.py)
+
+def test_libdcf_refuses_the_negative_vector_naming_the_type():
+    from libdcf_helpers import LIB_PATH, DcfError, Lib, build_native
+
+    build_native()
+    lib = Lib(LIB_PATH)
+    with pytest.raises(DcfError) as caught:
+        lib.open((V11 / "32_unknown_critical.dcf").read_bytes())
+    assert caught.value.name == "CRITICAL_EXTENSION" and "40001" in str(caught.value)
+    with lib.open((V11 / "31_extensions_mixed.dcf").read_bytes()) as f:  # the unknown record is skipped
+        assert f.attachment_names() == ["generation_config.json", "tokenizer.json"] and len(f) == 3
