@@ -66,8 +66,9 @@ def test_choice_is_within_budget_and_zero_budget_is_bit_exact(minilm):
         choice = choose(w, budget)
         assert choice.error <= budget and choice.error == relative_error(w, choice.stored)
         assert choice.bytes < exact.bytes
-    tight = choose(w, 0.01)  # below what 8 bits reach: a wider codebook, not raw storage
-    assert tight.policy.bits > 8 and tight.error <= 0.01 and tight.bytes < exact.bytes / 2
+    tight = choose(w, 0.01)  # below what 8 bits reach: a fine grid (or a wider codebook), not raw storage
+    assert tight.policy.share in ("uniform", "kmeans") and tight.policy.bits != 8
+    assert tight.error <= 0.01 and tight.bytes < exact.bytes / 2
 
 
 def test_looser_budget_never_gives_a_larger_file(tmp_path, minilm):
@@ -94,7 +95,8 @@ def test_budget_file_reports_the_chosen_setting_and_reads_back(tmp_path, minilm)
     by_name = {t.name: t for t in result.tensors}
     assert by_name["bias"].lossless  # rank 1: no rule matches
     for name in SMALL:
-        assert "k-means" in by_name[name].policy and "(error ≤ 0.05)" in by_name[name].policy
+        assert ("k-means" in by_name[name].policy or "uniform step" in by_name[name].policy)
+        assert "(error ≤ 0.05)" in by_name[name].policy
     loaded = dcformat.load_file(tmp_path / "m.dcf")
     assert bits(loaded["bias"]) == bits(tensors["bias"])
     assert relative_error(tensors[SMALL[0]], loaded[SMALL[0]]) == pytest.approx(by_name[SMALL[0]].relative_error)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compress import relative_error
+from ..compress.ecsq import MAX_CELLS, from_sorted, grid_stats
 from ..compress.sharing import _finalize, _kmeans_kernels, _lloyd_sorted  # kmeans_1d's, on values sorted once
 from ..encoding import EncodedTensor, Encoding, encode_tensor, raw_gap_histogram
 from ..tensors import ZERO_INDEX, CodebookTensor
@@ -248,6 +249,8 @@ class TensorSearch:
         """The stored tensor of a candidate policy: equal to ``compress_tensor(array, policy)``'s."""
         if policy.lossless:
             return self.array
+        if policy.share == "uniform":
+            return from_sorted(self.u, self.inverse, self.counts, policy.step, 0.5, self.array.shape, self.array.dtype)
         sparsity = policy.sparsity or 0.0
         _, _, where, mask = self._kept(sparsity)
         centroids, labels = self._kmeans(sparsity, policy.centroids(mask is not None))
@@ -258,6 +261,76 @@ class TensorSearch:
             full[where] = labels
             indices = np.where(mask.reshape(-1), full[self.inverse], ZERO_INDEX)
         return CodebookTensor(centroids, indices.astype(np.int32).reshape(self.array.shape), self.array.dtype)
+
+
+STEPS_PER_OCTAVE = facts.GRID_STEPS_PER_OCTAVE
+"""Grid steps the uniform (ECSQ) candidate may take: ``2 ** (j / STEPS_PER_OCTAVE)`` for integer
+``j``, a ladder that depends on neither the tensor nor the budget; one rung changes the rate by
+``1 / STEPS_PER_OCTAVE`` bit per weight and the error by about 1%."""
+
+
+def _grid_error(tensor: "TensorSearch", j: int):
+    """Estimated relative error and stats of grid rung ``j`` (exact up to float64 rounding)."""
+    cache = tensor.__dict__.setdefault("_grid", {})
+    if j not in cache:
+        stats = grid_stats(tensor.u, tensor.counts, 2.0 ** (j / STEPS_PER_OCTAVE), 0.5, tensor.array.dtype)
+        error = math.sqrt(stats.err2 / tensor.norm2) if tensor.norm2 > 0 else (0.0 if stats.err2 == 0 else math.inf)
+        cache[j] = (error, stats.k)
+    return cache[j]
+
+
+def grid_rung(tensor: "TensorSearch", max_error: float) -> int | None:
+    """The coarsest rung of the grid ladder whose estimated error is within ``max_error``, found by
+    bisection (the error of a uniform grid grows with its step), or None when no rung with at most
+    65536 codebook entries fits. Starts from the high-rate estimate ``step = √12 · E · rms``."""
+    if not tensor.shareable or tensor.norm2 <= 0 or max_error <= 0:
+        return None
+    rms = math.sqrt(tensor.norm2 / tensor.array.size)
+    j = round(STEPS_PER_OCTAVE * math.log2(math.sqrt(12) * max_error * rms))
+    fits = lambda j: _may_fit(Candidate(Policy(), _grid_error(tensor, j)[0], 0.0), max_error)
+    span = STEPS_PER_OCTAVE // 4
+    if fits(j):  # bracket: lo fits, hi does not
+        lo, hi = j, j + span
+        while fits(hi):
+            lo, hi, span = hi, hi + 2 * span, 2 * span
+            if _grid_error(tensor, lo)[1] <= 1:  # one value left: coarser steps change nothing
+                break
+    else:
+        lo, hi = j - span, j
+        while not fits(lo):
+            if _grid_error(tensor, lo)[1] > MAX_CELLS or lo < -150 * STEPS_PER_OCTAVE:
+                return None
+            lo, hi, span = lo - 2 * span, lo, 2 * span
+    while hi - lo > 1:
+        check_stop()
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo if _grid_error(tensor, lo)[1] <= MAX_CELLS else None
+
+
+def grid_policy(j: int) -> Policy:
+    return Policy.from_dict({"step": 2.0 ** (j / STEPS_PER_OCTAVE)})
+
+
+def _measure_grid(tensor: "TensorSearch", max_error: float, profile=None, memo=None):
+    """The grid candidate for ``max_error``: its coarsest rung whose *exact* error fits (rungs below
+    the estimated one are tried when float rounding puts it just over), measured as :func:`_measure`
+    does; ``(policy, stored, encoded, error, bytes)`` or None."""
+    j = grid_rung(tensor, max_error)
+    while j is not None:
+        check_stop()
+        key = (j, profile)
+        if memo is not None and key in memo:
+            got = memo[key]
+        else:
+            policy = grid_policy(j)
+            got = (policy,) + _measure(tensor, policy, profile)
+            if memo is not None:
+                memo[key] = got
+        if got[3] <= max_error:
+            return got
+        j -= 1
+    return None
 
 
 def frontier(candidates: list[Candidate]) -> list[Candidate]:
@@ -340,6 +413,9 @@ def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits"
             continue
         if best is None or (size, error) < (best.bytes, best.error):
             best = Choice(c.policy, stored, encoded, error, size, len(candidates), len(front))
+    grid = _measure_grid(tensor, max_error, profile)
+    if grid is not None and (grid[4], grid[3]) < (best.bytes, best.error):
+        best = Choice(grid[0], grid[1], grid[2], grid[3], grid[4], len(candidates) + 1, len(front) + 1)
     assert best is not None  # raw (error 0) is on the frontier: nothing beats its error
     if progress is not None and done[0] < 1:
         progress(1 - done[0])
@@ -376,12 +452,15 @@ def sweep(array: np.ndarray, budgets, *, search: str = "sparsity+bits") -> list[
         if _may_fit(c, loosest):
             _, _, error, size = _measure(tensor, c.policy)
             measured.append((c, error, size))
-    out = []
+    out, memo = [], {}
     for budget in budgets:
         best = None
         for c, error, size in measured:
             if _may_fit(c, budget) and error <= budget and (best is None or (size, error) < (best.bytes, best.error)):
                 best = Outcome(c.policy, error, size)
         assert best is not None  # raw (error 0) is always measured and always fits
+        grid = _measure_grid(tensor, budget, memo=memo)
+        if grid is not None and (grid[4], grid[3]) < (best.bytes, best.error):
+            best = Outcome(grid[0], grid[3], grid[4])
         out.append(best)
     return out

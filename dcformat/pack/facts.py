@@ -32,6 +32,8 @@ PRUNED_BITS = tuple(range(2, 9))
 """Codebook bits of pruned candidates (``budget.BITS``)."""
 UNPRUNED_BITS = PRUNED_BITS + (9, 10, 11, 12)
 """Codebook bits of unpruned candidates (``budget.UNPRUNED_BITS``); the safe preset searches these."""
+GRID_STEPS_PER_OCTAVE = 64
+"""Rungs per doubling of the step on the uniform-grid (ECSQ) candidate's ladder (``budget.STEPS_PER_OCTAVE``)."""
 
 
 def times(ratio: float, ascii: bool = False) -> str:

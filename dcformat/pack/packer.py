@@ -26,6 +26,7 @@ from ..compress import (
     share_weights,
     threshold_mask,
 )
+from ..compress.ecsq import uniform_quantize
 from ..encoding import Encoding
 from ..errors import EncodingError
 from ..profiles import METADATA_KEY as PROFILE_KEY
@@ -167,6 +168,10 @@ def compress_tensor(array: np.ndarray, policy: Policy, *, mask: np.ndarray | Non
         pruned = mask is not None and not mask.all()  # sparsity 0 prunes nothing: no zero symbol
         stored = share_weights(array, keep, k=policy.centroids(pruned=pruned), init=policy.init,
                                method=policy.method, iters=policy.iters, seed=policy.seed)
+    elif policy.share == "uniform":
+        stored = uniform_quantize(array, policy.step)
+        if mask is not None:
+            stored = CodebookTensor(stored.codebook, np.where(mask, stored.indices, ZERO_INDEX), stored.dtype)
     elif policy.share == "pow2":
         stored = inq_quantize(array if mask is None else np.where(mask, array, np.zeros((), array.dtype)), policy.bits)
         if mask is not None:

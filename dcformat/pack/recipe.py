@@ -95,7 +95,7 @@ from . import facts
 from .errors import RecipeError
 
 PRUNE = ("none", "magnitude", "threshold", "filter", "global")
-SHARE = ("none", "kmeans", "pow2")
+SHARE = ("none", "kmeans", "pow2", "uniform")
 INITS = ("linear", "density", "random")
 METHODS = ("lloyd", "exact")
 STORE = ("raw", "float16")
@@ -137,6 +137,8 @@ class Policy:
     share: str = "none"
     bits: int | None = None
     k: int | None = None
+    step: float | None = None
+    """Grid step of share "uniform" (entropy-constrained scalar quantization, :mod:`dcformat.compress.ecsq`)."""
     init: str = "linear"
     method: str = "lloyd"
     iters: int = 300
@@ -148,7 +150,7 @@ class Policy:
     max_error: float | None = None
     search: str = "sparsity+bits"
 
-    FIELDS = ("prune", "sparsity", "quality", "share", "bits", "k", "init", "method", "iters", "seed",
+    FIELDS = ("prune", "sparsity", "quality", "share", "bits", "k", "step", "init", "method", "iters", "seed",
               "index_bits", "layout", "store", "codebook_dtype", "max_error", "search")
 
     @classmethod
@@ -164,6 +166,8 @@ class Policy:
                 spec["prune"] = "magnitude"
         if "share" not in spec and (spec.get("bits") is not None or spec.get("k") is not None):
             spec["share"] = "kmeans"
+        if "share" not in spec and spec.get("step") is not None:
+            spec["share"] = "uniform"
         policy = cls(**{key: value for key, value in spec.items() if value is not None})
         policy.check(where)
         return policy
@@ -202,8 +206,15 @@ class Policy:
                 bad("share 'pow2' needs bits 2..16")
             if self.k is not None:
                 bad("share 'pow2' takes bits, not k")
+        elif self.share == "uniform":
+            if self.step is None or not (_is_real(self.step) and 0 < self.step < float("inf")):
+                bad(f"share 'uniform' needs a step > 0, not {self.step!r}")
+            if self.bits is not None or self.k is not None:
+                bad("share 'uniform' takes a step, not bits or k")
         elif self.bits is not None or self.k is not None:
             bad("bits and k need share 'kmeans' or 'pow2'")
+        if self.step is not None and self.share != "uniform":
+            bad("step needs share 'uniform'")
         if self.init not in INITS:
             bad(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
         if self.method not in METHODS:
@@ -267,6 +278,8 @@ class Policy:
             parts.append(f"k-means k={self.k}" if self.k is not None else f"k-means {self.bits} bits")
         elif self.share == "pow2":
             parts.append(f"pow2 {self.bits} bits")
+        elif self.share == "uniform":
+            parts.append(f"uniform step {self.step:.4g}")
         if self.store == "float16" and self.share == "none":
             parts.append("float16")
         if not parts:
