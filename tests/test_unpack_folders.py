@@ -95,8 +95,9 @@ def test_sharded_folder_round_trips_with_its_shards_and_index(tmp_path, fmt):
 
 def test_index_path_works_like_its_folder(tmp_path):
     src = sharded_folder(tmp_path / "src", model())
-    pack(src / "model.safetensors.index.json", tmp_path / "a.dcf")
-    pack(src, tmp_path / "b.dcf")
+    a = pack(src / "model.safetensors.index.json", tmp_path / "a.dcf")
+    b = pack(src, tmp_path / "b.dcf")
+    assert a.notes == b.notes and any("3 other files" in n for n in a.notes)
     with dcformat.open(tmp_path / "a.dcf") as a, dcformat.open(tmp_path / "b.dcf") as b:
         assert a.keys() == b.keys()
         assert a.metadata()["dcformat.source_layout"] == b.metadata()["dcformat.source_layout"]

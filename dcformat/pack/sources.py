@@ -783,6 +783,11 @@ def open_folder(path: str, key: str | None = None) -> Source:
         source.path = path
         source.name = os.path.basename(os.path.normpath(path))
         weight_files = {chosen}
+    return _with_folder_files(source, path, weight_files)
+
+
+def _with_folder_files(source: Source, path: str, weight_files) -> Source:
+    """Mark ``source`` as a model folder's and list the folder's other files (:attr:`Source.files`)."""
     source.layout = {"folder": 1, **source.layout}
     files = []
     for root, dirs, names in os.walk(path):
@@ -803,15 +808,17 @@ OPENERS = {
     "torch": TorchSource,
     "npz": NpzSource,
     "dcf": DcfSource,
-    "index": lambda path, key=None: _with_folder_files(ShardedSource(path), path),
+    "index": lambda path: _open_index(path),
     "directory": open_folder,
 }
 """Kind (from :func:`sniff`) -> ``opener(path)`` returning a :class:`Source`."""
 
 
-def _with_folder_files(source: ShardedSource, index_path: str) -> Source:
-    source.layout = {"folder": 1, **source.layout}
-    return source
+def _open_index(index_path: str) -> Source:
+    """An ``*.index.json``: its shards, as the folder holding it would give them."""
+    source = ShardedSource(index_path)
+    folder = os.path.dirname(os.path.abspath(index_path))
+    return _with_folder_files(source, folder, set(source.layout["shards"]) | {os.path.basename(index_path)})
 
 
 def open_source(path, *, key: str | None = None) -> Source:
