@@ -34,7 +34,9 @@ def test_readme_preset_table_states_the_facts():
     assert facts.times(facts.LOSSLESS_RATIO) in _row(presets, "`lossless`")
     safe = _row(presets, "`safe`")
     assert facts.times(facts.SAFE_RATIO) in safe and f"≤ {facts.SAFE_MAX_ERROR:g}" in safe
-    assert str(facts.SAFE_COSINE) in safe
+    assert str(facts.SAFE_COSINE) in safe and f"≤ {facts.SAFE_EMBEDDING_ERROR:g}" in safe
+    same = _row(presets, "`indistinguishable`")
+    assert facts.times(facts.INDISTINGUISHABLE_RATIO) in same and str(facts.INDISTINGUISHABLE_COSINE) in same
     assert facts.times(facts.AGGRESSIVE_RATIO) in _row(presets, "`aggressive`")
 
 
@@ -52,22 +54,22 @@ def test_help_states_the_facts(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         dcpack.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for ratio in (facts.LOSSLESS_RATIO, facts.SAFE_RATIO, facts.AGGRESSIVE_RATIO):
+    for ratio in (facts.LOSSLESS_RATIO, facts.SAFE_RATIO, facts.INDISTINGUISHABLE_RATIO, facts.AGGRESSIVE_RATIO):
         assert text.count(facts.times(ratio, ascii=True)) >= 2, ratio  # the --preset help and the epilog
     assert f"k-means bits ({facts.bit_range(facts.UNPRUNED_BITS, '..')})" in text
     assert f"pruning {facts.percents(facts.SEARCH_SPARSITIES)} with {facts.bit_range(facts.PRUNED_BITS, '..')}" in text
     # no other ratio is claimed for a preset
     claimed = set(re.findall(r"(?<![\d.])(\d+(?:\.\d+)?)x\b", text))
-    assert claimed <= {f"{r:g}" for r in (facts.LOSSLESS_RATIO, facts.SAFE_RATIO, facts.AGGRESSIVE_RATIO)}, claimed
+    assert claimed <= {f"{r:g}" for r in (facts.LOSSLESS_RATIO, facts.SAFE_RATIO, facts.INDISTINGUISHABLE_RATIO, facts.AGGRESSIVE_RATIO)}, claimed
 
 
 def test_recipe_docstrings_state_the_facts():
     doc = " ".join(recipe.__doc__.split())
-    for ratio in (facts.LOSSLESS_RATIO, facts.SAFE_RATIO, facts.AGGRESSIVE_RATIO):
+    for ratio in (facts.LOSSLESS_RATIO, facts.SAFE_RATIO, facts.INDISTINGUISHABLE_RATIO, facts.AGGRESSIVE_RATIO):
         assert facts.times(ratio) in doc
-    assert f"cosine {facts.SAFE_COSINE}" in doc
+    assert f"cosine {facts.SAFE_COSINE}" in doc and f"cosine {facts.INDISTINGUISHABLE_COSINE}" in doc
     claimed = set(re.findall(r"(\d+(?:\.\d+)?)×", doc)) | set(re.findall(r"(\d+)–(\d+)×", doc))
-    assert claimed <= {f"{r:g}" for r in (facts.LOSSLESS_RATIO, facts.SAFE_RATIO, facts.AGGRESSIVE_RATIO)}, claimed
+    assert claimed <= {f"{r:g}" for r in (facts.LOSSLESS_RATIO, facts.SAFE_RATIO, facts.INDISTINGUISHABLE_RATIO, facts.AGGRESSIVE_RATIO)}, claimed
     assert f"{facts.bit_range(facts.UNPRUNED_BITS, '..')} bits" in doc
 
 

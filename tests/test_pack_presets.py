@@ -2,13 +2,16 @@
 import json
 import os
 
+import numpy as np
+
 import pytest
 from pack_fixtures import bits, minilm_checkpoint, small_model
 
 import dcformat
 from dcformat.cli import dcinfo, dcpack
 from dcformat.pack import Recipe, RecipeError, load_checkpoint, pack, save_checkpoint
-from dcformat.pack.recipe import SAFE_MAX_ERROR, budget_recipe, preset_recipe
+from dcformat.pack.recipe import (EMBEDDING_PATTERNS, INDISTINGUISHABLE_EMBEDDING_ERROR, INDISTINGUISHABLE_MAX_ERROR,
+                                  SAFE_EMBEDDING_ERROR, SAFE_MAX_ERROR, budget_recipe, preset_recipe)
 
 
 @pytest.fixture()
@@ -22,10 +25,17 @@ def test_preset_recipes():
     assert preset_recipe("lossless").lossless and preset_recipe("lossless").to_dict() == {"preset": "lossless",
                                                                                          "rules": []}
     safe = preset_recipe("safe")
-    assert safe.to_dict() == {"preset": "safe", "rules": [{"name": "safe", "max_error": SAFE_MAX_ERROR,
-                                                           "search": "bits"}]}
+    assert safe.to_dict() == {"preset": "safe", "rules": [
+        {"name": "embeddings", "match": list(EMBEDDING_PATTERNS), "max_error": SAFE_EMBEDDING_ERROR, "search": "bits"},
+        {"name": "safe", "max_error": SAFE_MAX_ERROR, "search": "bits"}]}
     assert Recipe.from_json(safe.to_json()) == safe
-    assert preset_recipe("safe", max_error=0.01).rules[0].policy.max_error == 0.01
+    one = preset_recipe("safe", max_error=0.01)  # one budget for every tensor
+    assert [r.policy.max_error for r in one.rules] == [0.01]
+    same = preset_recipe("indistinguishable")
+    assert [r.policy.max_error for r in same.rules] == [INDISTINGUISHABLE_EMBEDDING_ERROR, INDISTINGUISHABLE_MAX_ERROR]
+    assert same.rule_for("embeddings.word_embeddings.weight", np.zeros((64, 64), np.float32)).name == "embeddings"
+    assert same.rule_for("encoder.layer.0.output.dense.weight", np.zeros((64, 64), np.float32)).name == "indistinguishable"
+    assert same.rule_for("embeddings.word_embeddings.weight", np.zeros((4, 4), np.float32)) is None  # < min_size
     aggressive = preset_recipe("aggressive")
     paper = Recipe.from_flags(sparsity=0.9, conv_sparsity=0.65, bits=5, conv_bits=8)
     assert aggressive.rules == paper.rules and aggressive.preset == "aggressive"
@@ -40,11 +50,13 @@ def test_cli_safe_preset_records_preset_and_budget(tmp_path, checkpoint, capsys)
     out = tmp_path / "m.dcf"
     assert dcpack.main([str(checkpoint), "-o", str(out), "--preset", "safe", "--table", "md"]) == 0
     captured = capsys.readouterr()
-    assert "preset safe" in captured.err and "| setting |" in captured.out and "k-means" in captured.out
+    assert "preset safe" in captured.err and "| setting |" in captured.out
+    assert "k-means" in captured.out or "uniform step" in captured.out
     meta = json.loads(dcformat.open(out).metadata()["dcformat.recipe"])
-    assert meta["preset"] == "safe" and meta["rules"][0]["max_error"] == SAFE_MAX_ERROR
+    assert meta["preset"] == "safe" and meta["rules"][-1]["max_error"] == SAFE_MAX_ERROR
     assert dcinfo.main([str(out)]) == 0
-    assert f"packed with: preset safe, relative error <= {SAFE_MAX_ERROR:g} per tensor" in capsys.readouterr().out
+    budgets = f"{SAFE_MAX_ERROR:g}, {SAFE_EMBEDDING_ERROR:g}"
+    assert f"packed with: preset safe, relative error <= {budgets} per tensor" in capsys.readouterr().out
     loaded, original = dcformat.load_file(out), small_model()
     assert bits(loaded["fc1.bias"]) == bits(original["fc1.bias"])  # rank 1 stays raw
     from dcformat.compress import relative_error
@@ -92,17 +104,38 @@ def test_full_minilm_default_is_bit_exact(tmp_path):
     assert sorted(loaded) == sorted(source) and all(bits(loaded[k]) == bits(v) for k, v in source.items())
 
 
-@pytest.mark.slow
-def test_full_minilm_safe_preset_keeps_its_outputs(tmp_path):
+PREVIOUS_SAFE_BYTES = 16_032_956
+"""The safe preset's MiniLM file before the grid candidate (one budget 0.03, power-of-two codebooks)."""
+PREVIOUS_SAFE_COSINE = 0.9975
+
+
+def _minilm_preset(tmp_path, name):
     path = minilm_checkpoint()
-    result = pack(path, tmp_path / "safe.dcf", preset_recipe("safe"))
-    assert result.ratio >= 5
-    assert max(t.relative_error for t in result.tensors) <= SAFE_MAX_ERROR
+    out = tmp_path / f"{name}.dcf"
+    result = pack(path, out, preset_recipe(name))
     from dcformat.demo import make_evaluator
 
     source, _ = load_checkpoint(path)
     evaluate = make_evaluator(os.path.dirname(path), source)
     if evaluate is None:
         pytest.skip("the tokenizers package is missing")
-    quality = evaluate(dcformat.load_file(tmp_path / "safe.dcf"))
-    assert quality["cosine"] >= 0.99 and quality["paraphrase@1"] == evaluate(source)["paraphrase@1"]
+    return result, evaluate(dcformat.load_file(out)), evaluate(source)
+
+
+@pytest.mark.slow
+def test_full_minilm_safe_preset_keeps_its_outputs(tmp_path):
+    """How safe was chosen (recipe.SAFE_EMBEDDING_ERROR): no larger and no less faithful than before."""
+    result, quality, original = _minilm_preset(tmp_path, "safe")
+    assert result.file_bytes <= PREVIOUS_SAFE_BYTES and result.ratio >= 5
+    for t in result.tensors:
+        limit = SAFE_EMBEDDING_ERROR if "word_embeddings" in t.name else SAFE_MAX_ERROR
+        assert t.relative_error <= limit, t.name
+    assert quality["cosine"] >= PREVIOUS_SAFE_COSINE and quality["paraphrase@1"] == original["paraphrase@1"]
+
+
+@pytest.mark.slow
+def test_full_minilm_indistinguishable_preset(tmp_path):
+    """The preset's promise on MiniLM: embedding cosine >= 0.999, at least 5x smaller than float32."""
+    result, quality, original = _minilm_preset(tmp_path, "indistinguishable")
+    assert result.ratio >= 5
+    assert quality["cosine"] >= 0.999 and quality["paraphrase@1"] == original["paraphrase@1"]

@@ -31,10 +31,13 @@ Presets (--preset), measured on {measured_on}:
 
   lossless    the default: every tensor bit-exact; floats stored as entropy-coded byte planes
               (ZipNN's method): {lossless} smaller than float32.
-  safe        weight sharing, no pruning: per tensor the fewest k-means bits ({unpruned_bits})
-              whose relative error stays within {safe_error:g} (--max-error sets another): {safe}
+  safe        weight sharing, no pruning: per tensor the smallest codebook (k-means bits
+              ({unpruned_bits}) or a uniform grid) whose relative error stays within {safe_error:g}
+              (token embedding tables: {safe_embedding:g}; --max-error sets one for all): {safe}
               smaller; sentence embeddings keep cosine {cosine:g} to the original and the same
               paraphrase matches. Usable without retraining.
+  indistinguishable  the same within {ind_error:g} (embedding tables {ind_embedding:g}): {ind}
+              smaller, embeddings at cosine {ind_cosine:g} (at least 0.999).
   aggressive  Deep Compression's settings: fully connected 90% pruned + 5-bit codebooks, conv
               65% + 8 bits: {aggressive} smaller, but without retraining the outputs are
               destroyed (relative error ~{aggressive_error:g} per matrix); retrain with
@@ -54,6 +57,9 @@ def _doc_facts(ascii: bool = True) -> dict:
         "safe": _facts.times(_facts.SAFE_RATIO, ascii), "lossless": _facts.times(_facts.LOSSLESS_RATIO, ascii),
         "aggressive": _facts.times(_facts.AGGRESSIVE_RATIO, ascii), "aggressive_error": _facts.AGGRESSIVE_ERROR,
         "cosine": _facts.SAFE_COSINE, "safe_error": _facts.SAFE_MAX_ERROR, "warn": _facts.WARN_ERROR,
+        "safe_embedding": _facts.SAFE_EMBEDDING_ERROR, "ind": _facts.times(_facts.INDISTINGUISHABLE_RATIO, ascii),
+        "ind_error": _facts.INDISTINGUISHABLE_MAX_ERROR, "ind_embedding": _facts.INDISTINGUISHABLE_EMBEDDING_ERROR,
+        "ind_cosine": _facts.INDISTINGUISHABLE_COSINE,
         "measured_on": _facts.MEASURED_ON, "percents": _facts.percents(_facts.SEARCH_SPARSITIES),
         "pruned_bits": _facts.bit_range(_facts.PRUNED_BITS, ".."),
         "unpruned_bits": _facts.bit_range(_facts.UNPRUNED_BITS, ".."),
@@ -159,10 +165,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("presets and error budgets (instead of the pruning and sharing flags)")
-    group.add_argument("--preset", choices=("lossless", "safe", "aggressive"),
+    group.add_argument("--preset", choices=("lossless", "safe", "indistinguishable", "aggressive"),
                        help=f"lossless (default): bit-exact, {_facts.times(_facts.LOSSLESS_RATIO, True)}; "
-                            f"safe: per-layer codebook bits within a {_facts.SAFE_MAX_ERROR:g} relative error, "
-                            f"{_facts.times(_facts.SAFE_RATIO, True)}, outputs kept; aggressive: the paper's "
+                            f"safe: per-layer codebooks within a {_facts.SAFE_MAX_ERROR:g} relative error, "
+                            f"{_facts.times(_facts.SAFE_RATIO, True)}, outputs kept; indistinguishable: "
+                            f"embedding cosine >= 0.999, {_facts.times(_facts.INDISTINGUISHABLE_RATIO, True)}; aggressive: the paper's "
                             f"90%%/5-bit pruning + sharing, {_facts.times(_facts.AGGRESSIVE_RATIO, True)}, "
                             "needs retraining (see below)")
     group.add_argument("--max-error", type=_nonnegative, metavar="E",

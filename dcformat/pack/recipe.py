@@ -70,10 +70,15 @@ Presets (``dcpack --preset``, :func:`preset_recipe`); the recipe's ``"preset"`` 
     mantissa bytes, each plane entropy coded): ZipNN's method, 1.22× smaller than float32
     on MiniLM.
 ``safe``
-    weight sharing without pruning; per tensor the fewest k-means bits (2..12) whose relative
-    error stays within ``SAFE_MAX_ERROR`` (or the budget given). On MiniLM: 5.67× smaller
-    than float32, sentence embeddings at cosine 0.9975 to the original, paraphrase matching
-    unchanged — usable without retraining.
+    weight sharing without pruning; per tensor the smallest codebook (k-means of 2..12 bits, or a
+    uniform grid) whose relative error stays within ``SAFE_MAX_ERROR`` (token embedding tables:
+    ``SAFE_EMBEDDING_ERROR``; or the one budget given). On MiniLM: 5.85× smaller than float32,
+    sentence embeddings at cosine 0.9988 to the original, paraphrase matching unchanged — usable
+    without retraining.
+``indistinguishable``
+    the same search at ``INDISTINGUISHABLE_MAX_ERROR`` (embedding tables
+    ``INDISTINGUISHABLE_EMBEDDING_ERROR``): on MiniLM 5.22× smaller, embeddings at cosine 0.9994
+    (int8 per channel keeps 0.9995 at 8 bits per weight).
 ``aggressive``
     Deep Compression's settings (fully connected 90% pruned + 5-bit codebooks, conv 65% + 8
     bits): 34.9× smaller, but without retraining the model's outputs are destroyed (relative
@@ -109,14 +114,27 @@ PAPER_INDEX_BITS = {"fc": 5, "conv": 8}
 """Deep Compression's relative-index widths (section 2): 5 bits fully connected, 8 bits conv."""
 METADATA_KEY = "dcformat.recipe"
 SEARCHES = ("sparsity+bits", "bits")
-PRESETS = ("lossless", "safe", "aggressive")
+PRESETS = ("lossless", "safe", "indistinguishable", "aggressive")
 SAFE_MAX_ERROR = facts.SAFE_MAX_ERROR
-"""The safe preset's budget. Chosen on all-MiniLM-L6-v2 with the demo's numpy forward pass
-(:func:`dcformat.demo.make_evaluator`, 24 sentences): at 0.03 most layers get 7–8-bit codebooks,
-the sentence embeddings keep cosine 0.9975 to the original and every paraphrase still matches
-(5.67× smaller than float32). With a trial MSE-optimal codebook, 0.05 gave cosine 0.995 (less
-margin) and 0.02 left the embedding table over budget at 8 bits, so stored raw (half the size
-gain lost)."""
+SAFE_EMBEDDING_ERROR = facts.SAFE_EMBEDDING_ERROR
+"""The safe preset's budgets: ``SAFE_EMBEDDING_ERROR`` for token embedding tables, ``SAFE_MAX_ERROR``
+for every other matrix. Chosen on all-MiniLM-L6-v2 with the demo's numpy forward pass
+(:func:`dcformat.demo.make_evaluator`, 24 sentences) over a grid of (embedding, other) budgets
+(0.005–0.05 each; ``tools/bench_fidelity.py``), as the smallest file whose cosine is no lower than
+the previous safe preset's (one budget 0.03 with power-of-two codebooks only: 16,032,956 B, cosine
+0.9975). Once the search lands on its budget (the grid candidate) one budget 0.03 gives 15.2 MB
+but cosine 0.996, and 0.02 gives 16.9 MB: a lookup table's error stays in the rows it touches,
+where a matrix's passes through every later layer, so the embedding table takes the looser
+budget (0.05 there and 0.015 elsewhere: 15.5 MB, cosine 0.9988, every paraphrase matched)."""
+INDISTINGUISHABLE_MAX_ERROR = facts.INDISTINGUISHABLE_MAX_ERROR
+INDISTINGUISHABLE_EMBEDDING_ERROR = facts.INDISTINGUISHABLE_EMBEDDING_ERROR
+"""The indistinguishable preset's budgets, chosen on the same grid as the smallest file with
+embedding cosine ≥ 0.999 and a margin of about half the gap to it (0.03 / 0.01: cosine 0.9995, 17.4 MB;
+0.05 / 0.01 gave 0.9993 at 16.3 MB, one budget 0.015 gave 0.9991 at 18.1 MB)."""
+EMBEDDING_PATTERNS = ("*word_embeddings.weight", "*embed_tokens.weight", "*tok_embeddings.weight",
+                      "*wte.weight", "*token_embedding.weight", "*shared.weight")
+"""Names of token embedding tables (BERT, Llama/OPT, Llama's original, GPT-2, CLIP, T5): the role the
+presets give a looser budget."""
 
 
 def _is_int(value) -> bool:
@@ -500,6 +518,8 @@ class Recipe:
                 for pattern in getattr(rule, key):
                     if pattern == "*" or any(fnmatch.fnmatchcase(n, pattern) for n in names):
                         continue
+                    if self.preset and rule.name == "embeddings" and pattern in EMBEDDING_PATTERNS:
+                        continue  # a preset's role rule: each model names its embedding table one way
                     if rule.name == "keep" and key == "match":
                         out.append(f"--keep {pattern!r}")
                     else:
@@ -555,21 +575,26 @@ def preset_recipe(name: str, *, max_error: float | None = None, only=(), keep=()
                   min_size: int = DEFAULT_MIN_SIZE) -> Recipe:
     """The recipe of a preset (see the module docstring): ``lossless``, ``safe`` or ``aggressive``.
 
-    ``max_error`` replaces the safe preset's budget ``SAFE_MAX_ERROR``; ``keep`` patterns stay raw,
+    ``max_error`` replaces the safe preset's budgets by one for every tensor; ``keep`` patterns stay raw,
     ``only`` patterns select the tensors to pack, as with :meth:`Recipe.from_flags`.
     """
     if name not in PRESETS:
         raise RecipeError(f"preset must be one of {', '.join(PRESETS)}, not {name!r}")
-    if max_error is not None and name != "safe":
-        raise RecipeError(f"the {name} preset takes no error budget (only safe does)")
+    if max_error is not None and name not in ("safe", "indistinguishable"):
+        raise RecipeError(f"the {name} preset takes no error budget (only safe and indistinguishable do)")
     if name == "aggressive":
         base = Recipe.from_flags(sparsity=0.9, conv_sparsity=0.65, bits=5, conv_bits=8, min_size=min_size,
                                  keep=keep, only=only)
         return Recipe(base.rules, base.only, name)
     rules = [{"name": "keep", "match": list(keep), "rank": "any", "min_size": 0}] if keep else []
-    if name == "safe":
-        rules.append({"name": "safe", "min_size": min_size, "search": "bits",
-                      "max_error": SAFE_MAX_ERROR if max_error is None else max_error})
+    if name in ("safe", "indistinguishable"):
+        emb, rest = ((SAFE_EMBEDDING_ERROR, SAFE_MAX_ERROR) if name == "safe"
+                     else (INDISTINGUISHABLE_EMBEDDING_ERROR, INDISTINGUISHABLE_MAX_ERROR))
+        if max_error is None:
+            rules.append({"name": "embeddings", "match": list(EMBEDDING_PATTERNS), "min_size": min_size,
+                          "search": "bits", "max_error": emb})
+        rules.append({"name": name, "min_size": min_size, "search": "bits",
+                      "max_error": rest if max_error is None else max_error})
     return Recipe.from_dict({"preset": name, "rules": rules, "only": list(only) if only else None})
 
 
