@@ -73,7 +73,7 @@ class Settings:
 
     epochs: int = 5  # training of the uncompressed network (Adam, learning rate annealed to 0)
     lr: float = 2e-3
-    retrain_epochs: int = 1  # after pruning at one compress rate
+    retrain_epochs: int = 3  # after pruning at one compress rate
     retrain_lr: float = 1e-3
     quant_epochs: int = 1  # fine-tuning the shared centroids
     quant_lr: float = 1e-4
@@ -452,6 +452,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prune-iterations", type=int, help="iterations of the k sweep's pruning "
                         f"(default {Settings.prune_iterations}; --full {FULL.prune_iterations}, the seed's)")
     parser.add_argument("--train-limit", type=int, metavar="N", help="at most N training examples per task")
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {Settings.epochs})")
+    parser.add_argument("--retrain-epochs", type=int, help="retraining epochs after pruning at each rate "
+                        f"(default {Settings.retrain_epochs})")
     parser.add_argument("--no-k-sweep", action="store_true")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="tiny data, one epoch per stage: checks the pipeline")
@@ -465,6 +468,12 @@ def main(argv=None) -> int:
         if args.prune_iterations < 1:
             parser.error("--prune-iterations must be >= 1")
         settings = replace(settings, prune_iterations=args.prune_iterations)
+    for option in ("epochs", "retrain_epochs"):
+        value = getattr(args, option)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{option.replace('_', '-')} must be >= 1")
+            settings = replace(settings, **{option: value})
     if args.train_limit is not None:
         if args.train_limit < 10:
             parser.error("--train-limit must be >= 10")
