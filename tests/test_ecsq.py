@@ -1,4 +1,7 @@
-"""Uniform-grid (ECSQ) quantization and the budget search's grid candidate, on real MiniLM tensors."""
+"""Uniform-grid (ECSQ) quantization and the budget search's grid candidate, on real MiniLM tensors.
+
+The default suite's monotonicity check with the grid candidate is test_pack_budget's (5 budgets, real
+files); the slow ones here sweep 13 budgets over three matrices."""
 import math
 
 import numpy as np
@@ -65,6 +68,7 @@ def test_grid_rung_is_the_coarsest_rung_within_the_budget(minilm):
     assert grid_rung(search, 0.0) is None
 
 
+@pytest.mark.slow
 def test_the_search_lands_on_the_budget_and_beats_power_of_two_codebooks(minilm):
     for name in NAMES:
         w = minilm[name]
@@ -76,6 +80,7 @@ def test_the_search_lands_on_the_budget_and_beats_power_of_two_codebooks(minilm)
             assert choice.bytes <= pow2
 
 
+@pytest.mark.slow
 def test_looser_budgets_never_give_more_bytes_on_real_tensors(minilm):
     budgets = [0.0, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3]
     for name in NAMES + ["encoder.layer.5.attention.self.value.weight"]:
