@@ -379,6 +379,8 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
     searching = _SearchProgress()
     with DCFWriter(out, metadata=meta, profile=profile) as writer, _progress(total, "packing", progress) as bar:
         searching.bar = bar
+        for attachment, data in getattr(src, "attachments", {}).items():  # made by the source: an ONNX graph
+            writer.add_attachment(attachment, data)
         for name, stored, encoded, encoding, described, lossless, error, pruned, check in imap_ordered(
                 prepare, names, sizes, ahead, window=2 * max(sizes)):
             entry = entries[name]

@@ -15,6 +15,9 @@ skeleton (:mod:`.nested`), a stripped ``module.`` prefix. :func:`unpack` uses it
 - ``OUT.pt`` (``.pth``, ``.bin``, ``.ckpt``): a training checkpoint comes back whole, nesting and
   non-tensor entries included; a state dict as a dict of tensors.
 - ``OUT.safetensors`` (streamed) or ``OUT.npz``: the tensors, flat.
+- ``OUT.onnx``, for a file packed from an ONNX model: the model, its graph from the attachment and
+  its initializers decoded (:func:`.onnx_source.write_onnx`; ``external_data``: the large ones in
+  ``OUT.onnx.data``). A folder output of such a file holds ``OUT/<source name>``.
 
 Names come back as the source had them (a stripped prefix restored) unless ``flat``.
 """
@@ -97,7 +100,7 @@ def read_layout(metadata: dict) -> tuple[dict, dict]:
 
 
 def unpack(path, out, *, progress: bool = False, max_shard_size=None, weights_format: str | None = None,
-           flat: bool = False) -> dict:
+           flat: bool = False, external_data: bool = False) -> dict:
     """Decode the dcf file ``path`` into ``out`` (see the module's text). Returns ``{"tensors",
     "parameters", "bytes", "seconds", "files", "notes"}``."""
     from .. import open as open_dcf
@@ -105,6 +108,22 @@ def unpack(path, out, *, progress: bool = False, max_shard_size=None, weights_fo
     start = time.perf_counter()
     out = os.fspath(out)
     folder = is_folder_output(out)
+    onnx_out = _onnx_output(path, out, folder)
+    if onnx_out is not None or external_data:
+        if onnx_out is None:
+            raise PackError("external data applies to an .onnx output")
+        if max_shard_size is not None or weights_format is not None or flat:
+            raise PackError("--max-shard-size, --format and --flat do not apply to an .onnx output")
+        from .onnx_source import write_onnx
+
+        with open_dcf(path) as reader:
+            layout, _ = read_layout(reader.metadata())
+            job = _Job(reader, reader.metadata(), layout, {}, True, progress)
+            if folder:
+                os.makedirs(out, exist_ok=True)
+            with job._bar("unpacking") as bar:
+                done = write_onnx(reader, layout, onnx_out, external_data=external_data, progress_bar=bar)
+        return {**done, "seconds": time.perf_counter() - start, "notes": []}
     if not folder:
         fmt = output_format(out)  # refuse an unknown suffix before decoding anything
         if max_shard_size is not None or weights_format is not None:
@@ -260,6 +279,25 @@ class _Job:
         if stale:
             self.notes.append(f"{out!r} also holds {summarize(stale)}, not written now: remove them if they "
                               "belong to another model")
+
+
+def _onnx_output(path, out: str, folder: bool) -> str | None:
+    """The .onnx file to write: ``out`` itself when it ends with ``.onnx``; in a folder output of a
+    file packed from an ONNX model, the source's name inside it; otherwise None."""
+    if out.lower().endswith(".onnx") and not os.path.isdir(out):
+        return out
+    if not folder:
+        return None
+    from .. import open as open_dcf
+    from .onnx_source import is_onnx_layout
+
+    with open_dcf(path) as reader:
+        metadata = reader.metadata()
+    layout, _ = read_layout(metadata)
+    if not is_onnx_layout(layout):
+        return None
+    name = os.path.basename(metadata.get("dcformat.source", "") or "model.onnx")
+    return os.path.join(out, name if name.lower().endswith(".onnx") else name + ".onnx")
 
 
 def _base_of(index_name, weights, fmt) -> str | None:

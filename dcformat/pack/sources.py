@@ -13,6 +13,8 @@ index               a ``*.index.json`` with a ``weight_map``: a sharded checkpoi
 directory           a Hugging Face model folder: ``model.safetensors``, ``pytorch_model.bin`` or
                     either one's shards with ``model.safetensors.index.json`` /
                     ``pytorch_model.bin.index.json``
+onnx                an ONNX ModelProto (``ir_version`` first), or any ``*.onnx`` left over
+                    (:mod:`.onnx_source`: initializers as tensors, the graph as an attachment)
 ==================  ===============================================================================
 
 A :class:`Source` lists its tensors up front (:attr:`Source.entries`: name, dtype, shape, from the
@@ -113,6 +115,7 @@ class Source:
         self.metadata: dict[str, str] = {}
         self.layout: dict = {}
         self.files: list[str] = []
+        self.attachments: dict[str, bytes] = {}  # made by the source itself (an ONNX model's graph)
         self.notes: list[str] = []
         self.warnings: list[str] = []
         self._lock = threading.Lock()
@@ -200,7 +203,7 @@ def sniff(path: str) -> str:
         if kind:
             return kind
     raise CheckpointError(f"{path!r}: {_describe_unknown(path, head)}; dcpack reads safetensors, torch "
-                          "(zip or legacy), npz and dcf files, *.index.json and model folders")
+                          "(zip or legacy), npz, dcf and ONNX files, *.index.json and model folders")
 
 
 def _sniff_dcf(path, head):
@@ -247,7 +250,13 @@ def _sniff_index(path, head):
     return "index"
 
 
-SNIFFERS = [_sniff_dcf, _sniff_safetensors, _sniff_zip, _sniff_pickle, _sniff_index]
+def _sniff_onnx(path, head):
+    from .onnx_source import sniff_onnx
+
+    return sniff_onnx(path, head)
+
+
+SNIFFERS = [_sniff_dcf, _sniff_safetensors, _sniff_zip, _sniff_pickle, _sniff_index, _sniff_onnx]
 """Functions ``(path, first 64 bytes) -> kind or None``, tried in order."""
 
 _KNOWN_MAGIC = [
@@ -810,8 +819,15 @@ OPENERS = {
     "dcf": DcfSource,
     "index": lambda path: _open_index(path),
     "directory": open_folder,
+    "onnx": lambda path: _open_onnx(path),
 }
 """Kind (from :func:`sniff`) -> ``opener(path)`` returning a :class:`Source`."""
+
+
+def _open_onnx(path: str) -> Source:
+    from .onnx_source import open_onnx
+
+    return open_onnx(path)
 
 
 def _open_index(index_path: str) -> Source:
