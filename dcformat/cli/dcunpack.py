@@ -8,6 +8,8 @@
     dcunpack model.dcf -o restored.npz             (numpy, no pickles)
     dcunpack model.dcf -o restored/                a model folder: the source's shards and index
     dcunpack model.dcf -o restored/ --max-shard-size 2GB    shards split as save_pretrained splits them
+    dcunpack model.dcf -o restored.onnx            an ONNX model (packed from one): graph and initializers
+    dcunpack model.dcf -o restored.onnx --external-data     tensors of 1 KiB or more in restored.onnx.data
 
 Every tensor comes back with its name, shape and dtype: raw tensors bit-exact, weight-shared ones
 as their codebook values. A .safetensors output is decoded and written tensor by tensor (the header
@@ -20,7 +22,9 @@ model.safetensors, or model-00001-of-0000N.safetensors shards and model.safetens
 (pytorch_model*.bin with --format torch or for a torch source), shaped as the packed source was
 unless --max-shard-size splits them anew. A training checkpoint's nesting, non-tensor entries and
 DataParallel "module." prefix come back in a .pt output (--flat: the tensors under their stored
-names only). An existing output is kept unless
+names only). A file packed from an ONNX model comes back as one with -o X.onnx: its graph (stored
+as an attachment) with every initializer decoded (--external-data: the large ones in X.onnx.data,
+one file beside it, replaced if there). An existing output is kept unless
 -f/--force is given. Errors print one line naming the file and exit with status 1 (2 for bad usage).
 """
 from __future__ import annotations
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
                            epilog=__doc__[__doc__.index("Every tensor"):].rstrip())
     parser.add_argument("inputs", nargs="+", metavar="IN.dcf", help="dcf files; - reads one from stdin (with -o)")
     parser.add_argument("-o", "--output", metavar="OUT",
-                        help="a .safetensors (streamed, one tensor in memory at a time), .pt, .pth or .npz file "
+                        help="a .safetensors (streamed, one tensor in memory at a time), .pt, .pth, .npz or .onnx file "
                              "(these hold every tensor in memory); - writes safetensors to stdout; one input only "
                              "(default: each IN.dcf gives IN.safetensors)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
@@ -109,11 +113,14 @@ def main(argv=None) -> int:
     parser.add_argument("--flat", action="store_true",
                         help="the tensors under their stored names: no nesting, no non-tensor entries, "
                              "no 'module.' prefix put back")
+    parser.add_argument("--external-data", action="store_true",
+                        help="an .onnx output's initializers of 1 KiB or more go to OUT.onnx.data beside it "
+                             "(for models over 2 GiB)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from ..pack.packer import unpack
+        from ..pack.restore import unpack
 
         jobs = output_names(args.inputs, args.output)
         note_first_compile("dcunpack", quiet=args.quiet)
@@ -128,7 +135,8 @@ def main(argv=None) -> int:
                         write_safetensors(reader, sys.stdout.buffer)
                     return
                 done = unpack(path, output, progress=not args.quiet, max_shard_size=args.max_shard_size,
-                              weights_format=args.weights_format, flat=args.flat)
+                              weights_format=args.weights_format, flat=args.flat,
+                              external_data=args.external_data)
             for line in [] if args.quiet else done.get("notes", ()):
                 print(f"dcunpack: note: {sanitize(line, 400)}", file=sys.stderr)
             if not args.quiet:
