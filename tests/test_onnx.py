@@ -9,8 +9,6 @@ the conv net 0.0099 (1,407,580 -> 271,888 B); lossless 264,780 and 1,150,885 B.
 """
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -22,6 +20,8 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (p
 from onnx import TensorProto, helper  # noqa: E402
 
 import dcformat  # noqa: E402
+from dcformat.cli.dcpack import main as dcpack_main  # noqa: E402
+from dcformat.cli.dcunpack import main as dcunpack_main  # noqa: E402
 from dcformat.pack.errors import CheckpointError, PackError  # noqa: E402
 from dcformat.pack.onnx_source import GRAPH_ATTACHMENT, looks_like_onnx  # noqa: E402
 from dcformat.pack.packer import pack  # noqa: E402
@@ -29,7 +29,6 @@ from dcformat.pack.recipe import preset_recipe  # noqa: E402
 from dcformat.pack.restore import unpack  # noqa: E402
 from dcformat.pack.sources import sniff  # noqa: E402
 
-BIN = os.path.dirname(sys.executable)
 
 
 def _run(path, feeds):
@@ -128,11 +127,10 @@ def test_external_data_round_trip_with_the_tools(exported, tmp_path):
     shutil.copy(source / "conv.onnx", renamed)
     assert sniff(str(renamed)) == "onnx"
     dcf = tmp_path / "conv.dcf"
-    subprocess.run([os.path.join(BIN, "dcpack"), str(renamed), "-o", str(dcf), "-q"], check=True)
+    assert dcpack_main([str(renamed), "-o", str(dcf), "-q"]) == 0
     out = tmp_path / "out"
     out.mkdir()
-    subprocess.run([os.path.join(BIN, "dcunpack"), str(dcf), "-o", str(out / "r.onnx"), "--external-data", "-q"],
-                   check=True)
+    assert dcunpack_main([str(dcf), "-o", str(out / "r.onnx"), "--external-data", "-q"]) == 0
     assert sorted(os.listdir(out)) == ["r.onnx", "r.onnx.data"]
     restored = onnx.load_model(str(out / "r.onnx"), load_external_data=False)
     locations = {e.value for t in restored.graph.initializer for e in t.external_data if e.key == "location"}
