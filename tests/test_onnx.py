@@ -223,3 +223,25 @@ def test_detection_and_refusals(tmp_path, exported):
     folder = tmp_path / "restored"
     unpack(ok, str(folder) + "/")  # a folder output: the model under its source's name
     assert os.listdir(folder) == ["mlp.onnx"]
+
+
+@pytest.mark.slow
+def test_dynamo_exported_model_with_its_external_data(tmp_path):
+    """torch.onnx.export(dynamo=True) (needs onnxscript; about 15 s) writes the weights to an
+    external-data file beside the model: they are packed from it and come back inline."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 26 * 26, 10)).eval()
+    path = tmp_path / "dyn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(2, 1, 28, 28),), str(path), dynamo=True, input_names=["x"],
+                          output_names=["y"])
+    stored = onnx.load_model(str(path), load_external_data=False)
+    assert any(t.data_location == TensorProto.EXTERNAL for t in stored.graph.initializer)
+    pack(path, tmp_path / "dyn.dcf")
+    unpack(tmp_path / "dyn.dcf", tmp_path / "r.onnx")
+    feeds = {"x": np.random.default_rng(3).normal(size=(2, 1, 28, 28)).astype(np.float32)}
+    assert _same_bits(_run(path, feeds)[0], _run(tmp_path / "r.onnx", feeds)[0])
