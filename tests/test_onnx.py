@@ -9,6 +9,7 @@ the conv net 0.0099 (1,407,580 -> 271,888 B); lossless 264,780 and 1,150,885 B.
 """
 import os
 import shutil
+import sys
 import warnings
 
 import numpy as np
@@ -223,6 +224,15 @@ def test_detection_and_refusals(tmp_path, exported):
     folder = tmp_path / "restored"
     unpack(ok, str(folder) + "/")  # a folder output: the model under its source's name
     assert os.listdir(folder) == ["mlp.onnx"]
+
+
+
+def test_without_the_onnx_package_one_line_names_the_extra(tmp_path, exported, monkeypatch):
+    path, _ = exported["mlp"]
+    monkeypatch.setitem(sys.modules, "onnx", None)  # what `import onnx` does when it is not installed
+    with pytest.raises(CheckpointError, match=r"^ONNX models need the onnx package: pip install 'dcformat\[onnx\]'$"):
+        pack(path, tmp_path / "m.dcf")
+    assert sniff(str(path)) == "onnx"  # judged without the package
 
 
 @pytest.mark.slow

@@ -522,7 +522,7 @@ def source_metadata(metadata: dict[str, str]) -> dict[str, str]:
 
 
 def unpack(path, out, *, progress: bool = False, max_shard_size=None, weights_format: str | None = None,
-           flat: bool = False) -> dict:
+           flat: bool = False, external_data: bool = False) -> dict:
     """Decode every tensor of a dcf file into a checkpoint shaped as its source was.
 
     ``out``: a ``.safetensors`` file (streamed: its header comes from the dcf index, then each
@@ -533,10 +533,11 @@ def unpack(path, out, *, progress: bool = False, max_shard_size=None, weights_fo
     ``weights_format``: ``"safetensors"`` or ``"torch"``, default the source's). Torch and npz
     outputs hold every tensor (a torch shard: its own) before writing. Files appear atomically.
     ``flat``: names as stored (no ``module.`` prefix put back, no nesting). A safetensors file
-    carries the dcf metadata and the source's own. Returns ``{"tensors", "parameters", "bytes",
-    "seconds", "files", "notes"}`` (see :mod:`.restore`).
+    carries the dcf metadata and the source's own. A file packed from an ONNX model comes back as
+    one in ``out.onnx`` (``external_data``: its large initializers in ``out.onnx.data``). Returns
+    ``{"tensors", "parameters", "bytes", "seconds", "files", "notes"}`` (see :mod:`.restore`).
     """
     from .restore import unpack as restore
 
     return restore(path, out, progress=progress, max_shard_size=max_shard_size, weights_format=weights_format,
-                   flat=flat)
+                   flat=flat, external_data=external_data)
