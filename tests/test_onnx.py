@@ -175,6 +175,38 @@ def test_typed_fields_and_kept_types(tmp_path):
     assert _same_bits(_run(path, feeds)[0], _run(tmp_path / "r.onnx", feeds)[0])
 
 
+
+def test_every_mapped_type_comes_back_bit_for_bit(tmp_path):
+    import ml_dtypes
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(5)
+    arrays = {
+        "f32": rng.normal(size=(4, 5)).astype(np.float32), "f16": rng.normal(size=(7,)).astype(np.float16),
+        "bf16": rng.normal(size=(3, 3)).astype(ml_dtypes.bfloat16), "f64": rng.normal(size=(2, 2, 2)),
+        "i8": rng.integers(-128, 127, 9, dtype=np.int8), "u8": rng.integers(0, 255, 9, dtype=np.uint8),
+        "i16": rng.integers(-999, 999, 5, dtype=np.int16), "u16": rng.integers(0, 65535, 5, dtype=np.uint16),
+        "i32": rng.integers(-10**9, 10**9, 5, dtype=np.int32), "u32": rng.integers(0, 2**32 - 1, 5, dtype=np.uint32),
+        "i64": rng.integers(-2**62, 2**62, 5, dtype=np.int64), "u64": rng.integers(0, 2**63, 5, dtype=np.uint64),
+        "bool": rng.integers(0, 2, 6).astype(bool), "scalar": np.array(2.5, np.float32),
+        "empty": np.zeros((0, 3), np.float32),
+    }
+    inits = [numpy_helper.from_array(a, name) for name, a in arrays.items()]  # raw_data, little-endian
+    graph = helper.make_graph([helper.make_node("Identity", ["f32"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "types.onnx"
+    onnx.save_model(model, str(path))
+    pack(path, tmp_path / "t.dcf")
+    with dcformat.open(tmp_path / "t.dcf") as f:
+        assert f.keys() == list(arrays)
+    unpack(tmp_path / "t.dcf", tmp_path / "r.onnx")
+    assert (tmp_path / "r.onnx").read_bytes() == path.read_bytes()
+    restored = {t.name: numpy_helper.to_array(t) for t in onnx.load_model(str(tmp_path / "r.onnx")).graph.initializer}
+    for name, array in arrays.items():
+        assert _same_bits(restored[name], array), name
+
+
 def test_external_data_that_leaves_the_folder_is_refused(tmp_path):
     w = helper.make_tensor("w", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
     h = helper.make_tensor("h", TensorProto.FLOAT16, [3], [1.0, 1.0, 1.0])
