@@ -16,7 +16,7 @@ _DOC = """dcpack: compress a checkpoint into a dcf file (Deep Compression: prune
 Inputs, judged by content (any suffix): safetensors, torch files (torch.load with
 weights_only=True; a training checkpoint gives every tensor under dotted names, its other entries
 kept in the metadata, --key one subtree), npz (no pickles), dcf, a Hugging Face model folder or its
-*.index.json (shards). Fully connected weights are the floating-point tensors of
+*.index.json (shards), an ONNX model (its initializers; the graph kept inside: dcunpack -o X.onnx). Fully connected weights are the floating-point tensors of
 rank 2 — embedding tables included — and conv weights those of rank 3 or more; tensors under
 --min-size elements, biases and norms (rank 1) and non-float tensors stay raw and lossless. The
 recipe and the source file name are stored in the file's metadata (``dcformat.recipe``,
@@ -83,7 +83,7 @@ from ._common import (  # noqa: F401 - OneLineParser and run: dctable and dcunpa
     run,
 )
 
-INPUT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
+INPUT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz", ".onnx")
 """Suffixes replaced by ``.dcf`` to name the default output."""
 
 
@@ -307,7 +307,7 @@ def main(argv=None) -> int:
                                   "every tensor comes back bit-exact.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="checkpoints, judged by content (any suffix): safetensors, torch (.pt, .bin, .ckpt; "
-                             "weights_only), npz, dcf, a model folder or its *.index.json; - reads safetensors "
+                             "weights_only), npz, dcf, ONNX, a model folder or its *.index.json; - reads safetensors "
                              "from stdin (with -o)")
     parser.add_argument("-o", "--output", metavar="OUT.dcf",
                         help="the dcf file to write (one input only; default: the input's name with .dcf)")
