@@ -20,8 +20,10 @@ model (``model.onnx.data``) as ``onnx.save_model(..., save_as_external_data=True
 Reading is safe on untrusted models: only protobuf parsing (``onnx.load_model`` with
 ``load_external_data=False``), nothing executed; external-data locations must be relative paths
 that stay inside the model's folder (links resolved), and every span is checked against its file.
-A model's own protobuf (at most 2 GiB) is held in memory while it is read; tensors in external
-files are read one at a time with ``pread``.
+The model's own protobuf (at most 2 GiB) is parsed whole: opening holds about twice its size for a
+moment (the parsed message and the initializers' bytes taken out of it), then once; tensors in
+external files are read one at a time with ``pread``. Writing holds the graph and, with external
+data, one tensor; without, the whole model.
 """
 from __future__ import annotations
 
@@ -405,7 +407,7 @@ def write_onnx(reader, layout: dict, out: str, *, external_data: bool = False, p
                                   f"(first: {sorted(missing)[0]!r})")
         serialized = model.SerializeToString() if model.ByteSize() <= PROTOBUF_LIMIT else None
         if serialized is None:
-            raise PackError(f"the model is over 2 GiB with its tensors inside: write it with --external-data")
+            raise PackError("the model is over 2 GiB with its tensors inside: write it with --external-data")
         atomic = AtomicFile(out)
         try:
             atomic.file.write(serialized)
