@@ -207,6 +207,32 @@ def test_every_mapped_type_comes_back_bit_for_bit(tmp_path):
         assert _same_bits(restored[name], array), name
 
 
+
+def test_a_constant_node_with_external_data_is_read_into_the_graph(tmp_path):
+    from onnx import numpy_helper
+
+    c = numpy_helper.from_array(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), "c")
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3], [0.5, -1.25, 3.0])
+    h = helper.make_tensor("h", TensorProto.FLOAT16, [3], [1.5, 2.0, -0.5])
+    path = _helper_model(tmp_path, [w, h], [helper.make_node("Constant", [], ["k"], value=c)])
+    model = onnx.load_model(str(path))
+    model.graph.output.append(helper.make_tensor_value_info("k", TensorProto.FLOAT, [2, 3]))
+    (tmp_path / "src").mkdir()
+    onnx.save_model(model, str(tmp_path / "src" / "m.onnx"), save_as_external_data=True, location="m.data",
+                    size_threshold=0, convert_attribute=True)
+    stored = onnx.load_model(str(tmp_path / "src" / "m.onnx"), load_external_data=False)
+    assert stored.graph.node[-1].attribute[0].t.data_location == TensorProto.EXTERNAL
+    pack(tmp_path / "src" / "m.onnx", tmp_path / "m.dcf")
+    with dcformat.open(tmp_path / "m.dcf") as f:
+        graph = onnx.ModelProto()
+        graph.ParseFromString(f.get_attachment(GRAPH_ATTACHMENT))
+    assert not any(t.data_location == TensorProto.EXTERNAL for n in graph.graph.node for a in n.attribute for t in [a.t])
+    unpack(tmp_path / "m.dcf", tmp_path / "r.onnx")
+    feeds = {"x": np.ones((2, 3), np.float32)}
+    for before, after in zip(_run(tmp_path / "src" / "m.onnx", feeds), _run(tmp_path / "r.onnx", feeds)):
+        assert _same_bits(before, after)
+
+
 def test_external_data_that_leaves_the_folder_is_refused(tmp_path):
     w = helper.make_tensor("w", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
     h = helper.make_tensor("h", TensorProto.FLOAT16, [3], [1.0, 1.0, 1.0])
