@@ -186,3 +186,17 @@ def test_a_dcf_input_carries_its_source_record(tmp_path):
     dcformat.pack.unpack(tmp_path / "b.dcf", tmp_path / "back.pt")
     back = torch.load(tmp_path / "back.pt", weights_only=True)
     assert back["epoch"] == 7 and back["model"]["w"].shape == (64, 80)
+
+
+@pytest.mark.timeout(120)
+def test_a_read_failing_during_a_budget_search_stops_the_pack(tmp_path):
+    """Searches run ahead on threads behind a gate; a tensor that cannot be read mid-way is one error,
+    no hang, no output file."""
+    rng = np.random.default_rng(0)
+    model = {f"w{i}": rng.normal(0, 0.1, (64, 64 * (1 + i % 3))).astype(np.float32) for i in range(8)}
+    save_file(model, str(tmp_path / "m.safetensors"))
+    source = open_source(tmp_path / "m.safetensors")
+    os.truncate(tmp_path / "m.safetensors", os.path.getsize(tmp_path / "m.safetensors") // 2)
+    with source, pytest.raises(CheckpointError, match="the file ended inside tensor"):
+        pack(source, tmp_path / "out.dcf", {"rules": [{"rank": 2, "max_error": 0.05}]}, threads=2)
+    assert not (tmp_path / "out.dcf").exists()
