@@ -56,9 +56,8 @@ def big(tmp_path_factory):
     os.remove(path)
 
 
-SAFE_GAP = ("the error-budget search's own working set is about 20x the tensor it searches (MiniLM's 46.9 MB "
-            "word embedding alone peaks at 1.03 GB) and two searches run at once: --preset safe peaked at "
-            "4.02 GB on this file (2026-12-01)")
+SAFE_GAP = ("the error-budget search's own working set is about 17x the tensor it searches (MiniLM's 46.9 MB "
+            "word embedding alone peaks at 1.03 GB): --preset safe peaked at 2.76 GB on this file (2026-12-01)")
 
 
 @pytest.mark.slow
