@@ -333,15 +333,18 @@ def run(zstd: bool = True, plot: str | None = None, out=sys.stdout) -> list[dict
         if zstd:
             z = _zstd19(_dcf_blob(t, {n: CodebookTensor(v.codebook, v.indices.astype(np.int32), v.dtype)
                                       if isinstance(v, CodebookTensor) else v for n, v in stored.items()}))
-        row = bench.add("dcformat", label, decoded, payload, file_bytes, z,
+        family = "dcformat" if k < len(SHOWN) else ("preset" if label.startswith("--preset") else
+                                                       "calibrated target" if "calibrated" in label else "target, no data")
+        row = bench.add(family, label, decoded, payload, file_bytes, z,
                         errors={n: picks[n].error for n in bench.searched})
         if k < len(SHOWN):
             budget = SHOWN[k]
             bench.gaussian(row, f"Gaussian R(D) at the errors of --max-error {budget:g}")
             ecsq = {n: ecsq_midpoint(t[n], budget) for n in bench.searched}
             pay = sum(_encoded_bytes(c) for c in ecsq.values())
+            blob = _dcf_blob(t, ecsq)
             bench.add("ecsq", f"ECSQ grid points at {budget:g}", {n: c.decode() for n, c in ecsq.items()}, pay,
-                      None, _zstd19(_dcf_blob(t, ecsq)) if zstd else None)
+                      len(blob), _zstd19(blob) if zstd else None)
     print_table(bench, out)
     print(f"\n({time.perf_counter() - start:.0f} s)", file=out)
     if plot:
@@ -424,13 +427,16 @@ def plot_rd(rows, path):
     families = {}
     for r in rows:
         families.setdefault(r["family"], []).append(r)
+    colors = dict(zip(["dcformat", "ecsq", "bound", "preset", "calibrated target", "target, no data", "int8", "gguf",
+                       "nf4"], [f"C{i}" for i in range(9)]))
     for family, rs in families.items():
         rs = sorted(rs, key=lambda r: r["bpw"])
-        style = "o-" if family in ("dcformat", "ecsq", "bound") else "s"
-        a.plot([r["bpw"] for r in rs], [r["error"] for r in rs], style, label=family)
+        style = "o-" if family in ("dcformat", "ecsq", "bound") else ("D" if family in colors else "s")
+        kw = {"color": colors.get(family), "label": family}
+        a.plot([r["bpw"] for r in rs], [r["error"] for r in rs], style, **kw)
         with_cos = [r for r in rs if r["cosine"] is not None]
         if with_cos:
-            b.plot([r["bpw"] for r in with_cos], [max(1e-6, 1 - r["cosine"]) for r in with_cos], style, label=family)
+            b.plot([r["bpw"] for r in with_cos], [max(1e-6, 1 - r["cosine"]) for r in with_cos], style, **kw)
     for ax, ylabel in ((a, "weight error ‖W−Ŵ‖/‖W‖"), (b, "1 − embedding cosine")):
         ax.set_yscale("log")
         ax.set_xlabel("bits per weight")
