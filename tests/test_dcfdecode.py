@@ -54,10 +54,7 @@ def _has_aliases(path) -> bool:
         return False
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="dcunpack leaves aliases out; spec 4.6.2: a "
-                                            "converter writes each alias as a full tensor, as dcfdecode does"))
-    if _has_aliases(p) else p for p in VECTORS], ids=os.path.basename)
+@pytest.mark.parametrize("path", VECTORS, ids=os.path.basename)  # aliases as full tensors in both (spec 4.6.2)
 def test_vectors_decode_to_what_dcunpack_writes(path, tmp_path):
     try:
         read_header(open(path, "rb").read())
@@ -242,7 +239,7 @@ def test_without_zstd(tmp_path):
         if uses_zstd(data):
             code, _, err = run(path, "-o", tmp_path / "z.safetensors", exe=NOZSTD_DCFDECODE)
             assert code == 1 and "built without zstd" in one_line(err)
-        elif not _has_aliases(path):  # (dcunpack leaves aliases out: see above)
+        else:
             assert_same_as_dcunpack(path, tmp_path, exe=NOZSTD_DCFDECODE)
 
 

@@ -315,6 +315,10 @@ def main(argv=None) -> int:
     parser.add_argument("--key", metavar="KEY",
                         help="pack one subtree of a torch training checkpoint alone (dotted: model, state_dict, "
                              "optimizer.state); default: every tensor, under dotted names")
+    parser.add_argument("--attach", metavar="FILE", action="append",
+                        help="store FILE inside the .dcf, byte-exact, under its base name (repeatable); a model "
+                             "folder's configuration and tokenizer files are stored without it; dcunpack to a "
+                             "folder writes them back")
     add_recipe_arguments(parser)
     add_preset_arguments(parser)
     out = parser.add_argument_group("output")
@@ -346,7 +350,7 @@ def main(argv=None) -> int:
             named = {"source_name": "<stdin>"} if source == "-" else {}
             result = pack(read_stdin_checkpoint() if source == "-" else source, output, recipe, metadata=metadata,
                           progress=not args.quiet, verify=not args.no_verify, profile=args.profile, key=args.key,
-                          **named)
+                          attach=args.attach, **named)
             if not args.quiet:
                 mode = "lossless" if recipe.lossless else "recipe " + recipe.to_json()
                 if recipe.preset:

@@ -69,7 +69,8 @@ def write_safetensors(reader, stream) -> int:
     metadata = dict(reader.metadata())
     metadata.update(source_metadata(metadata))  # spec §4.1.1, as dcformat.pack.unpack does
     layout = []
-    for info in reader.tensors_info():
+    for name in reader.keys():  # format 1.1 aliases too, each as a full tensor (spec §4.6.2)
+        info = reader.info(name)._replace(name=name)
         dtype = numpy_dtype(info.dtype)
         code = SAFETENSORS_DTYPES.get(dtype.name)
         if code is None:

@@ -276,7 +276,7 @@ class _SearchProgress:
 
 def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, progress: bool = False,
          verify: bool = True, source_name: str | None = None, threads: int | None = None,
-         profile=None, key: str | None = None) -> PackResult:
+         profile=None, key: str | None = None, attach=None) -> PackResult:
     """Pack a checkpoint into the dcf file ``out``.
 
     ``source``: a path (a file of any suffix, an ``*.index.json``, a model folder, judged by
@@ -290,6 +290,10 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     ``profile``: a writer profile or its name (``"mobile"``, :mod:`dcformat.profiles`), with any
     recipe; error-budget searches then measure each candidate as the profile stores it.
     ``key``: a torch checkpoint's subtree to pack alone (dotted, e.g. ``"model"``).
+    ``attach``: paths of files stored inside the .dcf byte-exact (format 1.1 attachments, under
+    their base names), beside a model folder's configuration and tokenizer files, which always are
+    (:mod:`.attachments`). A tensor with the same dtype, shape and bits as an earlier one (tied
+    weights) under the same policy is stored once, as an alias of it.
 
     Tensors are read from the source one at a time as their turn comes (with an error budget, the
     few being searched ahead), so memory holds a few tensors, not the checkpoint; only global
@@ -316,13 +320,17 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
         raise PackError(f"source must be a checkpoint path or a dict of arrays, not {type(source).__name__}")
     try:
         return _pack(src, out, recipe, metadata=metadata, progress=progress, verify=verify,
-                     source_name=source_name or src.name, threads=threads, profile=profile, start=start)
+                     source_name=source_name or src.name, threads=threads, profile=profile, start=start,
+                     attach=attach)
     finally:
         if owned:
             src.close()
 
 
-def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads, profile, start) -> PackResult:
+def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads, profile, start,
+          attach=None) -> PackResult:
+    from .attachments import TieFinder, pack_attachments
+
     entries = {e.name: e for e in src.entries}
     names = [name for name in entries if recipe.selects(name)]
     if not names:
@@ -346,11 +354,20 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
     expected: dict[str, tuple[bytes, int]] = {}
     reports = []
     total = sum(entries[n].size for n in names)
+    attachments, attachment_notes = pack_attachments(src, attach)
+    order = {name: i for i, name in enumerate(names)}
+    ties, ties_lock, aliases = TieFinder(), threading.Lock(), {}
 
     def prepare(name):
         """Everything about one tensor that does not touch the file: run ahead on other threads."""
         array, policy = src.get(name), policies[name]
         described, encoded, encoding = policy.describe(), None, None
+        if name not in masks:  # tied weights (same dtype, shape, bits, policy): stored once
+            key = (*TieFinder.key(array), described)
+            with ties_lock:
+                first = ties.target(name, array, key)
+            if first is not None and order[first] < order[name]:
+                return name, _Tied(first), None, None, described, True, 0.0, 0.0, None
         try:
             if policy.max_error is not None:
                 choice = choose_encoding(array, policy.max_error, search=policy.search, profile=profile,
@@ -383,11 +400,21 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
     searching = _SearchProgress()
     with DCFWriter(out, metadata=meta, profile=profile) as writer, _progress(total, "packing", progress) as bar:
         searching.bar = bar
-        for attachment, data in getattr(src, "attachments", {}).items():  # made by the source: an ONNX graph
+        for attachment, data in attachments:  # a folder's files, --attach, the source's own (an ONNX graph)
             writer.add_attachment(attachment, data)
         for name, stored, encoded, encoding, described, lossless, error, pruned, check in run_ahead(
                 prepare, names, sizes, ahead, limit=1.5 * max(sizes)):
             entry = entries[name]
+            if isinstance(stored, _Tied):
+                writer.add_alias(name, stored.target)
+                aliases[name] = stored.target
+                reports.append(TensorReport(
+                    name=name, shape=tuple(int(d) for d in entry.shape), dtype=entry.dtype.name,
+                    policy=f"alias of {stored.target}", rule=None, parameters=int(entry.size),
+                    nonzeros=expected[stored.target][1], pruned=0.0, relative_error=0.0, codebook_size=None,
+                    bytes=0, lossless=True))
+                searching.finish(name, int(entry.size))
+                continue
             try:
                 info = writer.add_encoded(name, encoded) if encoded is not None else writer.add(name, stored, encoding)
             except PackError as exc:
@@ -405,15 +432,29 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
             masks.pop(name, None)
             del stored, encoded
             searching.finish(name, int(entry.size))
+    for name, target in aliases.items():  # the reader lists aliases after the tensors
+        expected[name] = expected[target]
     if verify:
         verify_file(out, {name: digest for name, (digest, _) in expected.items()}, progress=progress)
     file_bytes = os.path.getsize(out)
+    notes = [n for n in src.notes if "are not packed: keep them beside the .dcf" not in n] + attachment_notes
+    if aliases:
+        shown = ", ".join(f"{a} = {t}" for a, t in list(aliases.items())[:3])
+        notes.append(f"{len(aliases)} tensors hold the same values as an earlier one (tied weights) and are stored "
+                     f"once, as aliases: {shown}{' …' if len(aliases) > 3 else ''}")
     return PackResult(
         path=os.fspath(out), source=source_name, recipe=recipe, file_bytes=file_bytes,
         original_bytes=sum(entries[n].nbytes for n in names), parameters=total,
         nonzeros=sum(n for _, n in expected.values()), seconds=time.perf_counter() - start, tensors=reports,
-        metadata=meta, notes=list(src.notes), warnings=list(src.warnings),
+        metadata=meta, notes=notes, warnings=list(src.warnings),
     )
+
+
+class _Tied:
+    """What ``prepare`` returns for a tensor tied to an earlier one: written as an alias of it."""
+
+    def __init__(self, target: str):
+        self.target = target
 
 
 def run_ahead(function, items, sizes, threads: int, *, limit: float):

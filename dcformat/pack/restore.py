@@ -148,7 +148,12 @@ class _Job:
     def __init__(self, reader, metadata, layout, source_metadata, flat, progress):
         self.reader, self.metadata, self.layout = reader, metadata, layout
         self.source_metadata = source_metadata
-        self.infos = reader.tensors_info()
+        # format 1.1 aliases (tied weights) come back under their own names, as their targets
+        self.aliases = reader.aliases()
+        self.infos = [*reader.tensors_info(), *(reader.info(a)._replace(name=a) for a in self.aliases)]
+        self.share = False  # torch outputs: an alias and its target share one tensor again
+        self._memo: dict = {}
+        self._torch_memo: dict = {}
         self.flat = flat
         prefix = "" if flat else str(layout.get("prefix", ""))
         self.original = {i.name: prefix + i.name for i in self.infos}
@@ -170,7 +175,13 @@ class _Job:
         return _progress(sum(i.numel for i in self.infos), desc, self.progress)
 
     def _get(self, name, bar):
-        array = self.reader.get_tensor(name)
+        target = self.aliases.get(name, name)
+        if self.share and target in self._memo:
+            array = self._memo[target]
+        else:
+            array = self.reader.get_tensor(name)
+            if self.share and target in self.aliases.values():
+                self._memo[target] = array
         self.reader.release_pages()
         self.parameters += int(array.size)
         bar.update(int(array.size))
@@ -188,14 +199,31 @@ class _Job:
             elif fmt == "torch" and self.tree is not None:
                 import torch
 
+                self.share = True
                 tensors = {i.name: self._get(i.name, bar) for i in self.infos}
                 obj = unflatten(self.tree, tensors, make_tensor=lambda a, node: _torch_leaf(torch, a, node))
                 save_torch_object(obj, out)
+            elif fmt == "torch":
+                import torch
+
+                self.share = True
+                save_torch_object({self.original[i.name]: self._to_torch(torch, self._get(i.name, bar))
+                                   for i in self.infos}, out)
             else:
                 tensors = {self.original[i.name]: self._get(i.name, bar) for i in self.infos}
                 save_checkpoint(tensors, out, metadata={**self.metadata, **self.source_metadata})
         self.files.append(out)
         self.bytes += os.path.getsize(out)
+        attachments = self.reader.attachments()
+        if attachments:
+            self.notes.append(f"the file holds {len(attachments)} attachments ({summarize(attachments)}), not written "
+                              "to a single file: unpack to a folder (-o DIR/) to get them")
+
+    def _to_torch(self, torch, array):
+        """``array`` as a torch tensor; the same array (an alias's and its target's) gives the same tensor."""
+        if id(array) not in self._torch_memo:
+            self._torch_memo[id(array)] = (array, numpy_to_torch(torch, array))
+        return self._torch_memo[id(array)][1]
 
     def _write_safetensors(self, out, names, metadata, bar):
         from ..structures import numpy_dtype
@@ -260,7 +288,8 @@ class _Job:
                 else:
                     import torch
 
-                    save_torch_object({self.original[n]: numpy_to_torch(torch, self._get(n, bar)) for n in group}, target)
+                    self.share = True
+                    save_torch_object({self.original[n]: self._to_torch(torch, self._get(n, bar)) for n in group}, target)
                 self.files.append(target)
                 self.bytes += os.path.getsize(target)
         if len(groups) > 1:
@@ -271,6 +300,12 @@ class _Job:
                                   and os.path.basename(index_name) == index_name) else f"{base}{suffix}.index.json"
             target = os.path.join(out, name)
             _write_text(target, json.dumps(index, indent=2, sort_keys=True) + "\n")
+            self.files.append(target)
+            self.bytes += os.path.getsize(target)
+        from .attachments import write_attachments
+
+        for name in write_attachments(self.reader, out, force=True):  # format 1.1: the folder's other files
+            target = os.path.join(out, *name.split("/"))
             self.files.append(target)
             self.bytes += os.path.getsize(target)
         written = {os.path.basename(f) for f in self.files}
