@@ -158,7 +158,8 @@ def map_ordered(function, items, costs, threads: int | None = None) -> list:
     return results
 
 
-def imap_ordered(function, items, costs, threads: int | None = None, window: float = 0):
+def imap_ordered(function, items, costs, threads: int | None = None, window: float = 0,
+                 limit: float | None = None):
     """``function(item)`` for each of ``items``, yielded in order, computed ahead on ``threads`` threads.
 
     For producer/consumer loops (the packer searches the next tensors' encodings while it writes
@@ -166,8 +167,10 @@ def imap_ordered(function, items, costs, threads: int | None = None, window: flo
     ``costs`` of the pending ones (the results not yet taken) stay within ``window``, so that one
     long item does not stall the others and memory stays bounded. Uses its own threads, not the
     shared pool (``function`` may itself call :func:`run_jobs`, which waits on the shared pool).
-    An exception is raised when its item's turn comes; items not yet started are then cancelled,
-    as they are when the caller stops iterating early."""
+    With ``limit``, the bound is on memory instead: an item is started only while the costs of
+    the pending items and its own stay within ``limit`` (an item larger than that runs alone),
+    however many are pending. An exception is raised when its item's turn comes; items not yet
+    started are then cancelled, as they are when the caller stops iterating early."""
     threads = resolve_threads(threads)
     items, costs = list(items), list(costs)
     if threads == 1 or len(items) < 2:
@@ -180,7 +183,8 @@ def imap_ordered(function, items, costs, threads: int | None = None, window: flo
     interrupted = False
     try:
         for item, cost in zip(items, costs):
-            while len(pending) >= threads and pending_cost + cost > window:
+            while pending and (pending_cost + cost > limit if limit is not None
+                               else len(pending) >= threads and pending_cost + cost > window):
                 future, done_cost = pending.popleft()
                 pending_cost -= done_cost
                 yield future.result()

@@ -9,12 +9,10 @@ reconstruction), and the fidelity of each tensor against the source is reported.
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +31,7 @@ from ..encoding import Encoding
 from ..errors import EncodingError
 from ..profiles import METADATA_KEY as PROFILE_KEY
 from ..profiles import get_profile
-from ..parallel import clear_stop, request_stop, resolve_threads
+from ..parallel import imap_ordered, resolve_threads
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..writer import DCFWriter
 from .checkpoints import load_checkpoint, metadata_json
@@ -461,37 +459,9 @@ def run_ahead(function, items, sizes, threads: int, *, limit: float):
     """``function(item)`` for each of ``items``, yielded in order, computed ahead on ``threads``
     threads while the ``sizes`` of the items in flight (started and not yet taken) stay within
     ``limit`` (an item larger than that runs alone): :func:`dcformat.parallel.imap_ordered` with a
-    memory bound instead of a window. Items are started from the caller's thread, so a failure
-    leaves only running items to finish (the rest are cancelled); Ctrl-C asks them to stop."""
-    items, sizes = list(items), list(sizes)
-    if threads == 1 or len(items) < 2:
-        for item in items:
-            yield function(item)
-        return
-    pending: collections.deque = collections.deque()
-    held = 0.0
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dcformat-ahead")
-    interrupted = False
-    try:
-        for item, size in zip(items, sizes):
-            while pending and held + size > limit:
-                future, done = pending.popleft()
-                held -= done
-                yield future.result()
-            pending.append((pool.submit(function, item), size))
-            held += size
-        while pending:
-            yield pending.popleft()[0].result()
-    except KeyboardInterrupt:
-        interrupted = True  # Ctrl-C: the running searches stop at their next check_stop()
-        request_stop()
-        raise
-    finally:
-        for future, _ in pending:
-            future.cancel()
-        pool.shutdown(wait=True)
-        if interrupted:
-            clear_stop()
+    memory bound instead of a window. A failure leaves only running items to finish (the rest are
+    cancelled); Ctrl-C asks them to stop."""
+    return imap_ordered(function, items, sizes, threads, limit=limit)
 
 
 def _metadata(recipe, source_name, source_format, source_metadata, extra, layout=None) -> dict[str, str]:
