@@ -74,7 +74,8 @@ def test_sharded_folder_round_trips_with_its_shards_and_index(tmp_path, fmt):
     src = sharded_folder(tmp_path / "src", tensors, fmt)
     result = pack(src, tmp_path / "m.dcf")
     assert result.parameters == sum(a.size for a in tensors.values())
-    assert any("3 other files (config.json, tokenizer.json, vocab.txt)" in n for n in result.notes)
+    assert any("3 other files of the folder are stored inside the .dcf" in n and
+               "config.json, tokenizer.json, vocab.txt" in n for n in result.notes)
     with dcformat.open(tmp_path / "m.dcf") as reader:
         meta = reader.metadata()
     layout = json.loads(meta["dcformat.source_layout"])
@@ -82,15 +83,17 @@ def test_sharded_folder_round_trips_with_its_shards_and_index(tmp_path, fmt):
     assert layout["folder"] == 1 and layout["index"].endswith(".index.json") and len(layout["shards"]) == 3
 
     done = unpack(tmp_path / "m.dcf", tmp_path / "out")
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(os.listdir(src))  # the same shards, index, files
+    for name, data in OTHER_FILES.items():  # the folder's other files travel inside the .dcf (format 1.1)
+        assert (tmp_path / "out" / name).read_bytes() == data
     src_names = sorted(n for n in os.listdir(src) if n not in OTHER_FILES)
-    assert sorted(os.listdir(tmp_path / "out")) == src_names  # the same shard files and index
     index_name = next(n for n in src_names if n.endswith(".index.json"))
     assert (tmp_path / "out" / index_name).read_bytes() == (src / index_name).read_bytes()
     for name in src_names:
         if name.endswith(".safetensors"):
             assert load_file(str(tmp_path / "out" / name)).keys() == load_file(str(src / name)).keys()
     assert_same(folder_tensors(tmp_path / "out"), tensors)
-    assert len(done["files"]) == 4
+    assert len(done["files"]) == 4 + len(OTHER_FILES)
 
 
 def test_index_path_works_like_its_folder(tmp_path):
@@ -121,13 +124,13 @@ def test_reshard_as_save_pretrained_does(tmp_path):
     assert_same(folder_tensors(tmp_path / "out"), tensors)
     # one shard: no index, model.safetensors
     unpack(tmp_path / "m.dcf", tmp_path / "one", max_shard_size="5GB")
-    assert sorted(os.listdir(tmp_path / "one")) == ["model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "one")) == sorted(["model.safetensors", *OTHER_FILES])
     # torch shards from a safetensors source
     unpack(tmp_path / "m.dcf", tmp_path / "bin", max_shard_size="100KB", weights_format="torch")
     names = sorted(os.listdir(tmp_path / "bin"))
     count = len(split_shards(order, sizes, 100_000))
-    assert count > 1 and names == [f"pytorch_model-{i + 1:05d}-of-{count:05d}.bin" for i in range(count)] + [
-        "pytorch_model.bin.index.json"]
+    assert count > 1 and names == sorted([f"pytorch_model-{i + 1:05d}-of-{count:05d}.bin" for i in range(count)] + [
+        "pytorch_model.bin.index.json", *OTHER_FILES])
     assert_same(folder_tensors(tmp_path / "bin"), tensors)
 
 
@@ -163,7 +166,8 @@ def test_single_weights_folder_and_other_names(tmp_path):
     result = pack(tmp_path / "src", tmp_path / "m.dcf")
     assert any("config.json" in n for n in result.notes)
     unpack(tmp_path / "m.dcf", tmp_path / "out/")
-    assert os.listdir(tmp_path / "out") == ["model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+    assert (tmp_path / "out" / "config.json").read_bytes() == OTHER_FILES["config.json"]
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == (tmp_path / "src" / "model.safetensors").read_bytes()
     # a folder whose only weights file has another name
     (tmp_path / "other").mkdir()
@@ -207,10 +211,11 @@ def test_cli_folder_round_trip(tmp_path, capsys):
     src = sharded_folder(tmp_path / "src", tensors, "torch")
     assert dcpack.main([str(src), "-o", str(tmp_path / "m.dcf")]) == 0
     err = capsys.readouterr().err
-    assert "dcpack: note: the folder's 3 other files" in err
+    assert "3 other files of the folder are stored inside the .dcf, byte-exact" in err
     assert dcunpack.main([str(tmp_path / "m.dcf"), "-o", str(tmp_path / "out") + "/", "--format", "safetensors",
                           "-q"]) == 0
-    assert sorted(os.listdir(tmp_path / "out"))[-1] == "model.safetensors.index.json"
+    assert "model.safetensors.index.json" in os.listdir(tmp_path / "out")
+    assert all((tmp_path / "out" / n).read_bytes() == d for n, d in OTHER_FILES.items())
     assert_same(folder_tensors(tmp_path / "out"), tensors)
     assert dcunpack.main([str(tmp_path / "m.dcf"), "-o", str(tmp_path / "x.pt"), "--max-shard-size", "1GB"]) == 1
     assert "apply to a folder output" in capsys.readouterr().err
@@ -345,7 +350,8 @@ def test_training_checkpoint_lossy_keeps_the_structure(tmp_path):
 @pytest.mark.parametrize("fmt", ["safetensors", "torch"])
 def test_sharded_minilm_with_config_and_tokenizer(tmp_path, fmt):
     """The real MiniLM as 3 shards + index (safetensors, and pytorch_model-*.bin) beside its config and
-    tokenizer files: one .dcf, unpacked to the same shards with tensors equal to the originals."""
+    tokenizer files: one .dcf, unpacked to the same shards with tensors equal to the originals and the
+    other files byte-identical (they travel inside the .dcf as attachments, format 1.1)."""
     path = minilm_checkpoint()
     tensors, _ = load_checkpoint(path)
     src = sharded_folder(tmp_path / "src", tensors, fmt)
@@ -356,6 +362,9 @@ def test_sharded_minilm_with_config_and_tokenizer(tmp_path, fmt):
     result = pack(src, tmp_path / "minilm.dcf")
     assert result.parameters == 22_713_216 or result.parameters == sum(a.size for a in tensors.values())
     unpack(tmp_path / "minilm.dcf", tmp_path / "out")
-    weights = sorted(n for n in os.listdir(src) if n.startswith(("model", "pytorch_model")))
-    assert sorted(os.listdir(tmp_path / "out")) == weights
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(os.listdir(src))
+    others = [n for n in os.listdir(src) if not n.startswith(("model", "pytorch_model"))]
+    assert len(others) >= 3  # config and tokenizer files, besides the test's own OTHER_FILES
+    for name in others:
+        assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes(), name
     assert_same(folder_tensors(tmp_path / "out"), tensors)
