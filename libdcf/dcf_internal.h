@@ -176,6 +176,8 @@ typedef struct dcf_stream_ctx {
     const char *what; /* e.g. "tensor 'w': VALUES stream" */
 } dcf_stream_ctx;
 
+/* Elements of esize bytes, stored little-endian, to host order in place (a no-op on little-endian CPUs). */
+void dcf_elements_to_host(uint8_t *out, uint64_t count, size_t esize);
 dcf_error dcf_plain_decode(const dcf_stream_ctx *sc, const uint8_t *payload, uint64_t length,
                            uint64_t count, size_t esize, uint8_t *out);
 dcf_error dcf_bitpack_decode(const dcf_stream_ctx *sc, const uint8_t *payload, uint64_t length,

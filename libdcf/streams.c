@@ -37,21 +37,24 @@ dcf_error dcf_plain_decode(const dcf_stream_ctx *sc, const uint8_t *payload, uin
         return dcf_fail(sc->err, DCF_ERR_COUNT_MISMATCH, "%s: PLAIN stream of %llu elements of %u bytes has %llu bytes",
                         sc->what, (unsigned long long)count, (unsigned)esize, (unsigned long long)length);
     memcpy(out, payload, (size_t)length);
-#if DCF_BIG_ENDIAN
-    {
-        uint64_t i;
-        for (i = 0; i < count && esize > 1; i++) {
-            uint8_t *p = out + i * esize;
-            size_t a = 0, b = esize - 1;
-            while (a < b) {
-                uint8_t x = p[a];
-                p[a++] = p[b];
-                p[b--] = x;
-            }
+    dcf_elements_to_host(out, count, esize);
+    return DCF_OK;
+}
+
+void dcf_elements_to_host(uint8_t *out, uint64_t count, size_t esize)
+{
+    uint64_t i;
+    if (!DCF_BIG_ENDIAN || esize < 2)
+        return;
+    for (i = 0; i < count; i++) {
+        uint8_t *p = out + i * esize;
+        size_t a = 0, b = esize - 1;
+        while (a < b) {
+            uint8_t x = p[a];
+            p[a++] = p[b];
+            p[b--] = x;
         }
     }
-#endif
-    return DCF_OK;
 }
 
 /* The largest of `count` host-order elements of `esize` bytes, and where it first is. */

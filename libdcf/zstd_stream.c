@@ -61,20 +61,7 @@ dcf_error dcf_zstd_decode(const dcf_stream_ctx *sc, const uint8_t *payload, uint
         if (got != expected)
             return dcf_fail(sc->err, DCF_ERR_ZSTD, "%s: ZSTD frame decoded to %llu bytes, not %llu", sc->what,
                             (unsigned long long)got, (unsigned long long)expected);
-#if DCF_BIG_ENDIAN
-        if (esize > 1) {
-            uint64_t i;
-            for (i = 0; i < count; i++) {
-                uint8_t *p = out + i * esize;
-                size_t a = 0, b = esize - 1;
-                while (a < b) {
-                    uint8_t x = p[a];
-                    p[a++] = p[b];
-                    p[b--] = x;
-                }
-            }
-        }
-#endif
+        dcf_elements_to_host(out, count, esize);
         return DCF_OK;
     }
 #endif
