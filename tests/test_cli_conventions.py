@@ -53,6 +53,16 @@ def test_dcinfo_into_a_closed_pipe_is_quiet():
     assert proc.returncode in (0, 141)
 
 
+def test_a_long_file_path_is_printed_whole(tmp_path):
+    deep = tmp_path / ("d" * 70) / "13_metadata_unicode.dcf"  # longer than 80 columns with the summary
+    deep.parent.mkdir()
+    deep.write_bytes((VECTORS / "13_metadata_unicode.dcf").read_bytes())
+    lines = cli("dcinfo", str(deep), env={"COLUMNS": ""}).stdout.decode().splitlines()
+    assert lines[0] == f"{deep}:"  # whole, never elided: the user may copy it
+    assert lines[1].strip().startswith("dcf 1.0, 2 tensors, 5 parameters")
+    assert all(len(line) <= 80 for line in lines[1:])
+
+
 def test_ascii_only_locale(long_names):
     path, _ = long_names
     result = cli("dcinfo", path, env={"LC_ALL": "C", "PYTHONIOENCODING": "ascii"})

@@ -7,9 +7,10 @@
     dcinfo - < model.dcf      read the file from stdin
 
 Without --verify it reads the preamble, trailer and index only, and imports no codec (no JIT).
-The table fits the terminal (80 columns when the output is not one): long names are elided in the
-middle; --wide shows everything, and --json is the machine-readable form. A bad file gets one line
-naming what is wrong, and exit status 1 (2 for bad usage).
+The table fits the terminal (80 columns when the output is not one): long tensor names are elided
+in the middle, the file's path is never cut (a long one gets a line of its own); --wide shows
+everything, and --json is the machine-readable form. A bad file gets one line naming what is
+wrong, and exit status 1 (2 for bad usage).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 from ..errors import DCFormatError
 from ..reader import DCFReader
 from ..report import PARTS, file_summary, sanitize
-from ._common import OneLineParser, describe_error, elide, ellipsis, fit_columns, note_first_compile, run, terminal_width, wrap
+from ._common import OneLineParser, describe_error, ellipsis, fit_columns, note_first_compile, run, terminal_width, wrap
 
 
 def _human(n: float) -> str:
@@ -82,8 +83,13 @@ def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) ->
     first = f": dcf {s['version']}, {s['tensor_count']} tensors, {s['parameters']:,} parameters"
     if s["nonzeros"] is not None:
         first += f", {s['nonzeros']:,} non-zero ({100 * s['nonzeros'] / max(1, s['parameters']):.2f}%)"
-    name = sanitize(path, 10**6)
-    w((name if wide else elide(name, max(20, width - len(first)), dots)) + first + "\n")
+    name = sanitize(path, 10**6)  # never cut: it is what the user typed, and may copy or grep for
+    if wide or len(name) + len(first) <= width:
+        w(name + first + "\n")
+    else:  # a long path keeps its line; the summary follows, wrapped
+        w(name + ":\n")
+        for line in wrap(first[2:].replace(" ", "\xa0").replace(",\xa0", ", "), width):
+            w(line + "\n")
     bpw = f"{s['bits_per_weight']:.3f}" if s["bits_per_weight"] is not None else "-"
     size = [f"file {s['file_bytes']:,} bytes ({_human(s['file_bytes'])})", f"{bpw} bits/weight",
             ratio_text(s["ratio_vs_float32"])]
