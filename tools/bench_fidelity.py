@@ -11,11 +11,12 @@ Every method quantizes the same tensors — the 39 weight matrices dcpack's rule
   other formats their payload plus the untouched tensors as float32, with no container), and the
   same bytes after ``zstd -19``.
 
-References: int8 per-channel (symmetric, one float32 scale per output row); GGUF Q8_0, Q5_0, Q5_1,
-Q4_0, Q4_1 (quantized and dequantized by the ``gguf`` package's numpy code); NF4 (the 16 published
-levels of QLoRA, blocks of 64, one float32 absmax per block; with double quantization the absmaxes
-are stored as int8 per block of 256 around their mean, with one float32 scale each); ECSQ (a uniform
-grid at each tensor's budget, grid points as values, Huffman-coded by the writer); and the Gaussian
+References (:mod:`dcformat.baselines`, which ``make demo`` draws too): int8 per-channel
+(symmetric, one float32 scale per output row); GGUF Q8_0, Q5_0, Q5_1, Q4_0, Q4_1 (quantized and
+dequantized by the ``gguf`` package's numpy code); NF4 (the 16 published levels of QLoRA, blocks of
+64, one float32 absmax per block; with double quantization the absmaxes are stored as int8 per
+block of 256 around their mean, with one float32 scale each); ECSQ (a uniform grid at each tensor's
+budget, grid points as values, Huffman-coded by the writer); and the Gaussian
 rate–distortion bound ``−log2(e)`` bits per weight at each tensor's error ``e`` of a dcformat row.
 
 Run: ``.venv/bin/python tools/bench_fidelity.py [--plot rd.png] [--no-zstd]`` (or ``tools/benchmark.py
@@ -36,75 +37,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from dcformat.baselines import quantize_tensors, references  # noqa: E402
 from dcformat.compress.ecsq import gaussian_rate  # noqa: E402
 from dcformat.tensors import CodebookTensor  # noqa: E402
 
-NF4_LEVELS = np.array([
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-    0.7229568362236023, 1.0], np.float32)
-"""NF4's levels (Dettmers et al., QLoRA 2023; as bitsandbytes stores them)."""
-GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
 BUDGETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
 """Per-tensor budgets swept (``dcpack --max-error E``); rows show those of :data:`SHOWN`."""
 SHOWN = (0.01, 0.02, 0.05, 0.1)
 
 
 # ---------------------------------------------------------------------------------------------
-# Reference quantizers: (decoded float32 tensor, stored payload bytes)
-
-
-def int8_per_channel(w: np.ndarray):
-    """Symmetric int8 with one float32 scale per row (``max|row| / 127``)."""
-    w = np.asarray(w, np.float32)
-    scale = np.abs(w).max(axis=1, keepdims=True) / 127
-    scale = np.where(scale > 0, scale, 1).astype(np.float32)
-    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
-    return (q * scale).astype(np.float32), q.tobytes() + scale.tobytes()
-
-
-def nf4(w: np.ndarray, block: int = 64, double: bool = False):
-    """NF4: per block of ``block`` weights, the nearest of :data:`NF4_LEVELS` times the block's absmax.
-
-    Two 4-bit codes per byte. ``double``: the absmaxes, less their mean, as int8 per group of 256
-    with a float32 scale per group (QLoRA's double quantization, with a linear 8-bit code)."""
-    w = np.asarray(w, np.float32)
-    flat = w.reshape(-1)
-    if flat.size % block:
-        raise ValueError(f"{flat.size} weights are not a whole number of {block}-weight blocks")
-    blocks = flat.reshape(-1, block)
-    absmax = np.abs(blocks).max(axis=1).astype(np.float32)
-    scales_bytes = absmax.tobytes()
-    if double:
-        mean = np.float32(absmax.mean())
-        centred = absmax - mean
-        pad = (-centred.size) % 256
-        groups = np.concatenate([centred, np.zeros(pad, np.float32)]).reshape(-1, 256)
-        gscale = (np.abs(groups).max(axis=1, keepdims=True) / 127).astype(np.float32)
-        gscale = np.where(gscale > 0, gscale, np.float32(1))
-        q8 = np.clip(np.rint(groups / gscale), -127, 127).astype(np.int8)
-        absmax = ((q8 * gscale).reshape(-1)[:absmax.size] + mean).astype(np.float32)
-        scales_bytes = q8.tobytes() + gscale.tobytes() + mean.tobytes()
-    safe = np.where(absmax > 0, absmax, np.float32(1))
-    x = blocks / safe[:, None]
-    mids = (NF4_LEVELS[1:] + NF4_LEVELS[:-1]) / 2
-    codes = np.searchsorted(mids, x).astype(np.uint8)
-    decoded = (NF4_LEVELS[codes] * absmax[:, None]).astype(np.float32).reshape(w.shape)
-    packed = (codes.reshape(-1)[0::2] | (codes.reshape(-1)[1::2] << 4)).astype(np.uint8)
-    return decoded, packed.tobytes() + scales_bytes
-
-
-def gguf_quant(w: np.ndarray, kind: str):
-    """GGUF block quantization by the ``gguf`` package (None when it is not installed)."""
-    try:
-        import gguf
-        from gguf import quants
-    except ImportError:
-        return None
-    qtype = getattr(gguf.GGMLQuantizationType, kind)
-    q = quants.quantize(np.asarray(w, np.float32), qtype)
-    return quants.dequantize(q, qtype).astype(np.float32).reshape(w.shape), q.tobytes()
+# ECSQ: the uniform grid at a budget (the reference quantizers: dcformat.baselines)
 
 
 def ecsq_midpoint(w: np.ndarray, max_error: float):
@@ -274,14 +217,10 @@ class Bench:
         return row
 
     def reference(self, family, label, quantize):
-        decoded, payload = {}, []
-        for n in self.searched:
-            got = quantize(self.tensors[n])
-            if got is None:
-                return None
-            decoded[n], blob = got
-            payload.append(blob)
-        blob = b"".join(payload)
+        got = quantize_tensors(quantize, self.tensors, self.searched)
+        if got is None:
+            return None
+        decoded, blob = got
         z = _zstd19(blob + self.rest_blob) if self.zstd else None
         return self.add(family, label, decoded, len(blob), len(blob) + self.rest_bytes, z)
 
@@ -299,13 +238,11 @@ def run(zstd: bool = True, plot: str | None = None, out=sys.stdout) -> list[dict
     start = time.perf_counter()
     bench = Bench(zstd)
     t = bench.tensors
-    bench.reference("int8", "int8 per-channel", int8_per_channel)
-    for kind in GGUF_TYPES:
-        if bench.reference("gguf", f"GGUF {kind}", lambda w, kind=kind: gguf_quant(w, kind)) is None:
-            print("(GGUF rows skipped: the gguf package is not installed)", file=out)
-            break
-    bench.reference("nf4", "NF4 (blocks of 64)", nf4)
-    bench.reference("nf4", "NF4 + double quantization", lambda w: nf4(w, double=True))
+    refs, missing = references()
+    for ref in refs:
+        bench.reference(ref.family, ref.label, ref.quantize)
+    if missing:
+        print(f"({', '.join(missing)} skipped: the gguf package is not installed)", file=out)
 
     # dcformat: one sweep gives dcpack --max-error E's picks for every budget (and the safe preset's)
     s = budget_sweep(t, BUDGETS)
