@@ -11,11 +11,14 @@ import numpy as np
 
 MAGIC = b"\x89DCF"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1
-"""The newest minor version this package reads and writes. Its writer writes 1.0 (byte for byte
-what it always wrote) when a file has no extension record, and 1.1 only when it has one (spec §4.6)."""
+VERSION_MINOR = 2
+"""The newest minor version this package reads and writes. Its writer writes the oldest version a
+file needs: 1.0 (byte for byte what it always wrote) when it has no extension record and no float8
+tensor, 1.1 when it has an extension record (spec §4.6), 1.2 when it has a float8 tensor (§4.3)."""
 EXTENSIONS_MINOR = 1
 """The first minor version whose index ends with the extension section (spec §4.6)."""
+FLOAT8_MINOR = 2
+"""The first minor version with the float8 dtypes F8_E4M3 and F8_E5M2 (spec §4.3)."""
 PREAMBLE_SIZE = 16
 TRAILER_SIZE = 16
 STREAM_DESCRIPTOR_SIZE = 24
@@ -69,15 +72,23 @@ class DType(enum.IntEnum):
     U32 = 11
     U64 = 12
     BOOL = 13
+    F8_E4M3 = 14
+    """Version 1.2: float8 with 4 exponent and 3 significand bits, no infinity (torch.float8_e4m3fn)."""
+    F8_E5M2 = 15
+    """Version 1.2: float8 with 5 exponent and 2 significand bits, IEEE-like (torch.float8_e5m2)."""
 
 
 DTYPE_SIZE = {
     DType.F32: 4, DType.F16: 2, DType.BF16: 2, DType.F64: 8,
     DType.I8: 1, DType.I16: 2, DType.I32: 4, DType.I64: 8,
     DType.U8: 1, DType.U16: 2, DType.U32: 4, DType.U64: 8,
-    DType.BOOL: 1,
+    DType.BOOL: 1, DType.F8_E4M3: 1, DType.F8_E5M2: 1,
 }
-FLOAT_DTYPES = frozenset({DType.F32, DType.F16, DType.BF16, DType.F64})
+FLOAT8_DTYPES = frozenset({DType.F8_E4M3, DType.F8_E5M2})
+FLOAT_DTYPES = frozenset({DType.F32, DType.F16, DType.BF16, DType.F64}) | FLOAT8_DTYPES
+DTYPE_MINOR = {DType.F8_E4M3: FLOAT8_MINOR, DType.F8_E5M2: FLOAT8_MINOR}
+"""The first minor version of each dtype not in 1.0: a file of an older minor version that uses
+one is corrupted (spec §3.3, §4.3)."""
 
 
 class Layout(enum.IntEnum):
@@ -95,10 +106,17 @@ class ValueCoding(enum.IntEnum):
 
 
 class CodebookDType(enum.IntEnum):
-    """Element type of a codebook (spec §4.2): same ids as DType."""
+    """Element type of a codebook (spec §4.2): same ids as DType. The float8 ones (1.2) are the
+    codebook type of a tensor of that dtype, and of no other (spec §7.2)."""
 
     F32 = 1
     F16 = 2
+    F8_E4M3 = 14
+    F8_E5M2 = 15
+
+
+CODEBOOK_DTYPE_SIZE = {CodebookDType.F32: 4, CodebookDType.F16: 2, CodebookDType.F8_E4M3: 1,
+                       CodebookDType.F8_E5M2: 1}
 
 
 class Codec(enum.IntEnum):

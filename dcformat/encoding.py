@@ -16,6 +16,7 @@ from .codecs import EncodedStream, encode_smallest
 from .constants import (
     DTYPE_SIZE,
     ELEMENT_DTYPE,
+    FLOAT8_DTYPES,
     FLOAT_DTYPES,
     MAX_CHUNK_ELEMENTS,
     MAX_CODEBOOK_SIZE,
@@ -342,14 +343,18 @@ def _encode_codebook_tensor(tensor: CodebookTensor, encoding: Encoding, threads:
         dtype = dtype_of(tensor.dtype)
     except KeyError:
         raise EncodingError(f"dtype {tensor.dtype} cannot be stored in a dcf file") from None
-    if dtype not in (DType.F32, DType.F16, DType.BF16, DType.F64):
+    if dtype not in FLOAT_DTYPES:
         raise EncodingError(f"a CodebookTensor needs a float dtype, not {tensor.dtype}")
     codebook = tensor.codebook
-    wanted = encoding.codebook_dtype or codebook.dtype.name
-    with np.errstate(over="ignore"):
-        codebook = codebook.astype(np.float32 if wanted == "float32" else np.float16)
-    codebook_dtype = CodebookDType.F32 if codebook.dtype == np.float32 else CodebookDType.F16
-    bits = codebook.view(ELEMENT_DTYPE[codebook.itemsize])
+    if dtype in FLOAT8_DTYPES:
+        bits = _float8_codebook(codebook, dtype, encoding)
+        codebook_dtype = CodebookDType(int(dtype))
+    else:
+        wanted = encoding.codebook_dtype or codebook.dtype.name
+        with np.errstate(over="ignore"):
+            codebook = codebook.astype(np.float32 if wanted == "float32" else np.float16)
+        codebook_dtype = CodebookDType.F32 if codebook.dtype == np.float32 else CodebookDType.F16
+        bits = codebook.view(ELEMENT_DTYPE[codebook.itemsize])
     zero = np.flatnonzero(bits == 0)
     zero_symbol = int(zero[0]) if zero.size else None
     indices = tensor.indices.reshape(-1).astype(np.int32, copy=False)  # no copy of int32 indices
@@ -358,6 +363,23 @@ def _encode_codebook_tensor(tensor: CodebookTensor, encoding: Encoding, threads:
         return EncodedTensor(dtype, shape, Layout.DENSE, ValueCoding.RAW, 0, 0, 0, None, [])
     plan = _Plan(dtype, shape, encoding, indices >= 0, indices, zero_symbol, bits, codebook_dtype, threads)
     return plan.encode()
+
+
+def _float8_codebook(codebook: np.ndarray, dtype: DType, encoding: Encoding) -> np.ndarray:
+    """The codes of a float8 tensor's codebook (spec §7.2, version 1.2: stored in the tensor's own
+    float8 type): a codebook of that type as it is; a float32 or float16 one (``codebook_dtype``
+    "float16" rounds it to float16 first) rounded to the float8 type, to nearest, ties to even."""
+    from .conversion import float32_to_float8
+
+    if codebook.dtype == numpy_dtype(dtype):
+        return np.ascontiguousarray(codebook).view(np.uint8)
+    if encoding.codebook_dtype == "float16":
+        with np.errstate(over="ignore"):
+            codebook = codebook.astype(np.float16)
+    try:
+        return float32_to_float8(codebook.astype(np.float32), dtype)
+    except ValueError as exc:
+        raise EncodingError(f"a codebook value cannot be stored as {dtype.name}: {exc}") from None
 
 
 _PLAIN_ONLY = Encoding(codecs=("plain",))

@@ -33,6 +33,8 @@ from .constants import (
     TRAILER_SIZE,
     VERSION_MAJOR,
     VERSION_MINOR,
+    DTYPE_MINOR,
+    FLOAT8_DTYPES,
     CodebookDType,
     Codec,
     DType,
@@ -165,7 +167,7 @@ def _parse_index(index: bytes, minor: int = 0):
         metadata[key] = value
     tensors: dict[str, TensorInfo] = {}
     for _ in range(tensor_count):
-        tensor = _parse_tensor(cur)
+        tensor = _parse_tensor(cur, minor)
         if tensor.name in tensors:
             raise CorruptFileError(f"tensor name {tensor.name!r} appears twice")
         tensors[tensor.name] = tensor
@@ -255,12 +257,15 @@ def _enum(kind, value: int, what: str):
         raise CorruptFileError(f"{what} has unknown value {value}") from None
 
 
-def _parse_tensor(cur: _Cursor) -> TensorInfo:
+def _parse_tensor(cur: _Cursor, minor: int = 0) -> TensorInfo:
     name_length = cur.u16("tensor name length")
     if not 1 <= name_length <= MAX_NAME_LENGTH:
         raise CorruptFileError(f"tensor name length {name_length} outside 1..{MAX_NAME_LENGTH}")
     name = cur.text(name_length, "tensor name")
     dtype = _enum(DType, cur.u8("dtype"), f"dtype of {name!r}")
+    if DTYPE_MINOR.get(dtype, 0) > minor:  # spec §3.3: a value of a later version than the file's
+        raise CorruptFileError(f"dtype of {name!r} has value {int(dtype)} ({dtype.name}), which needs format "
+                               f"version 1.{DTYPE_MINOR[dtype]}, but the file is version 1.{minor}")
     rank = cur.u8("rank")
     if rank > MAX_RANK:
         raise LimitExceededError(f"rank {rank} of {name!r} exceeds {MAX_RANK}")
@@ -292,9 +297,16 @@ def _parse_tensor(cur: _Cursor) -> TensorInfo:
     elif index_bits != 0:
         raise CorruptFileError(f"{name!r}: index_bits must be zero for a dense tensor")
     if value_coding == ValueCoding.CODEBOOK:
-        if dtype not in (DType.F32, DType.F16, DType.BF16, DType.F64):
+        if dtype not in (DType.F32, DType.F16, DType.BF16, DType.F64) and dtype not in FLOAT8_DTYPES:
             raise CorruptFileError(f"{name!r}: codebook coding needs a float dtype, got {dtype.name}")
-        _enum(CodebookDType, codebook_dtype, f"codebook dtype of {name!r}")
+        codebook_kind = _enum(CodebookDType, codebook_dtype, f"codebook dtype of {name!r}")
+        if DTYPE_MINOR.get(DType(codebook_dtype), 0) > minor:
+            raise CorruptFileError(f"codebook dtype of {name!r} has value {codebook_dtype} ({codebook_kind.name}), which "
+                                   f"needs format version 1.{DTYPE_MINOR[DType(codebook_dtype)]}, but the file is "
+                                   f"version 1.{minor}")
+        if (dtype in FLOAT8_DTYPES or codebook_kind in FLOAT8_DTYPES) and int(codebook_kind) != int(dtype):
+            raise CorruptFileError(f"{name!r}: a {dtype.name} tensor cannot have a {codebook_kind.name} codebook "
+                                   "(a float8 tensor's codebook is of its own dtype, and only its)")
         if not 1 <= codebook_size <= MAX_CODEBOOK_SIZE:
             raise LimitExceededError(f"{name!r}: codebook size {codebook_size} outside 1..{MAX_CODEBOOK_SIZE}")
     elif codebook_dtype or codebook_size:

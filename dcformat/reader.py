@@ -217,7 +217,7 @@ def decode_codebook_tensor(buffer, tensor: TensorInfo, *, verify: bool = True,
         raise LimitExceededError(f"{tensor.name!r} decodes to {tensor.numel * 4} bytes of indices, over "
                                  f"this reader's limit of {max_tensor_bytes}")
     raw = decode_stream(buffer, tensor.codebook, tensor, verify=verify)
-    codebook = raw.view("<f4" if tensor.codebook_dtype == CodebookDType.F32 else "<f2").copy()
+    codebook = raw.view(numpy_dtype(DType(tensor.codebook_dtype))).copy()  # codebook dtypes have DType ids
     index_dtype = np.int32
     indices = np.full(tensor.numel, -1, index_dtype)
     symbols_plus_one = np.arange(1, tensor.codebook_size + 1, dtype=np.uint32)

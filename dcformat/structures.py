@@ -6,6 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .constants import (
+    CODEBOOK_DTYPE_SIZE,
     DTYPE_SIZE,
     CodebookDType,
     Codec,
@@ -94,7 +95,7 @@ def _prod(dims) -> int:
 def element_size(role: Role, tensor: TensorInfo) -> int:
     """Size in bytes of one decoded element of a stream of ``role`` in ``tensor`` (spec §4.5)."""
     if role is Role.CODEBOOK:
-        return 4 if tensor.codebook_dtype == CodebookDType.F32 else 2
+        return CODEBOOK_DTYPE_SIZE[CodebookDType(tensor.codebook_dtype)]
     if role is Role.ROW_COUNTS:
         return 4
     if role is Role.GAPS:
@@ -124,8 +125,9 @@ CHUNK_ROLES = {
 }
 
 
-# numpy dtypes of decoded tensors. BF16 comes from ml_dtypes, imported lazily: header-only
-# readers (dcinfo) never need it.
+# numpy dtypes of decoded tensors. BF16 and the float8 types (1.2) come from ml_dtypes, imported
+# lazily: header-only readers (dcinfo) never need it. ml_dtypes gives them their numpy type only:
+# every conversion of their values the format defines is computed in dcformat.conversion.
 _NUMPY_NAMES = {
     DType.F32: "float32", DType.F16: "float16", DType.F64: "float64",
     DType.I8: "int8", DType.I16: "int16", DType.I32: "int32", DType.I64: "int64",
@@ -136,18 +138,23 @@ _NUMPY_NAMES = {
 
 def numpy_dtype(dtype: DType) -> np.dtype:
     """The numpy dtype of decoded tensors of ``dtype`` (little-endian)."""
-    if dtype == DType.BF16:
+    if dtype in _ML_DTYPES_NAMES:
         import ml_dtypes
 
-        return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(getattr(ml_dtypes, _ML_DTYPES_NAMES[dtype]))
     return np.dtype(_NUMPY_NAMES[dtype]).newbyteorder("<")
+
+
+_ML_DTYPES_NAMES = {DType.BF16: "bfloat16", DType.F8_E4M3: "float8_e4m3fn", DType.F8_E5M2: "float8_e5m2"}
+"""The dtypes whose numpy type is ml_dtypes', by its name there (also their torch names)."""
 
 
 def dtype_of(array_dtype: np.dtype) -> DType:
     """The file dtype for a numpy dtype; raises KeyError for dtypes the format lacks."""
     array_dtype = np.dtype(array_dtype)
-    if array_dtype.name == "bfloat16":
-        return DType.BF16
+    for dtype, name in _ML_DTYPES_NAMES.items():
+        if array_dtype.name == name:
+            return dtype
     for dtype, name in _NUMPY_NAMES.items():
         if array_dtype.name == name:
             return dtype

@@ -22,6 +22,14 @@ values), ``"extra_records"`` (records the writer writes before its own, as
 ``"expect_error"``: the file is one a decoder MUST refuse, and the text says why (its
 ``"expected"`` is empty).
 
+Vectors of version 1.2 (``spec/vectors/1.2/``) hold float8 tensors (spec §4.3.1). Each expected
+float8 tensor also has ``"float32_hex"``: its elements converted to float32 by the spec's rules
+(NaNs included), little-endian. Two more keys make files the writer itself never writes:
+``"declare_minor"`` overwrites the preamble's ``version_minor`` after writing (an older version
+than the file needs: negative vectors), and ``"version_minor"`` asks the writer for a version, with
+``"override"`` (tensor -> index fields, such as ``{"codebook_dtype": 14}``) changing an encoded
+tensor's fields before it is written.
+
 ``python -m dcformat.vectors --check`` compares; ``--write`` writes missing vectors only.
 """
 from __future__ import annotations
@@ -34,7 +42,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .constants import ELEMENT_DTYPE, CodebookDType
+from .constants import ELEMENT_DTYPE, FLOAT8_DTYPES, CodebookDType
 from .encoding import Encoding
 from .structures import dtype_of, numpy_dtype
 from .tensors import CodebookTensor
@@ -108,7 +116,7 @@ F16_SPECIAL = [
 ]
 
 
-VERSION_DIRECTORIES = {"1.0": "", "1.1": "1.1"}
+VERSION_DIRECTORIES = {"1.0": "", "1.1": "1.1", "1.2": "1.2"}
 """Format version -> the subdirectory of spec/vectors/ holding its vectors."""
 
 
@@ -117,6 +125,8 @@ def vector_definitions(version: str = "1.0") -> dict[str, dict]:
     the vectors added with format ``version``."""
     if version == "1.1":
         return _definitions_1_1()
+    if version == "1.2":
+        return _definitions_1_2()
     if version != "1.0":
         raise ValueError(f"no vectors for version {version!r}; known: {sorted(VERSION_DIRECTORIES)}")
     plain = Encoding(codecs=("plain",))
@@ -391,6 +401,90 @@ def _skewed_text(size: int, seed: int) -> bytes:
     return _rng(seed).choice(letters, size=size, p=p / p.sum()).astype(np.uint8).tobytes()
 
 
+def _float8(values, name: str) -> np.ndarray:
+    """float32 ``values`` rounded to the float8 type ``name`` by the writer's rule (spec §7.2)."""
+    from .conversion import float32_to_float8
+    from .constants import DType
+
+    dtype = DType.F8_E4M3 if name == "e4m3" else DType.F8_E5M2
+    return float32_to_float8(np.asarray(values, np.float32), dtype).view(numpy_dtype(dtype))
+
+
+def _codes(codes, name: str) -> np.ndarray:
+    from .constants import DType
+
+    return np.asarray(codes, np.uint8).view(numpy_dtype(DType.F8_E4M3 if name == "e4m3" else DType.F8_E5M2))
+
+
+def _definitions_1_2() -> dict[str, dict]:
+    """The vectors of version 1.2 (spec §4.3.1): float8 tensors, and files that declare too old a version."""
+    from .constants import DType
+
+    plain = Encoding(codecs=("plain",))
+    rng = _rng(33)
+    sparse = rng.normal(0, 1, size=(8, 40)).astype(np.float32) * (rng.random((8, 40)) < 0.2)
+    sparse[1, [3, 30]] = -0.0  # -0.0 (0x80) is not zero: stored as entries
+    v = {}
+    v["33_float8_raw"] = dict(
+        doc="Version 1.2 float8 tensors stored RAW (spec 4.3.1): F8_E4M3 PLAIN, F8_E5M2 HUFFMAN (alphabet at most "
+            "256), F8_E4M3 BITPACK width 5 (codes below 32), F8_E5M2 ZSTD, an F8_E4M3 CSR matrix (index_bits 3, "
+            "HUFFMAN) whose -0.0 elements (0x80) are entries, a rank-0 F8_E5M2 infinity and an empty F8_E4M3 tensor.",
+        tensors={"e4m3_plain": _float8(rng.normal(0, 2, size=(4, 8)), "e4m3"),
+                 "e5m2_huffman": _float8(rng.normal(0, 0.05, size=300), "e5m2"),
+                 "e4m3_bitpack": _codes(rng.integers(0, 32, size=70), "e4m3"),
+                 "e5m2_zstd": _float8(np.tile(np.linspace(-3, 3, 16), 40), "e5m2"),
+                 "e4m3_csr": _float8(sparse, "e4m3"),
+                 "e5m2_inf": _codes(0x7C, "e5m2").reshape(()),
+                 "e4m3_empty": np.zeros((0, 3), numpy_dtype(DType.F8_E4M3))},
+        encodings={"e4m3_plain": plain, "e5m2_huffman": Encoding(codecs=("huffman",)),
+                   "e4m3_bitpack": Encoding(codecs=("bitpack",)), "e5m2_zstd": Encoding(codecs=("zstd",), zstd_level=19),
+                   "e4m3_csr": Encoding(layout="csr", index_bits=3, codecs=("huffman",)), "e5m2_inf": plain,
+                   "e4m3_empty": plain},
+    )
+    v["34_float8_codes"] = dict(
+        doc="Every one of the 256 codes of F8_E4M3 and of F8_E5M2, in order (PLAIN), NaNs, infinities, -0 and "
+            "subnormals included: float32_hex is the conversion of spec 4.3.1 of each, the table of the spec.",
+        tensors={"e4m3": _codes(np.arange(256), "e4m3"), "e5m2": _codes(np.arange(256), "e5m2")},
+        encodings={"e4m3": plain, "e5m2": plain},
+    )
+    nan_codebook = _codes([0x00, 0x38, 0xB8, 0x7F, 0x80, 0x7E, 0x01, 0xFF], "e4m3")  # 0, 1, -1, NaN, -0, 448, min, -NaN
+    v["35_float8_codebook"] = dict(
+        doc="Version 1.2 float8 tensors with a codebook (spec 7.2): the codebook is of the tensor's own float8 type "
+            "(codebook_dtype 14 or 15, one byte per value) and copied. An F8_E4M3 CSR tensor whose codebook holds "
+            "0, 1, -1, NaN (0x7F), -0, 448, the smallest subnormal and -NaN (0xFF), HUFFMAN; an F8_E5M2 dense tensor "
+            "given a float32 codebook (-1.3, 0.2, 3.7, 57000), which the writer rounds to the nearest F8_E5M2 values "
+            "(-1.25, 0.1875, 3.5, 57344, the largest finite one), with an appended zero symbol; BITPACK.",
+        tensors={"e4m3": CodebookTensor(nan_codebook, _codebook_tensor((6, 20), 8, 0.5, 35).indices, nan_codebook.dtype),
+                 "e5m2": CodebookTensor(np.array([-1.3, 0.2, 3.7, 57000.0], np.float32),
+                                        _codebook_tensor((5, 7), 4, 0.7, 351).indices, numpy_dtype(DType.F8_E5M2))},
+        encodings={"e4m3": Encoding(layout="csr", index_bits=4, codecs=("huffman",)),
+                   "e5m2": Encoding(layout="dense", codecs=("bitpack",))},
+    )
+    one = {"w": _float8([1.0, -2.0, 0.5], "e4m3")}
+    v["36_float8_in_1_1"] = dict(
+        doc="NEGATIVE: an F8_E4M3 tensor (dtype 14, a value of version 1.2) in a file that declares version 1.1 "
+            "(its index is otherwise a valid 1.1 index, extension_count 0). A decoder of 1.2 or later MUST refuse the "
+            "whole file as corrupted (spec 3.3); one of 1.1 refuses it for the unknown dtype 14.",
+        tensors=one, encodings={"w": plain}, declare_minor=1,
+        expect_error="needs format version 1.2, but the file is version 1.1",
+    )
+    v["37_float8_in_1_0"] = dict(
+        doc="NEGATIVE: the same F8_E4M3 tensor in a file that declares version 1.0 (the index still ends with the "
+            "extension count of a 1.2 index). The dtype is refused before the bytes left over are reached.",
+        tensors=one, encodings={"w": plain}, declare_minor=0,
+        expect_error="needs format version 1.2, but the file is version 1.0",
+    )
+    v["38_float8_codebook_mismatch"] = dict(
+        doc="NEGATIVE: a version 1.2 file whose F32 tensor names codebook_dtype 14 (F8_E4M3), a codebook dtype only "
+            "an F8_E4M3 tensor may have (spec 4.2). Corrupted: the whole file is refused when it is opened.",
+        tensors={"w": CodebookTensor(np.array([0.5, 1.0], np.float32), np.array([0, 1, 1, 0], np.int32))},
+        encodings={"w": Encoding(layout="dense", codecs=("plain",))}, version_minor=2,
+        override={"w": {"codebook_dtype": 14}},
+        expect_error="a F32 tensor cannot have a F8_E4M3 codebook",
+    )
+    return v
+
+
 def _definitions_1_1() -> dict[str, dict]:
     """The vectors of version 1.1 (spec §4.6): attachments, aliases, unknown extension records."""
     plain = Encoding(codecs=("plain",))
@@ -477,8 +571,10 @@ def expected_codebook_decode(tensor: CodebookTensor) -> np.ndarray:
     from .conversion import convert_codebook
 
     codebook = np.asarray(tensor.codebook)
-    source = CodebookDType.F32 if codebook.dtype == np.float32 else CodebookDType.F16
     target = dtype_of(tensor.dtype)
+    if target in FLOAT8_DTYPES:  # spec §7.2: a float8 codebook, its values copied
+        return tensor.decode()
+    source = CodebookDType.F32 if codebook.dtype == np.float32 else CodebookDType.F16
     table = convert_codebook(codebook.view(ELEMENT_DTYPE[codebook.itemsize]), source, target)
     table = np.concatenate([table, np.zeros(1, table.dtype)])
     index = np.where(tensor.indices < 0, codebook.size, tensor.indices)
@@ -502,8 +598,14 @@ def vector_json(name: str, definition: dict) -> dict:
         "inputs": {k: _input_to_json(t) for k, t in tensors.items()},
         "expected": {k: array_to_json(a) for k, a in decoded.items()},
     }
+    for k, a in decoded.items():
+        if dtype_of(a.dtype) in FLOAT8_DTYPES:
+            from .conversion import float8_to_float32
+
+            spec["expected"][k]["float32_hex"] = np.ascontiguousarray(float8_to_float32(a)).reshape(-1).view(
+                np.uint8).tobytes().hex()
     for extra in ("zstd_checksum", "recode", "converter_metadata", "attachments", "aliases", "extra_records",
-                  "expect_error"):
+                  "expect_error", "declare_minor", "version_minor", "override"):
         if extra in definition:
             spec[extra] = definition[extra]
     return spec
@@ -563,7 +665,11 @@ def encode_vector(spec: dict) -> bytes:
     inputs = {k: input_from_json(v) for k, v in spec["inputs"].items()}
     recode = spec.get("recode", {})
     extensions = any(key in spec for key in ("attachments", "aliases", "extra_records"))
-    if not spec.get("zstd_checksum") and not recode and not extensions:
+    if "declare_minor" in spec:  # a file that declares an older version than it needs (negative)
+        data = bytearray(encode_vector({k: v for k, v in spec.items() if k != "declare_minor"}))
+        data[6:8] = int(spec["declare_minor"]).to_bytes(2, "little")
+        return bytes(data)
+    if not spec.get("zstd_checksum") and not recode and not extensions and "version_minor" not in spec:
         return save(inputs, metadata=spec["metadata"] or None, encodings=encodings,
                     alignment_log2=spec["alignment_log2"])
     import io
@@ -575,7 +681,7 @@ def encode_vector(spec: dict) -> bytes:
 
     buffer = io.BytesIO()
     writer = DCFWriter(buffer, metadata=spec["metadata"] or None, alignment_log2=spec["alignment_log2"],
-                       version_minor=1 if extensions else None)
+                       version_minor=spec.get("version_minor", 1 if extensions else None))
     writer._extra_records = [extension_record(r["type"], r["flags"], bytes.fromhex(r["payload_hex"]))
                              for r in spec.get("extra_records", [])]
     for name, attachment in spec.get("attachments", {}).items():
@@ -587,6 +693,8 @@ def encode_vector(spec: dict) -> bytes:
             encoded = _recoded(encoded, recode[name]["codecs"], recode[name].get("huffman_lanes"))
         if spec.get("zstd_checksum"):
             encoded = _with_zstd_checksums(encoded, encoding.zstd_level or 19)
+        if name in spec.get("override", {}):
+            encoded = encoded._replace(**spec["override"][name])
         writer.add_encoded(name, encoded)
     for name, target in spec.get("aliases", {}).items():
         writer.add_alias(name, target)

@@ -20,6 +20,8 @@ from .codecs import EncodedStream
 from .constants import (
     EXTENSION_FLAGS,
     EXTENSIONS_MINOR,
+    FLOAT8_DTYPES,
+    FLOAT8_MINOR,
     MAGIC,
     MAX_ATTACHMENTS,
     MAX_ALIGNMENT_LOG2,
@@ -116,9 +118,11 @@ class DCFWriter(AtomicWriter):
 
     Version 1.1 (spec §4.6): :meth:`add_attachment` stores a file (a model's ``config.json``, its
     tokenizer) byte-exact, :meth:`add_alias` a second name for a tensor already added (tied
-    weights, stored once). A file with neither is written as version 1.0, byte for byte as before;
-    one with either as 1.1, whose preamble is patched at :meth:`close` (a target that cannot seek
-    needs ``version_minor=1``, which writes 1.1 from the start, extensions or not).
+    weights, stored once). Version 1.2 (spec §4.3): tensors of the float8 dtypes F8_E4M3 and
+    F8_E5M2. A file is written as the oldest version that holds it: 1.0, byte for byte as before,
+    with none of these; 1.1 with an attachment or an alias and no float8 tensor; 1.2 with a float8
+    tensor. The preamble is patched at :meth:`close`; a target that cannot seek needs
+    ``version_minor`` (1 or 2), which writes that version from the start, whatever the file holds.
 
     The writer is a small state machine: ``add`` after ``close`` or ``abort`` raises.
     """
@@ -139,8 +143,8 @@ class DCFWriter(AtomicWriter):
                 raise EncodingError(f"metadata {PROFILE_KEY!r} is {self.metadata[PROFILE_KEY]!r}, "
                                     f"but the profile is {self.profile.name!r}")
         self.alignment = 1 << alignment_log2
-        if version_minor not in (None, 0, VERSION_MINOR):
-            raise EncodingError(f"version_minor must be None (what the file needs), 0 or {VERSION_MINOR}")
+        if version_minor not in (None, *range(VERSION_MINOR + 1)):
+            raise EncodingError(f"version_minor must be None (what the file needs) or 0..{VERSION_MINOR}")
         self._tensors: list[TensorInfo] = []
         self._names: set[str] = set()
         self._attachments: dict[str, tuple] = {}  # name -> (size, EncodedStream)
@@ -175,11 +179,25 @@ class DCFWriter(AtomicWriter):
     def _need_extensions(self, what: str) -> None:
         if self._state != "open":
             raise EncodingError(f"cannot add {what} to a writer that is {self._state}")
-        if self._fixed_minor and self._minor < EXTENSIONS_MINOR:
-            raise EncodingError(f"{what} needs format version 1.{EXTENSIONS_MINOR}; this writer was asked for 1.0")
-        if self._base is None and self._minor < EXTENSIONS_MINOR:
-            raise EncodingError(f"{what} needs format version 1.{EXTENSIONS_MINOR}, and this target cannot seek "
-                                f"back to its preamble: create the writer with version_minor={VERSION_MINOR}")
+        self._need_minor(EXTENSIONS_MINOR, what)
+
+    def _need_minor(self, minor: int, what: str) -> None:
+        """Check that the file can be of version 1.``minor`` or later, which ``what`` needs."""
+        if self._minor >= minor:
+            return
+        if self._fixed_minor:
+            raise EncodingError(f"{what} needs format version 1.{minor}; this writer was asked for 1.{self._minor}")
+        if self._base is None:
+            raise EncodingError(f"{what} needs format version 1.{minor}, and this target cannot seek "
+                                f"back to its preamble: create the writer with version_minor={minor}")
+
+    def _needed_minor(self) -> int:
+        """The oldest minor version that holds what was added (spec §3.1, §4.3, §4.6)."""
+        if any(t.dtype in FLOAT8_DTYPES for t in self._tensors):
+            return FLOAT8_MINOR
+        if self._attachments or self._aliases:
+            return EXTENSIONS_MINOR
+        return 0
 
     def add_attachment(self, name: str, data, codecs: tuple[str, ...] | None = None) -> None:
         """Store ``data`` (bytes-like) as the attachment ``name`` (spec §4.6.1): a relative POSIX
@@ -288,6 +306,8 @@ class DCFWriter(AtomicWriter):
             self.profile.check(encoded)
         if name in self._aliases:
             raise EncodingError(f"tensor name {name!r} is already an alias in this file")
+        if encoded.dtype in FLOAT8_DTYPES:
+            self._need_minor(FLOAT8_MINOR, f"tensor {name!r} of dtype {encoded.dtype.name}")
         try:
             codebook = self._write_stream(Role.CODEBOOK, *encoded.codebook) if encoded.codebook else None
             chunks = []
@@ -312,8 +332,15 @@ class DCFWriter(AtomicWriter):
 
     def _finish(self) -> None:
         """Write the attachments' streams, the index and the trailer (spec §4.6, §5)."""
+        needed = self._needed_minor()
+        if needed > self._minor:  # checked by _need_minor: the target can seek
+            end = self._file.tell()
+            self._file.seek(self._base + 6)
+            self._file.write(struct.pack("<H", needed))
+            self._file.seek(end)
+            self._minor = needed
         extensions = None
-        if self._attachments or self._aliases or self._minor >= EXTENSIONS_MINOR:
+        if self._minor >= EXTENSIONS_MINOR:
             extensions = list(self._extra_records)
             for name, (size, stream) in self._attachments.items():
                 info = self._write_stream(Role.ATTACHMENT, stream, size)
@@ -323,12 +350,6 @@ class DCFWriter(AtomicWriter):
             for name, target in self._aliases.items():
                 extensions.append(extension_record(ExtensionType.ALIAS, EXTENSION_FLAGS[ExtensionType.ALIAS],
                                                    alias_record(name, position[target])))
-            if self._minor < EXTENSIONS_MINOR:  # checked by _need_extensions: the target can seek
-                end = self._file.tell()
-                self._file.seek(self._base + 6)
-                self._file.write(struct.pack("<H", VERSION_MINOR))
-                self._file.seek(end)
-                self._minor = VERSION_MINOR
         index = serialize_index(self.metadata, self._tensors, extensions)
         if len(index) > MAX_INDEX_LENGTH:
             raise EncodingError(f"the index would be {len(index)} bytes, over {MAX_INDEX_LENGTH}")

@@ -15,7 +15,7 @@ import pytest
 
 import dcformat
 import fuzz_helpers as fh
-from dcformat.constants import VERSION_MAJOR, VERSION_MINOR
+from dcformat.constants import EXTENSIONS_MINOR, VERSION_MAJOR, VERSION_MINOR
 from dcformat.errors import CorruptFileError, UnsupportedVersionError
 from dcformat.vectors import array_from_json
 
@@ -94,6 +94,20 @@ FROZEN = {
         "32_unknown_critical.dcf": "bb4f6817db58cdd6928dd977cd3e6a53c40b5882acf2da4af18c3168342154d7",
         "32_unknown_critical.json": "716fcf2486e62b89c0a6c023566bd3d7ad082b265243b24b268295d1eabf4d30",
     },
+    "1.2": {
+        "33_float8_raw.dcf": "de8d24845350fa427816d49fa7f9a78c59d8794b48116faedcf2725b6d17fb25",
+        "33_float8_raw.json": "25f5acec65cdef0d41df2bd502d68607aec3a8f56e9a2d05c2b582d6bd83235e",
+        "34_float8_codes.dcf": "22ef3e553ee6c967b11cd6bbc003407525fde34fbd8906ede1c4e2f7f39094a4",
+        "34_float8_codes.json": "0f0923c3d7be8bcc8df878da621932016aa17fccec58cf323d87a4984ee17e7d",
+        "35_float8_codebook.dcf": "4bca61f3d37fee313c5ea5df1623ff9d155043d0c15e3b0ced6dca01a5dbf8d7",
+        "35_float8_codebook.json": "7c1c32e9b3df4547a85f24402a12347d08dd2dc0da67cbbde7280f5f6f6c4c33",
+        "36_float8_in_1_1.dcf": "2ddabc50b1970b221d5c8f510f19ac4e4400d4e6a53a33ae4845e816ebd28bb0",
+        "36_float8_in_1_1.json": "e99037a95f4c728153c1c388d2acae18a312d0ec64fba4df421b9ab18c221101",
+        "37_float8_in_1_0.dcf": "911b363f8df61992b0b569ab6331265cf7809d151dfea57192894993738d4b84",
+        "37_float8_in_1_0.json": "b05dec10877fff9bbcaf3801d320c2a15e7c29e17f3a17e551da989c5797da8b",
+        "38_float8_codebook_mismatch.dcf": "9066b264709e4889005b46d69e5adce4ae291bf2584badb49e666c2b66cd8e8b",
+        "38_float8_codebook_mismatch.json": "5dac1ded8d04697f8e5d39624d6f912fef1ebc9045f7f530fd15a73be919bab8",
+    },
 }
 
 
@@ -141,12 +155,17 @@ def test_every_released_version_stays_readable(version, name):
 
 
 def test_this_writer_writes_the_current_version():
-    """1.1 when the file has an extension record (spec §4.6), 1.0 otherwise (byte for byte)."""
+    """1.1 when the file has an extension record (spec §4.6), 1.2 when it has a float8 tensor
+    (§4.3), 1.0 otherwise (byte for byte)."""
+    import ml_dtypes
+
     data = dcformat.save({"a": np.ones(2, np.float32)})
     assert struct.unpack_from("<HH", data, 4) == (VERSION_MAJOR, 0) == (1, 0)
     tied = dcformat.save({"a": np.ones(2, np.float32)}, aliases={"b": "a"})
-    assert struct.unpack_from("<HH", tied, 4) == (VERSION_MAJOR, VERSION_MINOR) == (1, 1)
-    assert dcformat.FORMAT_VERSION == (1, 1)
+    assert struct.unpack_from("<HH", tied, 4) == (VERSION_MAJOR, EXTENSIONS_MINOR) == (1, 1)
+    fp8 = dcformat.save({"a": np.ones(2, ml_dtypes.float8_e5m2)}, aliases={"b": "a"})
+    assert struct.unpack_from("<HH", fp8, 4) == (VERSION_MAJOR, VERSION_MINOR) == (1, 2)
+    assert dcformat.FORMAT_VERSION == (1, 2)
 
 
 def _with_version(major, minor):

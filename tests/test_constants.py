@@ -20,7 +20,8 @@ def test_limits_in_spec():
 
 def test_enums_in_spec():
     for dtype in c.DType:
-        assert re.search(rf"\| {dtype.value} \| {dtype.name} \|", SPEC), dtype
+        version = f" ({'1.' + str(c.DTYPE_MINOR[dtype])})" if dtype in c.DTYPE_MINOR else ""
+        assert re.search(rf"\| {dtype.value} \| {dtype.name}{re.escape(version)} \| {c.DTYPE_SIZE[dtype]} \|", SPEC), dtype
     for codec in c.Codec:
         assert f"{codec.name} ({codec.value})" in SPEC, codec
     assert "0 = DENSE, 1 = CSR" in SPEC and "0 = RAW, 1 = CODEBOOK" in SPEC
@@ -30,8 +31,10 @@ def test_enums_in_spec():
 
 def test_other_enums_in_spec():
     """Codebook dtypes, BYTEPLANES transforms and the codec list of the descriptor table."""
-    assert [(d.value, d.name) for d in c.CodebookDType] == [(1, "F32"), (2, "F16")]
-    assert "CODEBOOK: 1 (F32) or 2 (F16); RAW: 0" in SPEC
+    assert [(d.value, d.name) for d in c.CodebookDType] == [(1, "F32"), (2, "F16"), (14, "F8_E4M3"), (15, "F8_E5M2")]
+    assert "CODEBOOK: 1 (F32) or 2 (F16); for a float8 tensor (1.2) its own dtype, 14 or 15 (§7.2); RAW: 0" in SPEC
+    assert all(c.DType[d.name] == d.value for d in c.CodebookDType)  # "same ids as DType"
+    assert f"| 6 | 2 | `version_minor` | 0, 1 or 2 (writers)" in SPEC and c.VERSION_MINOR == 2
     assert [(t.value, t.name) for t in c.PlaneTransform] == [(0, "NONE"), (1, "ROTATE")]
     assert "| `transform` | 0: none; 1: rotate (below); any other value: corrupted" in SPEC
     assert "§8: " + ", ".join(f"{codec.value} {codec.name}" for codec in c.Codec) in SPEC
@@ -67,9 +70,14 @@ def test_huffman_alphabet_bound_table_is_the_decoders():
         assert _alphabet_limit(VALUES, _tensor(coding=c.ValueCoding.CODEBOOK, k=k)) == k
     assert rows["VALUES, CODEBOOK"] == "`k`"
     assert rows["VALUES, RAW, BOOL tensor"] == "2" and _alphabet_limit(VALUES, _tensor(c.DType.BOOL)) == 2
-    assert rows["VALUES, RAW, I8 or U8 tensor"] == "256"
+    assert rows["VALUES, RAW, I8, U8, F8_E4M3 or F8_E5M2 tensor"] == "256"
+    assert rows["CODEBOOK (F8_E4M3 or F8_E5M2 codebook values, 1.2)"] == "256"
+    for dtype in (c.DType.F8_E4M3, c.DType.F8_E5M2):
+        f8 = _tensor(dtype, coding=c.ValueCoding.CODEBOOK, k=3)._replace(codebook_dtype=int(dtype))
+        assert _alphabet_limit(CB, f8) == 256 and _alphabet_limit(VALUES, f8) == 3
     for dtype in c.DType:
-        want = {c.DType.BOOL: 2, c.DType.I8: 256, c.DType.U8: 256}.get(dtype, 65536)
+        want = {c.DType.BOOL: 2, c.DType.I8: 256, c.DType.U8: 256, c.DType.F8_E4M3: 256,
+                c.DType.F8_E5M2: 256}.get(dtype, 65536)
         assert _alphabet_limit(VALUES, _tensor(dtype)) == want, dtype
     assert rows["VALUES, RAW, any other dtype"].startswith("65,536")
     assert rows["ROW_COUNTS"] == "`min(cols + 1, 65536)`"

@@ -17,7 +17,7 @@ from dcformat.constants import (
     MAX_ATTACHMENT_BYTES,
     MAX_EXTENSION_RECORDS,
     MAX_NAME_LENGTH,
-    VERSION_MINOR,
+    EXTENSIONS_MINOR,
     Codec,
     ExtensionType,
 )
@@ -145,7 +145,7 @@ def test_files_without_extensions_stay_1_0_byte_for_byte():
     assert struct.unpack_from("<H", data, 6)[0] == 0
     assert dcformat.save(tensors, attachments={}, aliases={}) == data
     with_alias = dcformat.save(tensors, aliases={"b": "a"})
-    assert struct.unpack_from("<H", with_alias, 6)[0] == VERSION_MINOR == 1
+    assert struct.unpack_from("<H", with_alias, 6)[0] == EXTENSIONS_MINOR == 1
 
 
 def test_version_minor_1_without_records_has_an_empty_section():
