@@ -200,3 +200,61 @@ def test_a_read_failing_during_a_budget_search_stops_the_pack(tmp_path):
     with source, pytest.raises(CheckpointError, match="the file ended inside tensor"):
         pack(source, tmp_path / "out.dcf", {"rules": [{"rank": 2, "max_error": 0.05}]}, threads=2)
     assert not (tmp_path / "out.dcf").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Pickled objects: the library's own refusal, naming what the pickle holds
+
+
+class _Net:
+    """Stands for a user's class: a module-level name a pickle can refer to."""
+
+
+def test_a_whole_module_is_refused_with_the_objects_it_holds(tmp_path):
+    torch = pytest.importorskip("torch")
+    from dcformat.pack.sources import PickledObjectsError
+
+    for name, kwargs in (("zip.pt", {}), ("legacy.pt", {"_use_new_zipfile_serialization": False})):
+        path = tmp_path / name
+        torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3)), path, **kwargs)
+        with pytest.raises(PickledObjectsError) as caught:
+            open_source(path)
+        error = caught.value
+        assert isinstance(error, CheckpointError)
+        assert error.objects[:2] == ["torch.nn.modules.container.Sequential", "torch.nn.modules.linear.Linear"]
+        message = str(error)
+        assert "\n" not in message and "\x1b" not in message  # torch's text (bold escapes) is not in it
+        assert "Weights only load failed" not in message
+        assert message.startswith(repr(str(path)) + ": holds pickled Python objects (torch.nn.modules.container")
+        assert message.endswith("torch.save(model.state_dict(), path)")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_the_objects_are_named_from_opcodes_without_running_them(tmp_path):
+    pytest.importorskip("torch")
+    from dcformat.pack.sources import PickledObjectsError, pickled_objects
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    for protocol in (2, 4):  # GLOBAL and STACK_GLOBAL (memoized strings)
+        path = tmp_path / f"evil{protocol}.bin"
+        path.write_bytes(pickle.dumps({"w": Evil(), "n": _Net(), "t": (1, 2.0, "x")}, protocol=protocol))
+        with pytest.raises(PickledObjectsError) as caught:
+            open_source(path)
+        assert caught.value.objects == [f"{os.system.__module__}.system", f"{__name__}._Net"], protocol
+        assert pickled_objects(path) == caught.value.objects  # without torch's list: the same answer
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_damaged_torch_pickle_is_not_called_an_object(tmp_path):
+    pytest.importorskip("torch")
+    from dcformat.pack.sources import PickledObjectsError
+
+    path = tmp_path / "cut.pt"
+    path.write_bytes(pickle.dumps({"a": [1, 2, 3]}, protocol=2)[:9])
+    with pytest.raises(CheckpointError) as caught:
+        open_source(path)
+    assert not isinstance(caught.value, PickledObjectsError)
+    assert "torch.load(weights_only=True) failed" in str(caught.value)

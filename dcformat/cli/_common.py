@@ -163,16 +163,14 @@ def describe_error(exc: BaseException) -> str:
     else:
         text = str(exc) or type(exc).__name__
     text = " ".join(_map_temps(_ANSI.sub("", text)).split())
-    text = _WEIGHTS_ONLY.sub("holds pickled Python objects, not only tensors (a whole model or optimizer object, "
-                             "saved with torch.save(model)); torch.load(weights_only=True) refuses to unpickle "
-                             "them. Save and pack a state dict instead: torch.save(model.state_dict(), path)", text)
-    return sanitize(text, 400)
+    return sanitize(text, ERROR_LIMIT)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 """Terminal escapes (torch's bold text) that a one-line error leaves out."""
-_WEIGHTS_ONLY = re.compile(r"torch\.load\(weights_only=True\) failed \(Weights only load failed\..*?\)?$")
-"""torch's refusal of a pickled object, cut at its first line: replaced by a whole sentence."""
+ERROR_LIMIT = 2000
+"""Characters an error line is cut to: far above the library's own messages with long paths in them
+(which are never cut), a bound only for foreign text."""
 
 
 def _library_errors() -> tuple:

@@ -35,6 +35,9 @@ from __future__ import annotations
 import collections
 import json
 import os
+import pickle
+import pickletools
+import re
 import struct
 import threading
 import zipfile
@@ -290,8 +293,12 @@ def _read_json(path: str):
         raise CheckpointError(f"{path!r}: not valid JSON ({_one_line(exc)})") from None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+"""Terminal escapes (torch's bold text) that a one-line message leaves out."""
+
+
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
 
 
@@ -466,6 +473,123 @@ def import_torch(path: str):
     return torch
 
 
+class PickledObjectsError(CheckpointError):
+    """A torch file holds pickled Python objects (a whole ``nn.Module``, an optimizer object, a
+    class of the user's), which ``torch.load(weights_only=True)`` refuses and dcformat never
+    unpickles. :attr:`objects` names them (``torch.nn.modules.linear.Linear``), read from the
+    pickle's opcodes without running any of it."""
+
+    def __init__(self, path, objects):
+        self.path, self.objects = os.fspath(path), list(objects)
+        shown = ", ".join(self.objects[:3]) + (f" and {len(self.objects) - 3} more" if len(self.objects) > 3 else "")
+        super().__init__(f"{self.path!r}: holds pickled Python objects ({shown}), not only tensors; "
+                         "torch.load(weights_only=True) refuses to unpickle them, and so does dcformat. For a "
+                         "model saved whole (torch.save(model)), save its state dict instead: "
+                         "torch.save(model.state_dict(), path)")
+
+
+_PLAIN_GLOBAL_MODULES = ("torch", "torch._utils", "torch._tensor", "collections", "builtins", "_codecs")
+"""Modules whose globals a weights-only pickle may name, when torch's own list is not at hand."""
+_PLAIN_BUILTINS = {f"builtins.{t}" for t in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "str",
+                                             "bytes", "bool", "bytearray", "complex", "slice")}
+"""Builtin types a pickle of plain data may name."""
+_PICKLE_SCAN_LIMIT = 64 << 20
+"""Bytes of pickle read at most to name the objects a refused file holds."""
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+"""Module names of protocol-2 pickles (which torch writes) as Python 3 knows them."""
+
+
+def _allowed_globals(torch) -> set[str]:
+    allowed = set()
+    try:  # torch's own list (private, so only a better answer when it exists)
+        from torch import _weights_only_unpickler
+
+        allowed.update(_weights_only_unpickler._get_allowed_globals())
+    except Exception:
+        pass
+    try:
+        for item in torch.serialization.get_safe_globals():
+            obj = item[0] if isinstance(item, tuple) else item
+            allowed.add(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
+    except Exception:
+        pass
+    return allowed
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """``module.name`` of every GLOBAL / STACK_GLOBAL in the pickles of ``data``, in order, read with
+    :func:`pickletools.genops` (opcodes only: nothing is imported or called)."""
+    import io
+
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    for _ in range(8):  # a legacy torch file is several pickles in a row, then raw storage bytes
+        memo: dict = {}
+        recent: list = []
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                name = op.name
+                if name == "GLOBAL":
+                    module, _, attr = str(arg).partition(" ")
+                    found.append(f"{_PY2_MODULES.get(module, module)}.{attr}")
+                    recent.append(None)
+                elif name == "STACK_GLOBAL":
+                    if len(recent) >= 2 and isinstance(recent[-2], str) and isinstance(recent[-1], str):
+                        found.append(f"{recent[-2]}.{recent[-1]}")
+                    else:
+                        found.append("an object")
+                    recent.append(None)
+                elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+                              "BINSTRING", "STRING"):
+                    recent.append(arg if isinstance(arg, str) else str(arg))
+                elif name == "MEMOIZE":
+                    memo[len(memo)] = recent[-1] if recent else None
+                elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    memo[arg] = recent[-1] if recent else None
+                elif name in ("BINGET", "LONG_BINGET", "GET"):
+                    recent.append(memo.get(arg))
+                elif name == "STOP":
+                    break
+                else:
+                    recent.append(None)
+                del recent[:-4]
+        except Exception:  # the end of the pickles, or bytes that are not one
+            break
+        if stream.tell() >= len(data):
+            break
+    return found
+
+
+def pickled_objects(path, torch=None) -> list[str]:
+    """The Python objects (``module.name``) a torch file's pickle refers to beyond plain data:
+    what ``torch.load(weights_only=True)`` refuses. Empty when none is found (a damaged file)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            handle.seek(0)
+            if head[:2] == b"PK":
+                with zipfile.ZipFile(handle) as archive:
+                    members = [m for m in archive.infolist() if m.filename.endswith("data.pkl")]
+                    if not members or members[0].file_size > _PICKLE_SCAN_LIMIT:
+                        return []
+                    data = archive.read(members[0])
+            else:
+                data = handle.read(_PICKLE_SCAN_LIMIT)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return []
+    allowed = _allowed_globals(torch) if torch is not None else set()
+    objects = []
+    for name in _pickle_globals(data):
+        module = name.rpartition(".")[0]
+        if allowed:
+            plain = name in allowed or name in _PLAIN_BUILTINS
+        else:
+            plain = module in _PLAIN_GLOBAL_MODULES
+        if not plain and name not in objects:
+            objects.append(name)
+    return objects
+
+
 def torch_numpy_dtypes(torch) -> dict:
     names = ["float32", "float16", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool",
              "uint16", "uint32", "uint64"]
@@ -487,7 +611,12 @@ class TorchSource(Source):
             is_zip = handle.read(2) == b"PK"
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-        except Exception as exc:  # UnpicklingError for anything but plain data, RuntimeError, ...
+        except pickle.UnpicklingError as exc:  # anything but plain data, or a damaged pickle
+            objects = pickled_objects(path, torch)
+            if objects:
+                raise PickledObjectsError(path, objects) from None
+            raise CheckpointError(f"{path!r}: torch.load(weights_only=True) failed ({_one_line(exc)})") from None
+        except Exception as exc:  # RuntimeError for a damaged archive, ...
             raise CheckpointError(f"{path!r}: torch.load(weights_only=True) failed ({_one_line(exc)})") from None
         if key:
             obj = select(obj, key, path)
