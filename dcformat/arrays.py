@@ -20,8 +20,9 @@ from .structures import dtype_of
 from .tensors import CodebookTensor
 
 STORABLE = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
-            "uint8", "uint16", "uint32", "uint64", "bool")
-"""The element types a dcf file holds (spec §4.3), by their numpy and torch names."""
+            "uint8", "uint16", "uint32", "uint64", "bool", "float8_e4m3fn", "float8_e5m2")
+"""The element types a dcf file holds (spec §4.3), by their numpy and torch names (the float8
+ones, format 1.2, by ml_dtypes' and torch's names)."""
 
 
 def is_torch_tensor(value: Any) -> bool:
@@ -62,6 +63,11 @@ def torch_to_numpy(name: str, value: Any) -> np.ndarray:
         import torch
 
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    if dtype in ("float8_e4m3fn", "float8_e5m2"):
+        import ml_dtypes
+        import torch
+
+        return t.view(torch.uint8).numpy().view(getattr(ml_dtypes, dtype))
     return t.numpy()
 
 

@@ -130,8 +130,9 @@ def float8_float32_table(dtype) -> np.ndarray:
 def float8_to_float32_bits(codes: np.ndarray, dtype) -> np.ndarray:
     """float8 elements (their codes: uint8, or an ml_dtypes float8 array) converted to float32 by
     the rules of spec §4.3, returned as uint32 bit patterns of the same shape."""
-    codes = np.ascontiguousarray(codes)
-    return float8_float32_table(dtype)[codes.view(np.uint8)]
+    shape = np.shape(codes)  # ascontiguousarray would make a 0-d array 1-d
+    codes = np.ascontiguousarray(codes).reshape(-1)
+    return float8_float32_table(dtype)[codes.view(np.uint8)].reshape(shape)
 
 
 def float8_to_float32(array: np.ndarray) -> np.ndarray:

@@ -68,7 +68,7 @@ def test_core_save_takes_views_that_are_not_contiguous():
 
 
 def test_a_torch_dtype_the_format_lacks_names_the_tensor():
-    for dtype in (torch.complex64, torch.float8_e4m3fn):
+    for dtype in (torch.complex64, getattr(torch, "float8_e4m3fnuz", torch.complex128)):  # float8_e4m3fn: 1.2
         with pytest.raises(TypeError, match=r"'odd'.*(complex64|float8)"):
             dcformat.save({"odd": torch.zeros(3, dtype=dtype)})
 

@@ -33,13 +33,14 @@ from .errors import CheckpointError
 SAFETENSORS_DTYPES = {
     "bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16", "float16": "F16",
     "bfloat16": "BF16", "int32": "I32", "uint32": "U32", "float32": "F32", "float64": "F64", "int64": "I64",
-    "uint64": "U64",
+    "uint64": "U64", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
 }
 """numpy dtype name -> safetensors dtype name, for every dtype a dcf file holds."""
 
 # The safetensors package sorts tensors by dtype (its Rust enum order, descending), then by name.
 _RANK = {name: rank for rank, name in enumerate(
-    ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"])}
+    ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64",
+     "U64"])}
 
 _WRITE_BLOCK = 1 << 26  # bytes per write call: large tensors go out in 64 MiB slices, no copies
 

@@ -60,7 +60,7 @@ TORCH_EXTRA = "pip install 'dcformat[torch]'"
 _ST_DTYPES = {
     "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16", "F16": "float16",
     "BF16": "bfloat16", "I32": "int32", "U32": "uint32", "F32": "float32", "F64": "float64", "I64": "int64",
-    "U64": "uint64",
+    "U64": "uint64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",  # float8: format 1.2
 }
 
 FOLDER_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -93,10 +93,10 @@ class TensorEntry:
 
 
 def numpy_dtype_name(name: str) -> np.dtype:
-    if name == "bfloat16":
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
         import ml_dtypes
 
-        return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(getattr(ml_dtypes, name))
     return np.dtype(name)
 
 
@@ -592,7 +592,7 @@ def pickled_objects(path, torch=None) -> list[str]:
 
 def torch_numpy_dtypes(torch) -> dict:
     names = ["float32", "float16", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool",
-             "uint16", "uint32", "uint64"]
+             "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2"]
     return {getattr(torch, n): numpy_dtype_name(n) for n in names if hasattr(torch, n)}
 
 
@@ -702,6 +702,8 @@ def torch_to_numpy(torch, tensor) -> np.ndarray:
         import ml_dtypes
 
         return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    if tensor.dtype in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)):
+        return tensor.view(torch.uint8).numpy().view(numpy_dtype_name(str(tensor.dtype).removeprefix("torch.")))
     if tensor.dtype in (getattr(torch, "uint16", None), getattr(torch, "uint32", None), getattr(torch, "uint64", None)):
         signed = {2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
         return tensor.view(signed).numpy().view(f"<u{tensor.element_size()}")

@@ -2,7 +2,8 @@
 :func:`load_file`, :func:`save`, :func:`load`, and :func:`open` (``safe_open(framework="pt")``).
 
 Every dtype the format has round-trips exactly, bit for bit (bfloat16, float16, bool, every
-integer width, NaN payloads and signed zeros included). Tensors handed over may require
+integer width, and since format 1.2 ``torch.float8_e4m3fn`` and ``torch.float8_e5m2``; NaN
+payloads and signed zeros included). Tensors handed over may require
 gradients, be strided views or live on another device: they are detached, moved to the CPU and
 made contiguous (:mod:`dcformat.arrays`). Loaded tensors share the decoded memory (no copy),
 are writable, and are moved to ``device`` when it is not the CPU::
@@ -35,11 +36,15 @@ from ..structures import TensorInfo
 
 def to_torch(array: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """The torch tensor of a decoded numpy array, sharing its memory where it can (a copy when
-    the array is read-only), on ``device``. bfloat16 (``ml_dtypes``) becomes ``torch.bfloat16``."""
+    the array is read-only), on ``device``. bfloat16 (``ml_dtypes``) becomes ``torch.bfloat16``,
+    ml_dtypes' float8_e4m3fn and float8_e5m2 (format 1.2) ``torch.float8_e4m3fn`` and
+    ``torch.float8_e5m2``."""
     if not array.flags.writeable:
         array = array.copy()
     if array.dtype.name == "bfloat16":
         tensor = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    elif array.dtype.name in ("float8_e4m3fn", "float8_e5m2"):
+        tensor = torch.from_numpy(array.view(np.uint8)).view(getattr(torch, array.dtype.name))
     else:
         tensor = torch.from_numpy(array)
     return tensor if torch.device(device).type == "cpu" else tensor.to(device)
