@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from ..errors import DCFormatError
+from ..errors import CorruptFileError, DCFormatError
 from ..extensions import attachment_name_problem, attachment_path
 
 ATTACH_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".vocab", ".spm", ".bpe", ".merges", ".py", ".md",
@@ -81,22 +81,39 @@ class TieFinder:
         return earlier
 
 
-def write_attachments(reader, folder: str, *, force: bool = False, names=None) -> list[str]:
+def write_attachments(reader, folder: str, *, force: bool = False, names=None, taken=()) -> list[str]:
     """Write the attachments of ``reader`` (a :class:`~dcformat.reader.DCFReader`) into ``folder``
     (created if needed): each decoded and CRC-checked before a byte is written, its name checked
     (:func:`dcformat.extensions.attachment_path`: never outside ``folder``). An existing file is
-    replaced only with ``force``. Returns the names written."""
+    replaced only with ``force``, and never one written a moment ago: ``taken`` (paths already
+    written, the weights) or an earlier attachment under a name that is the same file on this file
+    system (``Config.json`` and ``config.json`` where case is ignored: macOS, Windows), which is
+    refused with :class:`~dcformat.errors.CorruptFileError` naming both. Returns the names written."""
     os.makedirs(folder, exist_ok=True)
     written = []
+    identities: dict[tuple[int, int], str] = {}
+    for path in taken:
+        if os.path.exists(path):
+            st = os.stat(path)
+            identities[(st.st_dev, st.st_ino)] = os.path.basename(path)
     for name in (reader.attachments() if names is None else names):
         path = attachment_path(folder, name)
         data = reader.get_attachment(name)
-        if os.path.lexists(path) and not force:
-            raise FileExistsError(f"{path!r} exists (attachment {name!r}); --force replaces it")
+        if os.path.lexists(path):
+            if os.path.exists(path):
+                st = os.stat(path)
+                earlier = identities.get((st.st_dev, st.st_ino))
+                if earlier is not None:
+                    raise CorruptFileError(f"{earlier!r} and the attachment {name!r} are one file in {folder!r} (a "
+                                           f"file system that ignores case?): {name!r} would replace {earlier!r}")
+            if not force:
+                raise FileExistsError(f"{path!r} exists (attachment {name!r}); --force replaces it")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         attachment_path(folder, name)  # again, now that its folders exist (a link made meanwhile)
         with open(path, "wb") as handle:
             handle.write(data)
+            st = os.fstat(handle.fileno())
+        identities[(st.st_dev, st.st_ino)] = name
         written.append(name)
     return written
 

@@ -279,6 +279,15 @@ class _Job:
         for f in files:
             if not isinstance(f, str) or os.path.basename(f) != f or f in (".", ".."):
                 raise CheckpointError(f"dcformat.source_layout: shard name {f!r} is not a plain file name")
+        index_file = None
+        if len(groups) > 1:
+            own = (isinstance(index_name, str) and fmt == source_fmt and limit is None
+                   and os.path.basename(index_name) == index_name)
+            index_file = index_name if own else f"{base}{suffix}.index.json"
+        for name in self.reader.attachments():  # the weights are never replaced by an attachment
+            if name in files or name == index_file:
+                raise CheckpointError(f"attachment {name!r} has the name of a weights file of the folder; "
+                                      "nothing written")
         shard_metadata = self.source_metadata or {"format": "pt"}
         with self._bar("unpacking") as bar:
             for file, group in zip(files, groups):
@@ -296,15 +305,14 @@ class _Job:
             index_meta = self.layout.get("index_metadata") if isinstance(self.layout.get("index_metadata"), dict) else {}
             index = {"metadata": {**index_meta, "total_size": sum(sizes.values())},
                      "weight_map": {self.original[n]: f for f, g in zip(files, groups) for n in g}}
-            name = index_name if (isinstance(index_name, str) and fmt == source_fmt and limit is None
-                                  and os.path.basename(index_name) == index_name) else f"{base}{suffix}.index.json"
-            target = os.path.join(out, name)
+            target = os.path.join(out, index_file)
             _write_text(target, json.dumps(index, indent=2, sort_keys=True) + "\n")
             self.files.append(target)
             self.bytes += os.path.getsize(target)
         from .attachments import write_attachments
 
-        for name in write_attachments(self.reader, out, force=True):  # format 1.1: the folder's other files
+        # format 1.1: the folder's other files, never over the weights (one file under two names)
+        for name in write_attachments(self.reader, out, force=True, taken=list(self.files)):
             target = os.path.join(out, *name.split("/"))
             self.files.append(target)
             self.bytes += os.path.getsize(target)

@@ -507,8 +507,24 @@ static int merge_source_metadata(metadata *m, const char *text, size_t n)
     return ok;
 }
 
-/* The "prefix" of `dcformat.source_layout` into `prefix`. Returns NULL or an error message. */
-static const char *layout_prefix(const char *text, size_t n, buf *prefix)
+/* What the packer recorded of the source's shape in `dcformat.source_layout` (a JSON object):
+ * the string members "prefix" (put back on every name), "weights" (a folder's weights file) and
+ * "index" (a sharded folder's index file), and whether it has an "onnx" object (a file packed from
+ * an ONNX model). A member given twice counts as its last value, as in Python's json. */
+typedef struct layout {
+    buf prefix, weights, index;
+    int has_weights, has_index, onnx;
+} layout;
+
+static void layout_free(layout *l)
+{
+    free(l->prefix.p);
+    free(l->weights.p);
+    free(l->index.p);
+}
+
+/* Returns NULL or an error message. */
+static const char *read_layout(const char *text, size_t n, layout *l)
 {
     json j;
     j.p = text;
@@ -527,31 +543,48 @@ static const char *layout_prefix(const char *text, size_t n, buf *prefix)
     } else {
         for (;;) {
             buf key = {0};
-            int is_prefix;
+            int member = 0; /* 1 prefix, 2 weights, 3 index, 4 onnx */
             skip_ws(&j);
             if (!read_string(&j, &key)) {
                 free(key.p);
                 return "metadata dcformat.source_layout is not valid JSON";
             }
-            is_prefix = key.n == 6 && memcmp(key.p, "prefix", 6) == 0;
+            if (key.n == 6 && memcmp(key.p, "prefix", 6) == 0)
+                member = 1;
+            else if (key.n == 7 && memcmp(key.p, "weights", 7) == 0)
+                member = 2;
+            else if (key.n == 5 && memcmp(key.p, "index", 5) == 0)
+                member = 3;
+            else if (key.n == 4 && memcmp(key.p, "onnx", 4) == 0)
+                member = 4;
             free(key.p);
             skip_ws(&j);
             if (j.p >= j.end || *j.p != ':')
                 return "metadata dcformat.source_layout is not valid JSON";
             j.p++;
             skip_ws(&j);
-            if (is_prefix) {
-                prefix->n = 0;
-                if (j.p < j.end && *j.p == '"') {
-                    if (!read_string(&j, prefix))
-                        return "metadata dcformat.source_layout is not valid JSON";
-                } else if (!skip_value(&j, 0)) {
+            if (member >= 1 && member <= 3 && j.p < j.end && *j.p == '"') {
+                buf *target = member == 1 ? &l->prefix : member == 2 ? &l->weights : &l->index;
+                target->n = 0;
+                if (!read_string(&j, target))
                     return "metadata dcformat.source_layout is not valid JSON";
-                } else {
+                put(target, "", 0); /* a NUL-terminated string even when empty */
+                if (member == 2)
+                    l->has_weights = 1;
+                if (member == 3)
+                    l->has_index = 1;
+            } else {
+                int object = j.p < j.end && *j.p == '{';
+                if (!skip_value(&j, 0))
+                    return "metadata dcformat.source_layout is not valid JSON";
+                if (member == 1)
                     return "metadata dcformat.source_layout has a prefix that is not a string";
-                }
-            } else if (!skip_value(&j, 0)) {
-                return "metadata dcformat.source_layout is not valid JSON";
+                if (member == 2)
+                    l->has_weights = 0;
+                if (member == 3)
+                    l->has_index = 0;
+                if (member == 4)
+                    l->onnx = object;
             }
             skip_ws(&j);
             if (j.p < j.end && *j.p == ',') {
@@ -568,7 +601,7 @@ static const char *layout_prefix(const char *text, size_t n, buf *prefix)
     skip_ws(&j);
     if (j.p != j.end)
         return "metadata dcformat.source_layout is not valid JSON";
-    return NULL;
+    return l->prefix.oom || l->weights.oom || l->index.oom ? "out of memory" : NULL;
 }
 
 /* ---- the tensors in the output's order ----------------------------------------------------- */
@@ -587,16 +620,18 @@ static int st_rank(dcf_dtype d)
     case DCF_BOOL: return 0;
     case DCF_U8: return 1;
     case DCF_I8: return 2;
-    case DCF_I16: return 3;
-    case DCF_U16: return 4;
-    case DCF_F16: return 5;
-    case DCF_BF16: return 6;
-    case DCF_I32: return 7;
-    case DCF_U32: return 8;
-    case DCF_F32: return 9;
-    case DCF_F64: return 10;
-    case DCF_I64: return 11;
-    default: return 12; /* U64 */
+    case DCF_F8_E5M2: return 3; /* format 1.2 */
+    case DCF_F8_E4M3: return 4;
+    case DCF_I16: return 5;
+    case DCF_U16: return 6;
+    case DCF_F16: return 7;
+    case DCF_BF16: return 8;
+    case DCF_I32: return 9;
+    case DCF_U32: return 10;
+    case DCF_F32: return 11;
+    case DCF_F64: return 12;
+    case DCF_I64: return 13;
+    default: return 14; /* U64 */
     }
 }
 
@@ -649,240 +684,730 @@ static void to_little_endian(uint8_t *p, uint64_t bytes, size_t esize)
     }
 }
 
-static int decode_to_safetensors(const char *out_path)
-{
-    dcf_ctx *ctx = dcf_ctx_new(NULL);
-    dcf_error_info err;
-    size_t count, i, j, nmeta;
-    metadata meta = {0};
-    buf prefix = {0}, header = {0}, tmp_path = {0};
-    slot *slots = NULL;
-    uint64_t largest = 0, offset = 0;
-    uint8_t *data = NULL;
-    int fd = -1, status = 1;
-    const char *problem;
-    char detail[512];
+/* A file written atomically inside a folder (a descriptor): a hidden temporary file beside the
+ * target, fsynced and renamed over it, the folder fsynced. rename() replaces a symbolic link at
+ * the target's name instead of following it. */
+typedef struct atomic_file {
+    int dir, fd;
+    buf tmp;
+} atomic_file;
 
-    if (ctx == NULL)
+/* Returns 1, or 0 with errno set. */
+static int atomic_create(atomic_file *a, int dir, const char *leaf)
+{
+    unsigned long seed = (unsigned long)getpid() * 2654435761u ^ (unsigned long)time(NULL) ^ (unsigned long)strlen(leaf);
+    int attempt;
+    a->dir = dir;
+    a->fd = -1;
+    for (attempt = 0; attempt < 100; attempt++) {
+        char tag[24];
+        int c;
+        a->tmp.n = 0;
+        put(&a->tmp, ".", 1);
+        puts_(&a->tmp, strlen(leaf) <= 200 ? leaf : "dcfdecode"); /* the temporary name stays short */
+        snprintf(tag, sizeof tag, ".%ld.", (long)getpid());
+        puts_(&a->tmp, tag);
+        for (c = 0; c < 8; c++) {
+            seed = seed * 1103515245u + 12345u + (unsigned long)attempt;
+            tag[c] = "abcdefghijklmnopqrstuvwxyz0123456789"[(seed >> 16) % 36];
+        }
+        tag[8] = '\0';
+        puts_(&a->tmp, tag);
+        puts_(&a->tmp, ".tmp");
+        if (a->tmp.oom) {
+            errno = ENOMEM;
+            return 0;
+        }
+        a->fd = openat(dir, a->tmp.p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0666);
+        if (a->fd >= 0)
+            return 1;
+        if (errno != EEXIST)
+            return 0;
+    }
+    return 0;
+}
+
+static void atomic_discard(atomic_file *a)
+{
+    int saved = errno;
+    if (a->fd >= 0) {
+        close(a->fd);
+        unlinkat(a->dir, a->tmp.p, 0);
+    }
+    a->fd = -1;
+    free(a->tmp.p);
+    a->tmp.p = NULL;
+    a->tmp.n = a->tmp.cap = 0;
+    errno = saved;
+}
+
+/* fsync, rename over `leaf`, fsync the folder. `st` receives the file's identity. Returns 1, or 0
+ * with errno set (the temporary file removed). */
+static int atomic_commit(atomic_file *a, const char *leaf, struct stat *st)
+{
+    int fd = a->fd;
+    if (fsync(fd) != 0 || fstat(fd, st) != 0) {
+        atomic_discard(a);
+        return 0;
+    }
+    a->fd = -1;
+    if (close(fd) != 0 || renameat(a->dir, a->tmp.p, a->dir, leaf) != 0) {
+        int saved = errno;
+        unlinkat(a->dir, a->tmp.p, 0);
+        atomic_discard(a);
+        errno = saved;
+        return 0;
+    }
+    fsync(a->dir); /* make the rename durable */
+    atomic_discard(a);
+    return 1;
+}
+
+/* ---- a .safetensors file: the header first, then the tensors -------------------------------- */
+
+typedef struct plan {
+    metadata meta;
+    slot *slots;
+    size_t count;
+    buf header;
+    uint64_t largest;
+} plan;
+
+static void plan_free(plan *p)
+{
+    size_t i;
+    if (p->slots != NULL)
+        for (i = 0; i < p->count; i++)
+            free(p->slots[i].name.p);
+    free(p->slots);
+    free(p->header.p);
+    meta_free(&p->meta);
+}
+
+/* The header of the file dcunpack writes: for a single file (`folder` 0) with the dcf metadata
+ * followed by the source's own, for a model folder (`folder` 1) as save_pretrained's shards: the
+ * source's own metadata alone, or {"format": "pt"} when it had none. Returns 0, or 1 after
+ * printing why. */
+static int plan_safetensors(dcf_ctx *ctx, const layout *l, int folder, plan *p)
+{
+    dcf_error_info err;
+    size_t i, j, nmeta;
+    uint64_t offset = 0;
+    const char *v;
+    size_t vn;
+
+    if (!folder) {
+        nmeta = dcf_metadata_count(ctx);
+        for (j = 0; j < nmeta; j++) {
+            const char *k;
+            size_t kn;
+            dcf_metadata_get(ctx, j, &k, &kn, &v, &vn);
+            if (!meta_set(&p->meta, k, kn, v, vn))
+                return fail("%s", "out of memory");
+        }
+    }
+    if (dcf_metadata_find(ctx, "dcformat.source_metadata", 24, &v, &vn) == DCF_OK
+        && !merge_source_metadata(&p->meta, v, vn))
         return fail("%s", "out of memory");
-    if (dcf_open_file(ctx, in_path, &err) != DCF_OK) {
-        status = fail("%s", err.message);
-        goto done;
-    }
-    /* metadata: the file's, then the source's own; names with the source's prefix */
-    nmeta = dcf_metadata_count(ctx);
-    for (j = 0; j < nmeta; j++) {
-        const char *k, *v;
-        size_t kn, vn;
-        dcf_metadata_get(ctx, j, &k, &kn, &v, &vn);
-        if (!meta_set(&meta, k, kn, v, vn)) {
-            status = fail("%s", "out of memory");
-            goto done;
-        }
-    }
-    {
-        const char *v;
-        size_t vn;
-        if (dcf_metadata_find(ctx, "dcformat.source_layout", 22, &v, &vn) == DCF_OK
-            && (problem = layout_prefix(v, vn, &prefix)) != NULL) {
-            status = fail("%s", problem);
-            goto done;
-        }
-        if (dcf_metadata_find(ctx, "dcformat.source_metadata", 24, &v, &vn) == DCF_OK
-            && !merge_source_metadata(&meta, v, vn)) {
-            status = fail("%s", "out of memory");
-            goto done;
-        }
-    }
-    count = dcf_tensor_count(ctx);
-    slots = (slot *)calloc(count ? count : 1, sizeof(slot));
-    if (slots == NULL) {
-        status = fail("%s", "out of memory");
-        goto done;
-    }
-    for (i = 0; i < count; i++) {
+    if (folder && p->meta.n == 0 && !meta_set(&p->meta, "format", 6, "pt", 2))
+        return fail("%s", "out of memory");
+    p->count = dcf_tensor_count(ctx);
+    p->slots = (slot *)calloc(p->count ? p->count : 1, sizeof(slot));
+    if (p->slots == NULL)
+        return fail("%s", "out of memory");
+    for (i = 0; i < p->count; i++) {
         dcf_tensor_info t;
         uint64_t bytes;
+        slot *s = &p->slots[i];
         dcf_get_tensor_info(ctx, i, &t);
-        if (dcf_decoded_size(ctx, i, DCF_OUT_NATIVE, &bytes, &err) != DCF_OK) {
-            status = fail("%s", err.message);
-            goto done;
-        }
-        slots[i].index = i;
-        slots[i].rank = st_rank(t.dtype);
-        slots[i].bytes = bytes;
-        put(&slots[i].name, prefix.p ? prefix.p : "", prefix.n);
-        put(&slots[i].name, t.name, t.name_length);
-        if (slots[i].name.oom) {
-            status = fail("%s", "out of memory");
-            goto done;
-        }
-        if (slots[i].name.n == 12 && memcmp(slots[i].name.p, "__metadata__", 12) == 0) {
-            status = fail("%s", "'__metadata__' cannot be a tensor name in safetensors");
-            goto done;
-        }
-        largest = bytes > largest ? bytes : largest;
+        if (dcf_decoded_size(ctx, i, DCF_OUT_NATIVE, &bytes, &err) != DCF_OK)
+            return fail("%s", err.message);
+        s->index = i;
+        s->rank = st_rank(t.dtype);
+        s->bytes = bytes;
+        put(&s->name, l->prefix.p ? l->prefix.p : "", l->prefix.n);
+        put(&s->name, t.name, t.name_length);
+        if (s->name.oom)
+            return fail("%s", "out of memory");
+        if (s->name.n == 12 && memcmp(s->name.p, "__metadata__", 12) == 0)
+            return fail("%s", "'__metadata__' cannot be a tensor name in safetensors");
+        p->largest = bytes > p->largest ? bytes : p->largest;
     }
-    qsort(slots, count, sizeof(slot), slot_cmp);
+    qsort(p->slots, p->count, sizeof(slot), slot_cmp);
 
-    /* the header */
-    put(&header, "{", 1);
-    if (meta.n) {
-        puts_(&header, "\"__metadata__\":{");
-        for (j = 0; j < meta.n; j++) {
+    put(&p->header, "{", 1);
+    if (p->meta.n) {
+        puts_(&p->header, "\"__metadata__\":{");
+        for (j = 0; j < p->meta.n; j++) {
+            const entry *e = &p->meta.e[j];
             if (j)
-                put(&header, ",", 1);
-            put_json_string(&header, meta.e[j].key.p ? meta.e[j].key.p : "", meta.e[j].key.n);
-            put(&header, ":", 1);
-            put_json_string(&header, meta.e[j].value.p ? meta.e[j].value.p : "", meta.e[j].value.n);
+                put(&p->header, ",", 1);
+            put_json_string(&p->header, e->key.p ? e->key.p : "", e->key.n);
+            put(&p->header, ":", 1);
+            put_json_string(&p->header, e->value.p ? e->value.p : "", e->value.n);
         }
-        put(&header, "}", 1);
+        put(&p->header, "}", 1);
     }
-    for (i = 0; i < count; i++) {
+    for (i = 0; i < p->count; i++) {
         dcf_tensor_info t;
         unsigned k;
-        dcf_get_tensor_info(ctx, slots[i].index, &t);
-        if (i || meta.n)
-            put(&header, ",", 1);
-        put_json_string(&header, slots[i].name.p, slots[i].name.n);
-        puts_(&header, ":{\"dtype\":\"");
-        puts_(&header, dcf_dtype_name(t.dtype));
-        puts_(&header, "\",\"shape\":[");
+        dcf_get_tensor_info(ctx, p->slots[i].index, &t);
+        if (i || p->meta.n)
+            put(&p->header, ",", 1);
+        put_json_string(&p->header, p->slots[i].name.p, p->slots[i].name.n);
+        puts_(&p->header, ":{\"dtype\":\"");
+        puts_(&p->header, dcf_dtype_name(t.dtype));
+        puts_(&p->header, "\",\"shape\":[");
         for (k = 0; k < t.rank; k++) {
             if (k)
-                put(&header, ",", 1);
-            put_u64(&header, t.shape[k]);
+                put(&p->header, ",", 1);
+            put_u64(&p->header, t.shape[k]);
         }
-        puts_(&header, "],\"data_offsets\":[");
-        put_u64(&header, offset);
-        put(&header, ",", 1);
-        offset += slots[i].bytes;
-        put_u64(&header, offset);
-        puts_(&header, "]}");
+        puts_(&p->header, "],\"data_offsets\":[");
+        put_u64(&p->header, offset);
+        put(&p->header, ",", 1);
+        offset += p->slots[i].bytes;
+        put_u64(&p->header, offset);
+        puts_(&p->header, "]}");
     }
-    put(&header, "}", 1);
-    while (header.n % 8)
-        put(&header, " ", 1);
-    if (header.oom) {
+    put(&p->header, "}", 1);
+    while (p->header.n % 8)
+        put(&p->header, " ", 1);
+    if (p->header.oom)
+        return fail("%s", "out of memory");
+    return 0;
+}
+
+/* Write the planned file to `fd`, tensor by tensor through one buffer of the largest tensor's
+ * size. Returns 0; 1 after printing why (a tensor that does not decode); -1 on a failed write
+ * (errno set). */
+static int write_safetensors(dcf_ctx *ctx, const plan *p, int fd)
+{
+    dcf_error_info err;
+    uint8_t len8[8], *data;
+    size_t i;
+    int b;
+    for (b = 0; b < 8; b++)
+        len8[b] = (uint8_t)((uint64_t)p->header.n >> (8 * b));
+    if (!write_all(fd, len8, 8) || !write_all(fd, p->header.p, p->header.n))
+        return -1;
+    data = (uint8_t *)malloc(p->largest ? (size_t)p->largest : 1);
+    if (data == NULL)
+        return fail("%s", "out of memory for the largest tensor");
+    for (i = 0; i < p->count; i++) {
+        dcf_tensor_info t;
+        dcf_get_tensor_info(ctx, p->slots[i].index, &t);
+        if (dcf_decode_tensor(ctx, p->slots[i].index, data, (size_t)p->largest, DCF_OUT_NATIVE, &err) != DCF_OK) {
+            free(data);
+            return fail("%s", err.message);
+        }
+        to_little_endian(data, p->slots[i].bytes, dcf_dtype_size(t.dtype));
+        if (!write_all(fd, data, (size_t)p->slots[i].bytes)) {
+            int saved = errno;
+            free(data);
+            errno = saved;
+            return -1;
+        }
+    }
+    free(data);
+    return 0;
+}
+
+/* "cannot write PATH: reason" (the input's name left out: the output is at fault) */
+static int write_failed(const char *dir, const char *name)
+{
+    char detail[640];
+    const char *reason = strerror(errno);
+    in_path = NULL;
+    if (dir != NULL)
+        snprintf(detail, sizeof detail, "cannot write %s%s%.300s: %s", dir,
+                 dir[0] && dir[strlen(dir) - 1] != '/' ? "/" : "", name, reason);
+    else
+        snprintf(detail, sizeof detail, "cannot write %.300s: %s", name, reason);
+    return fail("%s", detail);
+}
+
+/* Open IN.dcf and read its layout: 0, or 1 after printing why. */
+static int open_input(dcf_ctx **ctx, layout *l)
+{
+    dcf_error_info err;
+    const char *v, *problem;
+    size_t vn;
+    *ctx = dcf_ctx_new(NULL);
+    if (*ctx == NULL)
+        return fail("%s", "out of memory");
+    if (dcf_open_file(*ctx, in_path, &err) != DCF_OK)
+        return fail("%s", err.message);
+    if (dcf_metadata_find(*ctx, "dcformat.source_layout", 22, &v, &vn) == DCF_OK
+        && (problem = read_layout(v, vn, l)) != NULL)
+        return fail("%s", problem);
+    return 0;
+}
+
+static int decode_to_safetensors(const char *out_path)
+{
+    dcf_ctx *ctx = NULL;
+    layout l;
+    plan p;
+    atomic_file a = {0};
+    struct stat st;
+    const char *slash = strrchr(out_path, '/');
+    const char *leaf = slash ? slash + 1 : out_path;
+    char *dir_path = NULL;
+    int dir = -1, status;
+
+    memset(&l, 0, sizeof l);
+    memset(&p, 0, sizeof p);
+    status = open_input(&ctx, &l);
+    if (status == 0)
+        status = plan_safetensors(ctx, &l, 0, &p);
+    if (status != 0)
+        goto done;
+    status = 1;
+    dir_path = (char *)malloc(strlen(out_path) + 2);
+    if (dir_path == NULL) {
         status = fail("%s", "out of memory");
         goto done;
     }
+    if (slash == NULL) {
+        strcpy(dir_path, ".");
+    } else {
+        memcpy(dir_path, out_path, (size_t)(slash - out_path) + 1);
+        dir_path[(slash - out_path) + 1] = '\0';
+    }
+    dir = open(dir_path, O_RDONLY | O_DIRECTORY);
+    if (dir < 0 || !atomic_create(&a, dir, leaf)) {
+        status = write_failed(NULL, out_path);
+        goto done;
+    }
+    status = write_safetensors(ctx, &p, a.fd);
+    if (status == 0 && !atomic_commit(&a, leaf, &st))
+        status = -1;
+    if (status == -1)
+        status = write_failed(NULL, out_path);
+done:
+    atomic_discard(&a);
+    if (dir >= 0)
+        close(dir);
+    free(dir_path);
+    plan_free(&p);
+    layout_free(&l);
+    dcf_ctx_free(ctx);
+    return status;
+}
 
-    /* the temporary file beside the target: .NAME.PID.XXXXXXXX.tmp */
-    {
-        const char *slash = strrchr(out_path, '/');
-        size_t dir_len = slash ? (size_t)(slash - out_path) + 1 : 0;
-        unsigned long seed = (unsigned long)getpid() * 2654435761u ^ (unsigned long)time(NULL);
-        int attempt;
-        for (attempt = 0; attempt < 100 && fd < 0; attempt++) {
-            char tag[16];
-            int c;
-            tmp_path.n = 0;
-            put(&tmp_path, out_path, dir_len);
-            put(&tmp_path, ".", 1);
-            puts_(&tmp_path, out_path + dir_len);
-            snprintf(tag, sizeof tag, ".%ld.", (long)getpid());
-            puts_(&tmp_path, tag);
-            for (c = 0; c < 8; c++) {
-                seed = seed * 1103515245u + 12345u + (unsigned long)attempt;
-                tag[c] = "abcdefghijklmnopqrstuvwxyz0123456789"[(seed >> 16) % 36];
-            }
-            tag[8] = '\0';
-            puts_(&tmp_path, tag);
-            puts_(&tmp_path, ".tmp");
-            if (tmp_path.oom)
-                break;
-            fd = open(tmp_path.p, O_WRONLY | O_CREAT | O_EXCL, 0666);
-            if (fd < 0 && errno != EEXIST)
-                break;
+/* ---- a model folder: the weights and the attachments ---------------------------------------- */
+
+/* Why `s` (n bytes) is not an attachment name by the rules of spec 4.6.1, or NULL: the same check
+ * as the library's when it opened the file, made again here (spec: a decoder that writes
+ * attachments to a folder checks each name again, whatever wrote the file), as the Python side's
+ * dcformat.extensions.attachment_name_problem does. */
+static const char *attachment_name_problem(const char *s, size_t n)
+{
+    size_t i, start = 0;
+    if (n < 1 || n > DCF_MAX_NAME_LENGTH)
+        return "must be 1 ... 4096 bytes of UTF-8";
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        unsigned long cp;
+        size_t more, k;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7F)
+                return "holds a control character";
+            if (c == '\\' || c == ':')
+                return "holds a backslash or a colon (a path separator or drive mark outside POSIX)";
+            continue;
         }
-        if (fd < 0) {
-            snprintf(detail, sizeof detail, "cannot write %s: %s", out_path, strerror(errno));
+        more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 ? 1 : 0;
+        if (more == 0 || c > 0xF4 || more > n - 1 - i)
+            return "is not valid UTF-8";
+        cp = c & (0x3F >> more);
+        for (k = 1; k <= more; k++) {
+            unsigned char d = (unsigned char)s[i + k];
+            if ((d & 0xC0) != 0x80)
+                return "is not valid UTF-8";
+            cp = (cp << 6) | (d & 0x3F);
+        }
+        if ((more == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (more == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return "is not valid UTF-8";
+        if (cp >= 0x80 && cp <= 0x9F)
+            return "holds a control character";
+        i += more;
+    }
+    if (s[0] == '/')
+        return "is an absolute path (starts with '/')";
+    for (i = 0; i <= n; i++) {
+        if (i == n || s[i] == '/') {
+            size_t len = i - start;
+            if (len == 0)
+                return "has an empty path component ('//' or a trailing '/')";
+            if ((len == 1 && s[start] == '.') || (len == 2 && s[start] == '.' && s[start + 1] == '.'))
+                return "has a '.' or '..' path component";
+            start = i + 1;
+        }
+    }
+    return NULL;
+}
+
+/* `s` escaped for one line (control bytes as \xNN), shortened, into `out`. */
+static void quote_name(char *out, size_t size, const char *s, size_t n)
+{
+    size_t o = 0, i;
+    out[o++] = '\'';
+    for (i = 0; i < n && o + 8 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7F)
+            o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    if (i < n && o + 4 < size) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o++] = '\'';
+    out[o] = '\0';
+}
+
+/* The folder holding `rel` (a checked attachment name, NUL-terminated, modified in place) below
+ * the folder `root`: each folder on the way opened without following a symbolic link
+ * (O_NOFOLLOW) and, with `create`, made first. Returns its descriptor (root itself for a name
+ * without '/'; close any other) and sets *leaf to the last component; -2 when a folder on the way
+ * does not exist (only without `create`); -1 after printing why. */
+static int open_parent(int root, char *rel, int create, const char *out_dir, const char **leaf)
+{
+    int fd = root;
+    char *part = rel, *slash;
+    while ((slash = strchr(part, '/')) != NULL) {
+        int next;
+        *slash = '\0';
+        if (create && mkdirat(fd, part, 0777) != 0 && errno != EEXIST)
+            next = -1;
+        else
+            next = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        if (next < 0) {
+            int saved = errno;
+            struct stat st;
+            char detail[700];
+            int is_link = fstatat(fd, part, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+            *slash = '/';
+            if (fd != root)
+                close(fd);
+            if (saved == ENOENT && !create)
+                return -2;
+            *slash = '\0';
+            snprintf(detail, sizeof detail, "%s%s%.300s: %s", out_dir, out_dir[strlen(out_dir) - 1] == '/' ? "" : "/", rel,
+                     is_link ? "a symbolic link in the output folder: not followed"
+                     : saved == ENOTDIR || saved == ELOOP ? "not a folder" : strerror(saved));
+            *slash = '/';
             in_path = NULL;
+            fail("%s", detail);
+            return -1;
+        }
+        *slash = '/';
+        if (fd != root)
+            close(fd);
+        fd = next;
+        part = slash + 1;
+    }
+    *leaf = part;
+    return fd;
+}
+
+typedef struct written {
+    dev_t dev;
+    ino_t ino;
+    const char *name;
+    size_t name_length;
+} written;
+
+/* Is the target `leaf` in `dir` writable: not a symbolic link (never followed, never replaced),
+ * not a folder, absent unless `force`, and not a file written a moment ago under another name
+ * (on a file system that ignores case, or normalizes Unicode, two names can be one file)?
+ * Returns 0, or 1 after printing why. */
+static int check_target(int dir, const char *leaf, const char *out_dir, const char *rel, int force,
+                        const written *done, size_t ndone, const char *name, size_t name_length)
+{
+    struct stat st;
+    char detail[900], a[200], b[200];
+    const char *sep = out_dir[strlen(out_dir) - 1] == '/' ? "" : "/";
+    size_t k;
+    if (fstatat(dir, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return 0;
+    for (k = 0; k < ndone; k++) {
+        if (done[k].dev == st.st_dev && done[k].ino == st.st_ino) {
+            quote_name(a, sizeof a, done[k].name, done[k].name_length);
+            quote_name(b, sizeof b, name, name_length);
+            snprintf(detail, sizeof detail, "%s and %s are one file in %s (a file system that ignores case?): "
+                     "%s would replace %s; not written", a, b, out_dir, b, a);
+            return fail("%s", detail);
+        }
+    }
+    if (S_ISLNK(st.st_mode))
+        snprintf(detail, sizeof detail, "%s%s%.300s: a symbolic link in the output folder: not followed or replaced",
+                 out_dir, sep, rel);
+    else if (S_ISDIR(st.st_mode))
+        snprintf(detail, sizeof detail, "%s%s%.300s: is a folder", out_dir, sep, rel);
+    else if (!force)
+        snprintf(detail, sizeof detail, "%s%s%.300s: already exists; use -f/--force to overwrite it", out_dir, sep, rel);
+    else
+        return 0;
+    in_path = NULL;
+    return fail("%s", detail);
+}
+
+/* `path` and the folders above it, as mkdir -p (the user's own path: links in it are followed). */
+static int make_folders(const char *path)
+{
+    char *copy = (char *)malloc(strlen(path) + 1);
+    size_t i, n = strlen(path);
+    int ok = 1;
+    if (copy == NULL) {
+        errno = ENOMEM;
+        return 0;
+    }
+    strcpy(copy, path);
+    for (i = 1; i <= n && ok; i++) {
+        if (i == n || copy[i] == '/') {
+            char saved = copy[i];
+            copy[i] = '\0';
+            if (mkdir(copy, 0777) != 0 && errno != EEXIST)
+                ok = 0;
+            copy[i] = saved;
+        }
+    }
+    free(copy);
+    return ok;
+}
+
+/* The weights file's name in a folder, as dcunpack names a one-file safetensors folder: the
+ * source's own (layout "weights") for a source that was not a torch file, else BASE.safetensors
+ * with BASE from the source's index or weights name ("model" by default). */
+static int weights_name(dcf_ctx *ctx, const layout *l, buf *name)
+{
+    const char *v;
+    size_t vn;
+    int torch = dcf_metadata_find(ctx, "dcformat.source_format", 22, &v, &vn) == DCF_OK && vn == 5
+                && memcmp(v, "torch", 5) == 0;
+    static const char tail_index[] = ".safetensors.index.json", tail[] = ".safetensors";
+    if (!torch && l->has_weights && memchr(l->weights.p, '/', l->weights.n) == NULL) {
+        put(name, l->weights.p, l->weights.n);
+    } else {
+        if (!torch && l->has_index && l->index.n > sizeof tail_index - 1
+            && memcmp(l->index.p + l->index.n - (sizeof tail_index - 1), tail_index, sizeof tail_index - 1) == 0)
+            put(name, l->index.p, l->index.n - (sizeof tail_index - 1));
+        else if (!torch && l->has_weights && l->weights.n > sizeof tail - 1
+                 && memcmp(l->weights.p + l->weights.n - (sizeof tail - 1), tail, sizeof tail - 1) == 0)
+            put(name, l->weights.p, l->weights.n - (sizeof tail - 1));
+        else
+            puts_(name, "model");
+        puts_(name, tail);
+    }
+    put(name, "", 0);
+    if (name->oom)
+        return fail("%s", "out of memory");
+    if (name->n == 0 || memchr(name->p, '/', name->n) != NULL || memchr(name->p, '\0', name->n) != NULL
+        || strcmp(name->p, ".") == 0 || strcmp(name->p, "..") == 0) {
+        char q[200], detail[300];
+        quote_name(q, sizeof q, name->p, name->n);
+        snprintf(detail, sizeof detail, "dcformat.source_layout: shard name %s is not a plain file name", q);
+        return fail("%s", detail);
+    }
+    return 0;
+}
+
+/* dcfdecode IN.dcf -o DIR/: DIR/model.safetensors (one file, whatever shards the source had) and
+ * every attachment, as `dcunpack IN.dcf -o DIR/` writes them for a one-file safetensors folder. */
+static int decode_to_folder(const char *out_dir, int force)
+{
+    dcf_ctx *ctx = NULL;
+    layout l;
+    plan p;
+    atomic_file a = {0};
+    buf wname = {0}, rel = {0};
+    written *done = NULL;
+    size_t ndone = 0, natt = 0, j;
+    uint8_t *bytes = NULL;
+    struct stat st;
+    int root = -1, status;
+
+    memset(&l, 0, sizeof l);
+    memset(&p, 0, sizeof p);
+    status = open_input(&ctx, &l);
+    if (status == 0 && l.onnx)
+        status = fail("%s", "packed from an ONNX model: dcfdecode does not rebuild the .onnx file (dcunpack -o "
+                            "X.onnx does); -o OUT.safetensors writes its initializers");
+    if (status == 0)
+        status = weights_name(ctx, &l, &wname);
+    if (status == 0)
+        status = plan_safetensors(ctx, &l, 1, &p);
+    if (status != 0)
+        goto done;
+    status = 1;
+    natt = dcf_attachment_count(ctx);
+    done = (written *)calloc(natt + 1, sizeof(written));
+    if (done == NULL) {
+        status = fail("%s", "out of memory");
+        goto done;
+    }
+    /* Before anything is written: every name checked, every target free (or -f), no link on the way. */
+    for (j = 0; j < natt; j++) {
+        const char *name, *problem;
+        size_t n;
+        uint64_t size;
+        char q[200], detail[400];
+        dcf_get_attachment_info(ctx, j, &name, &n, &size);
+        quote_name(q, sizeof q, name, n);
+        if ((problem = attachment_name_problem(name, n)) != NULL) {
+            snprintf(detail, sizeof detail, "attachment name %s %s (spec 4.6.1); nothing written", q, problem);
+            status = fail("%s", detail);
+            goto done;
+        }
+        if (n == wname.n && memcmp(name, wname.p, n) == 0) {
+            snprintf(detail, sizeof detail, "attachment %s has the name of the weights file; nothing written", q);
             status = fail("%s", detail);
             goto done;
         }
     }
-    {
-        uint8_t len8[8];
-        uint64_t hn = header.n;
-        int b;
-        for (b = 0; b < 8; b++)
-            len8[b] = (uint8_t)(hn >> (8 * b));
-        if (!write_all(fd, len8, 8) || !write_all(fd, header.p, header.n))
-            goto write_error;
+    if (stat(out_dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            errno = ENOTDIR;
+            status = write_failed(NULL, out_dir);
+            goto done;
+        }
+        root = open(out_dir, O_RDONLY | O_DIRECTORY);
+        if (root < 0) {
+            status = write_failed(NULL, out_dir);
+            goto done;
+        }
+        for (j = 0; j <= natt; j++) {
+            const char *name = wname.p, *leaf = NULL;
+            size_t n = wname.n;
+            int dir;
+            uint64_t size;
+            if (j < natt)
+                dcf_get_attachment_info(ctx, j, &name, &n, &size);
+            rel.n = 0;
+            put(&rel, name, n);
+            if (rel.oom) {
+                status = fail("%s", "out of memory");
+                goto done;
+            }
+            dir = open_parent(root, rel.p, 0, out_dir, &leaf);
+            if (dir == -1)
+                goto done;
+            if (dir == -2)
+                continue;
+            status = check_target(dir, leaf, out_dir, name, force, NULL, 0, name, n);
+            if (dir != root)
+                close(dir);
+            if (status != 0)
+                goto done;
+            status = 1;
+        }
+        close(root);
     }
-    data = (uint8_t *)malloc(largest ? (size_t)largest : 1);
-    if (data == NULL) {
-        status = fail("%s", "out of memory for the largest tensor");
-        goto remove_tmp;
-    }
-    for (i = 0; i < count; i++) {
-        dcf_tensor_info t;
-        dcf_get_tensor_info(ctx, slots[i].index, &t);
-        if (dcf_decode_tensor(ctx, slots[i].index, data, (size_t)largest, DCF_OUT_NATIVE, &err) != DCF_OK) {
+    /* every attachment decoded once (CRC and codec checked) before anything is written: a bad one,
+     * or a ZSTD one without zstd, leaves no folder half written (they are small next to weights) */
+    for (j = 0; j < natt; j++) {
+        const char *name;
+        size_t n;
+        uint64_t size;
+        dcf_error_info err;
+        dcf_get_attachment_info(ctx, j, &name, &n, &size);
+        free(bytes);
+        bytes = size <= (uint64_t)(size_t)-1 ? (uint8_t *)malloc(size ? (size_t)size : 1) : NULL;
+        if (bytes == NULL) {
+            status = fail("%s", "out of memory for an attachment");
+            goto done;
+        }
+        if (dcf_decode_attachment(ctx, j, bytes, (size_t)size, &err) != DCF_OK) {
             status = fail("%s", err.message);
-            goto remove_tmp;
+            goto done;
         }
-        to_little_endian(data, slots[i].bytes, dcf_dtype_size(t.dtype));
-        if (!write_all(fd, data, (size_t)slots[i].bytes))
-            goto write_error;
     }
-    if (fsync(fd) != 0)
-        goto write_error;
-    if (close(fd) != 0) {
-        fd = -1;
-        goto write_error;
+    if (!make_folders(out_dir) || (root = open(out_dir, O_RDONLY | O_DIRECTORY)) < 0) {
+        status = write_failed(NULL, out_dir);
+        goto done;
     }
-    fd = -1;
-    if (rename(tmp_path.p, out_path) != 0)
-        goto write_error;
-    {
-        /* make the rename durable: fsync the directory */
-        char *dir = (char *)malloc(strlen(out_path) + 2);
-        if (dir != NULL) {
-            const char *slash = strrchr(out_path, '/');
-            int dfd;
-            if (slash == NULL) {
-                strcpy(dir, ".");
-            } else {
-                memcpy(dir, out_path, (size_t)(slash - out_path) + 1);
-                dir[(slash - out_path) + 1] = '\0';
-            }
-            dfd = open(dir, O_RDONLY);
-            if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-            }
-            free(dir);
+
+    /* the weights */
+    if (!atomic_create(&a, root, wname.p)) {
+        status = write_failed(out_dir, wname.p);
+        goto done;
+    }
+    status = write_safetensors(ctx, &p, a.fd);
+    if (status == 0 && !atomic_commit(&a, wname.p, &st))
+        status = -1;
+    if (status == -1)
+        status = write_failed(out_dir, wname.p);
+    if (status != 0)
+        goto done;
+    status = 1;
+    done[0].dev = st.st_dev;
+    done[0].ino = st.st_ino;
+    done[0].name = wname.p;
+    done[0].name_length = wname.n;
+    ndone = 1;
+
+    /* the attachments, each decoded (and its CRC checked) before a byte of it is written */
+    for (j = 0; j < natt; j++) {
+        const char *name, *leaf = NULL;
+        size_t n;
+        uint64_t size;
+        dcf_error_info err;
+        int dir;
+        dcf_get_attachment_info(ctx, j, &name, &n, &size);
+        free(bytes);
+        bytes = (uint8_t *)malloc(size ? (size_t)size : 1); /* size fits: checked above */
+        if (bytes == NULL) {
+            status = fail("%s", "out of memory for an attachment");
+            goto done;
         }
+        if (dcf_decode_attachment(ctx, j, bytes, (size_t)size, &err) != DCF_OK) {
+            status = fail("%s", err.message);
+            goto done;
+        }
+        rel.n = 0;
+        put(&rel, name, n);
+        if (rel.oom) {
+            status = fail("%s", "out of memory");
+            goto done;
+        }
+        dir = open_parent(root, rel.p, 1, out_dir, &leaf);
+        if (dir < 0)
+            goto done;
+        if (check_target(dir, leaf, out_dir, name, force, done, ndone, name, n) != 0) {
+            if (dir != root)
+                close(dir);
+            goto done;
+        }
+        if (!atomic_create(&a, dir, leaf) || !write_all(a.fd, bytes, (size_t)size) || !atomic_commit(&a, leaf, &st)) {
+            atomic_discard(&a);
+            if (dir != root)
+                close(dir);
+            status = write_failed(out_dir, name);
+            goto done;
+        }
+        if (dir != root)
+            close(dir);
+        done[ndone].dev = st.st_dev;
+        done[ndone].ino = st.st_ino;
+        done[ndone].name = name;
+        done[ndone].name_length = n;
+        ndone++;
     }
     status = 0;
-    goto done;
-
-write_error:
-    snprintf(detail, sizeof detail, "cannot write %s: %s", out_path, strerror(errno));
-    in_path = NULL;
-    status = fail("%s", detail);
-remove_tmp:
-    if (fd >= 0)
-        close(fd);
-    fd = -1;
-    unlink(tmp_path.p);
 done:
-    if (fd >= 0) {
-        close(fd);
-        unlink(tmp_path.p);
-    }
-    free(data);
-    if (slots != NULL)
-        for (i = 0; i < count; i++)
-            free(slots[i].name.p);
-    free(slots);
-    free(prefix.p);
-    free(header.p);
-    free(tmp_path.p);
-    meta_free(&meta);
+    atomic_discard(&a);
+    if (root >= 0)
+        close(root);
+    free(bytes);
+    free(done);
+    free(rel.p);
+    free(wname.p);
+    plan_free(&p);
+    layout_free(&l);
     dcf_ctx_free(ctx);
     return status;
 }
@@ -1042,6 +1567,7 @@ static int bench(int reps, int f32)
 
 static const char *const HELP =
     "usage: dcfdecode IN.dcf -o OUT.safetensors [-f]\n"
+    "       dcfdecode IN.dcf -o FOLDER/ [-f]\n"
     "       dcfdecode --list IN.dcf\n"
     "       dcfdecode --bench [N] [--f32] IN.dcf\n"
     "\n"
@@ -1050,9 +1576,19 @@ static const char *const HELP =
     "  -o, --output OUT.safetensors  write every tensor and the metadata, byte for byte the file\n"
     "                                `dcunpack IN.dcf -o OUT.safetensors` writes (atomically:\n"
     "                                a temporary file beside OUT, renamed into place)\n"
-    "  -f, --force                   overwrite OUT if it exists (else refused)\n"
+    "  -o, --output FOLDER/          a model folder (a name ending in /, an existing folder, or a\n"
+    "                                name without a suffix): the weights as ONE safetensors file\n"
+    "                                (model.safetensors, or the source's own name; never shards:\n"
+    "                                the same file as `dcunpack IN.dcf -o FOLDER/ --format\n"
+    "                                safetensors --max-shard-size 1000TB`) and every attachment\n"
+    "                                (config.json, tokenizer files, ...) byte-exact, each CRC-checked\n"
+    "                                before it is written. Names are checked by the spec's rules\n"
+    "                                (relative, no '..', nothing outside FOLDER) and a symbolic link\n"
+    "                                inside FOLDER is never followed or replaced\n"
+    "  -f, --force                   overwrite existing output files (else refused, and nothing\n"
+    "                                is written)\n"
     "  -l, --list                    print the tensor table (name, dtype, shape, layout, numel,\n"
-    "                                decoded bytes, stored bytes)\n"
+    "                                decoded bytes, stored bytes) and the attachments\n"
     "      --bench [N]               decode every tensor N times (default 5) on one thread and print\n"
     "                                the best pass: decoded bytes, seconds (wall, CPU), MB/s\n"
     "      --f32                     with --bench: floating tensors decoded to float32\n"
@@ -1060,6 +1596,23 @@ static const char *const HELP =
     "      --version                 the version of dcfdecode and libdcf\n"
     "\n"
     "Exit status: 0 done, 1 a bad input file or a failed write (one line on stderr), 2 usage.\n";
+
+/* A folder output, as dcunpack decides: a name ending in '/', an existing folder, or a name whose
+ * last component has no suffix (leading dots do not count, as in Python's os.path.splitext). */
+static int is_folder_output(const char *out)
+{
+    struct stat st;
+    const char *base = strrchr(out, '/');
+    size_t n = strlen(out);
+    if (n > 0 && out[n - 1] == '/')
+        return 1;
+    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+        return 1;
+    base = base ? base + 1 : out;
+    while (*base == '.')
+        base++;
+    return strchr(base, '.') == NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -1121,17 +1674,22 @@ int main(int argc, char **argv)
     if (reps)
         return bench(reps, f32);
     if (out == NULL)
-        return usage_error("no output file (-o OUT.safetensors)");
+        return usage_error("no output (-o OUT.safetensors or -o FOLDER/)");
+    if (out[0] == '\0')
+        return usage_error("-o needs a file name");
+    if (is_folder_output(out))
+        return decode_to_folder(out, force);
     {
         size_t n = strlen(out);
+        struct stat st;
         if (n < 12 || strcmp(out + n - 12, ".safetensors") != 0)
-            return usage_error("the output must be a .safetensors file");
-    }
-    if (!force && access(out, F_OK) == 0) {
-        fprintf(stderr, "%s: ", prog);
-        put_sanitized(stderr, out, strlen(out));
-        fputs(": already exists; use -f/--force to overwrite it\n", stderr);
-        return 1;
+            return usage_error("the output must be a .safetensors file or a folder (FOLDER/)");
+        if (!force && lstat(out, &st) == 0) {
+            fprintf(stderr, "%s: ", prog);
+            put_sanitized(stderr, out, strlen(out));
+            fputs(": already exists; use -f/--force to overwrite it\n", stderr);
+            return 1;
+        }
     }
     return decode_to_safetensors(out);
 }
