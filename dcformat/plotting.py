@@ -18,8 +18,10 @@ def pyplot():
     return plt
 
 
-def plot_size_fidelity(points, curve, path, *, original_bytes: int, sentences: int, title: str = "") -> None:
-    """File size against embedding fidelity, as the demo draws it (``fidelity.png``).
+def plot_size_fidelity(points, curve, path, *, original_bytes: int, sentences: int, title: str = "",
+                       baselines=(), missing=()) -> list[str]:
+    """File size against embedding fidelity, as the demo draws it (``fidelity.png``); returns the
+    legend's entries.
 
     ``points``: dicts with ``label``, ``bytes``, ``cosine`` and optionally ``kind="paper"`` (the
     paper's setting, in red; when its cosine lies far below the others it sits at the bottom edge
@@ -27,14 +29,18 @@ def plot_size_fidelity(points, curve, path, *, original_bytes: int, sentences: i
     ``curve``: the error-budget sweep, dicts with ``budget``, ``bytes``, ``cosine``, joined by a line.
     ``original_bytes``: the float32 size, for the ratio axis on top and a dotted line;
     ``sentences``: how many sentences the cosine is the mean of.
+    ``baselines``: the formats people ship on the same matrices (:mod:`dcformat.baselines`), dicts
+    with ``label``, ``family`` (int8, gguf, nf4), ``bytes`` and ``cosine``: hollow markers, named
+    beside each point; ``missing``: labels of those that could not be computed, said in the legend.
     """
     import numpy as np
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(9.5, 5.8))
+    fig, ax = plt.subplots(figsize=(14, 6) if baselines else (9.5, 5.8))
     mb = 1e6
-    others = [p["cosine"] for p in points if p.get("kind") != "paper"] + [c["cosine"] for c in curve]
+    others = ([p["cosine"] for p in points if p.get("kind") != "paper"] + [c["cosine"] for c in curve]
+              + [b["cosine"] for b in baselines])
     worst = min(others)
     span = max(1.0 - worst, 1e-4)
     low, high = 1.0 - 1.3 * span, 1.0 + 0.12 * span
@@ -66,14 +72,31 @@ def plot_size_fidelity(points, curve, path, *, original_bytes: int, sentences: i
                         xytext=(10, 2), fontsize=8, color="red", va="bottom")
         else:
             ax.plot([x], [y], "v", color="red", ms=10, zorder=3, mec="black", mew=0.6, label=text)
+    shapes = {"int8": ("p", "dimgray"), "gguf": ("h", "darkgoldenrod"), "nf4": ("8", "teal")}
+    for b in baselines:
+        marker, color = shapes.get(b["family"], ("o", "black"))
+        x = b["bytes"] / mb
+        ax.plot([x], [b["cosine"]], marker, color=color, mfc="none", ms=9, mew=1.6, zorder=3,
+                label=f"{b['label']}: {original_bytes / b['bytes']:.1f}× smaller, cosine {b['cosine']:.4f}")
+        # the name to the right; under the marker where a neighbour of about the same size lies higher
+        # (Q4_0 and NF4 share a size, int8 and Q8_0 nearly), above it near cosine 1 (off the flat curve)
+        under = any(o is not b and abs(o["bytes"] - b["bytes"]) <= 0.08 * b["bytes"] and o["cosine"] > b["cosine"]
+                    for o in baselines)
+        top = b["cosine"] > 1.0 - 0.1 * (1.0 - low)
+        offset, align = ((5, -14), "left") if under else ((4, 7), "left") if top else ((8, -3), "left")
+        ax.annotate(b["label"].split(" (")[0], (x, b["cosine"]), textcoords="offset points",
+                    xytext=offset, ha=align, fontsize=7, color=color)
+    if missing:
+        ax.plot([], [], " ", label=f"not drawn: {', '.join(missing)} (the gguf package is not installed)")
     ax.axvline(original_bytes / mb, color="gray", ls=":", lw=1)
     ax.annotate("float32", (original_bytes / mb, high), textcoords="offset points", xytext=(-4, -12),
                 ha="right", fontsize=8, color="gray")
     ax.axhline(1.0, color="gray", lw=0.6)
     ax.set_xscale("log")
-    sizes = [p["bytes"] / mb for p in points] + xs + [original_bytes / mb]
+    sizes = [p["bytes"] / mb for p in points] + xs + [original_bytes / mb] + [b["bytes"] / mb for b in baselines]
     ax.set_xlim(min(sizes) / 1.35, max(sizes) * 1.35)
-    ax.set_xlabel(".dcf file size (MB, log scale)")
+    ax.set_xlabel(".dcf file size (MB, log scale)" if not baselines else
+                  "file size (MB, log scale): the .dcf file; int8/GGUF/NF4: their payload + the other tensors as float32")
     ax.set_ylabel(f"embedding cosine to the original model (mean of {sentences} sentences)")
     ax.ticklabel_format(axis="y", useOffset=False)
 
@@ -88,12 +111,16 @@ def plot_size_fidelity(points, curve, path, *, original_bytes: int, sentences: i
         axis.set_major_formatter(FuncFormatter(lambda v, _, unit=unit: f"{v:g}{unit}"))
         axis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="both", lw=0.3)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.92)
+    if baselines:  # a dozen entries: beside the axes, not over the points
+        legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, framealpha=0.92)
+    else:
+        legend = ax.legend(loc="lower right", fontsize=8, framealpha=0.92)
     if title:
         ax.set_title(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return [t.get_text() for t in legend.get_texts()]
 
 
 def plot_bits_map(rows, columns, bits, labels, path, *, title: str = "", separator: int | None = None) -> None:
