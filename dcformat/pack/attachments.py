@@ -118,6 +118,35 @@ def write_attachments(reader, folder: str, *, force: bool = False, names=None, t
     return written
 
 
+def name_collision(names) -> str | None:
+    """Why two of ``names`` (attachment names) cannot both be written into a folder, naming both, or
+    None: they would be one file on a file system that ignores case or normalizes Unicode (macOS,
+    Windows): equal after NFD normalization and case folding; or one is a file where the other
+    needs a folder (``a`` and ``A/b``, or ``a`` and ``a/b``)."""
+    import unicodedata
+
+    def fold(text):
+        return unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).casefold())
+
+    files: dict[str, str] = {}
+    folders: dict[str, str] = {}
+    for name in names:
+        key = fold(name)
+        if key in files:
+            return (f"attachments {files[key]!r} and {name!r} differ only in case (or Unicode form): on a file "
+                    "system that ignores case (macOS, Windows) they would be one file; rename one")
+        if key in folders:
+            return f"attachment {name!r} would be a file where {folders[key]!r} needs a folder; rename one"
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in files:
+                return f"attachment {files[prefix]!r} would be a file where {name!r} needs a folder; rename one"
+            folders.setdefault(prefix, name)
+        files[key] = name
+    return None
+
+
 def pack_attachments(src, attach=()) -> tuple[list[tuple[str, bytes]], list[str]]:
     """What :func:`dcformat.pack.packer.pack` stores as attachments for the source ``src``: a model
     folder's configuration and tokenizer files (:func:`folder_attachments`), the attachments the
@@ -157,6 +186,9 @@ def pack_attachments(src, attach=()) -> tuple[list[tuple[str, bytes]], list[str]
                 items[name] = handle.read()
         except OSError as exc:
             raise PackError(f"--attach {path!r}: {exc.strerror or exc}") from None
+    clash = name_collision(items)
+    if clash is not None:
+        raise PackError(clash)
     return list(items.items()), notes
 
 
