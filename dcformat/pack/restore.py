@@ -150,7 +150,8 @@ class _Job:
         self.source_metadata = source_metadata
         # format 1.1 aliases (tied weights) come back under their own names, as their targets
         self.aliases = reader.aliases()
-        self.infos = [*reader.tensors_info(), *(reader.info(a)._replace(name=a) for a in self.aliases)]
+        self.infos = source_order([*reader.tensors_info(), *(reader.info(a)._replace(name=a) for a in self.aliases)],
+                                  layout, set(self.aliases))
         self.share = False  # torch outputs: an alias and its target share one tensor again
         self._memo: dict = {}
         self._torch_memo: dict = {}
@@ -201,7 +202,8 @@ class _Job:
 
                 self.share = True
                 tensors = {i.name: self._get(i.name, bar) for i in self.infos}
-                obj = unflatten(self.tree, tensors, make_tensor=lambda a, node: _torch_leaf(torch, a, node))
+                obj = unflatten(self.tree, tensors,  # tied tensors share one storage again
+                                make_tensor=lambda a, node: _torch_leaf(torch, a, node, self._to_torch))
                 save_torch_object(obj, out)
             elif fmt == "torch":
                 import torch
@@ -324,6 +326,55 @@ class _Job:
                               "belong to another model")
 
 
+ALIAS_POSITIONS = "alias_positions"
+"""The member of ``dcformat.source_layout`` that says where each alias (a tied tensor stored once,
+spec §4.6.2) stood among the source's tensors: ``{alias name: position}``, a 0-based index into the
+list of every name (tensor entries and aliases) in the source's order."""
+
+
+def source_order(infos: list, layout: dict, aliases: set) -> list:
+    """``infos`` (the tensor entries in index order, then the aliases, as a reader lists them) in
+    the order the source had them, which the index alone does not say for aliases. Taken from the
+    layout: a training checkpoint's tree (its tensors in order), a sharded source's shards (in file
+    order, each in its order), or the alias positions the packer recorded (:data:`ALIAS_POSITIONS`);
+    names the layout does not place keep their place after the others. Without any, the aliases
+    stay last. The layout is untrusted text: a member that does not fit the file is not used."""
+    by_name = {i.name: i for i in infos}
+    order: list[str] = []
+    tree, shards, positions = layout.get("tree"), layout.get("shards"), layout.get(ALIAS_POSITIONS)
+    if tree is not None:
+        stack = [tree]
+        while stack:  # depth first, in order
+            node = stack.pop()
+            if isinstance(node, dict):
+                if isinstance(node.get("t"), str):
+                    order.append(node["t"])
+                    continue
+                children = node.get("d") if "d" in node else node.get("l", node.get("u"))
+                if isinstance(children, list):
+                    if "d" in node:
+                        children = [c[1] for c in children if isinstance(c, list) and len(c) == 2]
+                    stack.extend(reversed(children))
+    elif isinstance(shards, dict):
+        order = [n for names in shards.values() if isinstance(names, list) for n in names if isinstance(n, str)]
+    elif isinstance(positions, dict) and positions:
+        entries = [i.name for i in infos if i.name not in aliases]
+        placed = sorted((p, n) for n, p in positions.items() if n in aliases and isinstance(p, int)
+                        and not isinstance(p, bool))
+        if (len(placed) == len(positions) and len({p for p, _ in placed}) == len(placed)
+                and all(0 <= p < len(infos) for p, _ in placed)):
+            order = entries
+            for position, name in placed:
+                order.insert(position, name)
+    seen: set = set()
+    ordered = []
+    for name in order:
+        if name in by_name and name not in seen:
+            seen.add(name)
+            ordered.append(by_name[name])
+    return ordered + [i for i in infos if i.name not in seen]
+
+
 def _onnx_output(path, out: str, folder: bool) -> str | None:
     """The .onnx file to write: ``out`` itself when it ends with ``.onnx``; in a folder output of a
     file packed from an ONNX model, the source's name inside it; otherwise None."""
@@ -379,10 +430,10 @@ def _count_kept(tree) -> int:
     return count
 
 
-def _torch_leaf(torch, array: np.ndarray, node: dict):
+def _torch_leaf(torch, array: np.ndarray, node: dict, to_torch=None):
     if node.get("np"):
         return np.array(array, copy=True)
-    tensor = numpy_to_torch(torch, array)
+    tensor = to_torch(torch, array) if to_torch else numpy_to_torch(torch, array)
     if node.get("p"):
         return torch.nn.Parameter(tensor, requires_grad=node["p"] == 1)
     return tensor
