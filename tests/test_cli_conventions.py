@@ -94,10 +94,11 @@ def test_table_fits_80_columns_names_elided_in_the_middle(long_names):
     assert max(len(line) for line in text.splitlines()) <= 80, text
     long = next(iter(tensors))
     assert long not in text
-    row = next(line for line in text.splitlines() if line.strip().startswith(long[:10]))
-    shown = row.split()[0]
-    head, _, tail = shown.partition("…")
-    assert tail and long.startswith(head) and long.endswith(tail)
+    row = next(line for line in text.splitlines() if line.strip().startswith("e.l.11."))
+    shown = row.split()[0]  # segments cut to their first letter, the layer number and the end kept
+    assert len(shown) < len(long) and shown.endswith(".goes.on")
+    assert all(long.split(".")[i].startswith(part) for i, part in enumerate(shown.split(".")))
+    assert "--wide: full names" in text
 
 
 def test_wide_shows_everything_and_json_is_unchanged(long_names):
@@ -192,7 +193,7 @@ def test_jit_note_only_while_the_cache_is_empty(tmp_path):
         assert result.returncode == 3 and result.stderr == ""
     else:
         assert result.returncode == 0
-        assert result.stderr.strip() == "dcpack: compiling kernels (first run only, about half a minute)"
+        assert result.stderr.strip() == "dcpack: compiling kernels (once for each kind of work, about half a minute)"
 
 
 def test_kernels_cached_reads_the_index_files(tmp_path, monkeypatch):
@@ -310,3 +311,102 @@ def test_packing_progress_moves_during_the_search(tmp_path):
     assert progress.bar.n == 400
     progress.finish("w", 1000)
     assert progress.bar.n == 1000
+
+
+def test_a_long_path_is_whole_in_an_error_too(tmp_path):
+    deep = tmp_path / ("d" * 150) / "broken.dcf"  # a checkout or a download folder deeper than usual
+    deep.parent.mkdir()
+    deep.write_bytes(b"not a dcf file at all, but long enough to have a preamble")
+    result = cli("dcinfo", deep)
+    assert result.returncode == 1
+    line = result.stderr.decode()
+    assert line.count("\n") == 1 and line.startswith(f"dcinfo: {deep}: ")
+
+
+def test_dcunpack_to_a_closed_pipe_stops_quietly(tmp_path):
+    path = tmp_path / "m.dcf"
+    dcformat.save_file({"w": np.arange(1 << 20, dtype=np.float32)}, path)  # 4 MiB: more than a pipe holds
+    proc = subprocess.Popen([sys.executable, "-m", "dcformat.cli.dcunpack", str(path), "-o", "-", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)  # what `| head -c 10` does
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait()
+    assert err == b"", err.decode()
+    assert proc.returncode == 141
+
+
+BAR_INTERRUPTED = r"""
+import os, signal, sys, time
+from tqdm.auto import tqdm
+from dcformat.cli._common import run
+
+def body():
+    bar = tqdm(total=100, desc="packing", disable=False, leave=False, mininterval=0)  # as a packer's bar,
+    bar.update(45)                                                                  # not in a with block
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)
+    return 0
+
+sys.exit(run("prog", body))
+"""
+
+
+def test_ctrl_c_message_starts_its_own_line_after_a_progress_bar():
+    result = subprocess.run([sys.executable, "-c", BAR_INTERRUPTED], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130
+    assert "packing:  45%" in result.stderr  # the bar was drawn
+    before, _, after = result.stderr.rpartition("prog: interrupted")
+    assert after == "\n" and before[-1:] in ("\r", "\n"), repr(result.stderr[-120:])
+
+
+def bert_names(layers=12):
+    parts = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"]
+    names = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+             "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"]
+    names += [f"encoder.layer.{i}.{p}.{w}" for i in range(layers) for p in parts for w in ("weight", "bias")]
+    return names + ["pooler.dense.weight", "pooler.dense.bias"]
+
+
+@pytest.mark.parametrize("columns", ["80", "64"])
+def test_shortened_names_still_tell_every_row_apart(tmp_path, columns):
+    names = bert_names()
+    path = tmp_path / "bert.dcf"
+    rng = np.random.default_rng(0)
+    tensors = {n: dcformat.CodebookTensor(np.linspace(-1, 1, 5).astype(np.float32),
+                                          rng.integers(0, 5, (300, 2)).astype(np.int64)) for n in names}
+    dcformat.save_file(tensors, path)
+    text = cli("dcinfo", path, env={"COLUMNS": columns}).stdout.decode()
+    lines = text.splitlines()
+    assert max(map(len, lines[1:])) <= int(columns), text  # the path (first) is never cut
+    start = lines.index(next(line for line in lines if line.split()[:2] == ["name", "shape"]))
+    shown = [line.split()[0] for line in lines[start + 1:start + 1 + len(names)]]
+    assert len(set(shown)) == len(names), text  # no two rows read the same
+    for name, cut in zip(names, shown):
+        if name.startswith("encoder.layer."):
+            assert f".{name.split('.')[2]}." in cut, (name, cut)  # the layer number survives
+
+
+def test_columns_with_nothing_to_say_give_their_room_to_the_names(long_names):
+    path, _ = long_names  # lossless: no codebook, no CSR tensor
+    text = cli("dcinfo", path, env={"COLUMNS": ""}).stdout.decode()
+    header = next(line for line in text.splitlines() if line.split()[:1] == ["name"])
+    assert header.split() == ["name", "shape", "dtype", "layout", "bytes", "bits/w"]
+    assert "codebook size" not in text and "index bits" not in text
+    wide = cli("dcinfo", "--wide", path).stdout.decode()
+    assert {"k", "ib", "codecs"} <= set(next(line for line in wide.splitlines() if "name" in line).split())
+
+
+def test_packed_with_names_each_budget_and_wraps(tmp_path):
+    from dcformat.cli.dcinfo import _packed_with
+
+    recipe = {"preset": "safe", "rules": [{"name": "embeddings", "max_error": 0.05, "search": "bits"},
+                                          {"name": "safe", "max_error": 0.015, "search": "bits"}]}
+    assert _packed_with(json.dumps(recipe)) == "preset safe, relative error per tensor <= 0.05 (embeddings), 0.015 (the rest)"
+    assert _packed_with('{"rules": [{"name": "b", "max_error": 0.1}]}') == "relative error <= 0.1 per tensor"
+    path = tmp_path / "m.dcf"
+    dcformat.save_file({"w": np.ones(3, np.float32)}, path, metadata={"dcformat.recipe": json.dumps(recipe)})
+    text = cli("dcinfo", path, env={"COLUMNS": "60"}).stdout.decode()
+    assert "0.015 (the rest)" in text and "…" not in text.split("meta")[0]  # wrapped, never cut
+    assert "1 tensor," in text

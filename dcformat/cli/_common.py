@@ -113,19 +113,48 @@ def elide(text: str, width: int, mark: str = "…") -> str:
     return text[:head] + mark + text[len(text) - (keep - head):]
 
 
+def _abbreviated(name: str, width: int) -> str:
+    """``encoder.layer.0.attention.self.query.weight`` -> ``e.l.0.a.self.query.weight``: dotted
+    segments from the left cut to their first letter until the name fits ``width``; numbers (layer
+    indices) and the last two segments are kept whole."""
+    parts = name.split(".")
+    for i in range(len(parts) - 2):
+        if len(".".join(parts)) <= width:
+            break
+        if not parts[i].isdigit() and len(parts[i]) > 1:
+            parts[i] = parts[i][0]
+    return ".".join(parts)
+
+
+def shorten_names(names, width: int, mark: str = "…") -> list[str]:
+    """Tensor names cut to ``width``, each still telling its row apart: dotted names abbreviated
+    segment by segment (:func:`_abbreviated`, what loggers do with class names), then elided in the
+    middle if still too long; where two shortened names would read the same, plain middle elision."""
+    names = list(names)
+    short = [n if len(n) <= width else elide(_abbreviated(n, width), width, mark) for n in names]
+    seen: dict[str, set] = {}
+    for name, cut in zip(names, short):
+        seen.setdefault(cut, set()).add(name)
+    return [cut if len(seen[cut]) == 1 else elide(name, width, mark) for name, cut in zip(names, short)]
+
+
 def fit_columns(headers, rows, width: int, *, elide_column: int = 0, min_width: int = 12, indent: int = 2,
-                mark: str = "…") -> list[str]:
+                mark: str = "…", names: bool = False) -> list[str]:
     """Lines of a left-aligned table; cells of ``elide_column`` elided in the middle so that every
-    line fits ``width`` (down to ``min_width`` for that column)."""
+    line fits ``width`` (down to ``min_width`` for that column); ``names``: that column holds dotted
+    tensor names, shortened so that rows stay distinct (:func:`shorten_names`)."""
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     total = indent + sum(widths) + 2 * (len(widths) - 1)
     if total > width:
         widths[elide_column] = max(min_width, len(headers[elide_column]), widths[elide_column] - (total - width))
-    lines = []
-    for r in [list(headers)] + [list(r) for r in rows]:
-        r[elide_column] = elide(r[elide_column], widths[elide_column], mark)
-        lines.append((" " * indent + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r))).rstrip())
-    return lines
+    rows = [list(headers)] + [list(r) for r in rows]
+    column = [r[elide_column] for r in rows[1:]]
+    column = shorten_names(column, widths[elide_column], mark) if names else \
+        [elide(c, widths[elide_column], mark) for c in column]
+    rows[0][elide_column] = elide(rows[0][elide_column], widths[elide_column], mark)
+    for r, cell in zip(rows[1:], column):
+        r[elide_column] = cell
+    return [(" " * indent + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r))).rstrip() for r in rows]
 
 
 def wrap(text: str, width: int, indent: str = "  ") -> list[str]:
@@ -195,6 +224,23 @@ def _on_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _end_progress_bars() -> None:
+    """Close the progress bars still drawn (a bar left mid-line would lead the next message)."""
+    if "tqdm" not in sys.modules:
+        return
+    try:
+        from tqdm.std import tqdm
+
+        bars = list(getattr(tqdm, "_instances", ()))
+    except Exception:
+        return
+    for bar in bars:
+        try:
+            bar.close()
+        except Exception:
+            pass
+
+
 def _quiet_stdout() -> None:
     """After a broken pipe: point stdout at /dev/null so that the flush at exit cannot fail."""
     try:
@@ -224,6 +270,7 @@ def run(prog: str, body) -> int:
             signal.signal(signal.SIGINT, _on_second_interrupt)
         except ValueError:
             pass
+        _end_progress_bars()
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
@@ -282,11 +329,15 @@ def kernels_cached(modules=KERNEL_MODULES) -> bool:
     return set(modules) <= found
 
 
+COMPILING = "compiling kernels (once for each kind of work, about half a minute)"
+"""The note while Numba compiles: a lossless pack compiles some kernels, a lossy one more."""
+
+
 def note_first_compile(prog: str, modules=KERNEL_MODULES, quiet: bool = False) -> bool:
     """Print "compiling kernels (first run only)" on stderr when the cache lacks them; True if so."""
     if quiet or os.environ.get("NUMBA_DISABLE_JIT") == "1" or kernels_cached(modules):
         return False
-    print(f"{prog}: compiling kernels (first run only, about half a minute)", file=sys.stderr, flush=True)
+    print(f"{prog}: {COMPILING}", file=sys.stderr, flush=True)
     return True
 
 
@@ -330,6 +381,11 @@ def each(prog: str, jobs, work) -> int:
             work(source, target)
         except UsageError:
             raise
+        except OSError as exc:
+            if target == "-" and (isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE):
+                raise BrokenPipeError(errno.EPIPE, "Broken pipe") from None  # `| head`: stop quietly
+            print(f"{prog}: error: {_naming(exc, source, target)}", file=sys.stderr)
+            status = DATA_ERROR
         except PatternError as exc:  # a recipe pattern that matches no tensor: the command line is wrong
             raise UsageError(describe_error(exc)) from None
         except (DCFormatError, ValueError, OSError, MemoryError) as exc:

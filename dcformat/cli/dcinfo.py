@@ -64,23 +64,31 @@ def _inspect(path: str, verify: bool, data: bytes | None = None) -> dict:
 
 
 def _packed_with(recipe_json) -> str | None:
-    """``preset safe, relative error <= 0.03 per tensor`` from the dcformat.recipe metadata."""
+    """``preset safe, relative error per tensor <= 0.05 (embeddings), 0.015 (the rest)`` from the
+    dcformat.recipe metadata: each error budget with the rule it belongs to."""
     try:
         recipe = json.loads(recipe_json) if recipe_json else None
-        budgets = sorted({r["max_error"] for r in recipe.get("rules", []) if r.get("max_error") is not None})
+        rules = [r for r in recipe.get("rules", []) if r.get("max_error") is not None]
+        budgets = [(float(r["max_error"]), str(r.get("name") or "")) for r in rules]
         preset = recipe.get("preset")
     except (ValueError, AttributeError, TypeError, KeyError):
         return None
     parts = [f"preset {preset}"] if preset else []
-    if budgets:
-        parts.append(f"relative error <= {', '.join(f'{b:g}' for b in budgets)} per tensor")
+    if len({b for b, _ in budgets}) == 1:
+        parts.append(f"relative error <= {budgets[0][0]:g} per tensor")
+    elif budgets:
+        last = len(budgets) - 1
+        shown = [f"{b:g} ({'the rest' if i == last and name in ('', preset) else name or f'rule {i + 1}'})"
+                 for i, (b, name) in enumerate(budgets)]
+        parts.append("relative error per tensor <= " + ", ".join(shown))
     return ", ".join(parts) or None
 
 
 def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) -> None:
     w = out.write
     dots = ellipsis(out)
-    first = f": dcf {s['version']}, {s['tensor_count']} tensors, {s['parameters']:,} parameters"
+    count = s["tensor_count"]
+    first = f": dcf {s['version']}, {count} tensor{'' if count == 1 else 's'}, {s['parameters']:,} parameters"
     if s["nonzeros"] is not None:
         first += f", {s['nonzeros']:,} non-zero ({100 * s['nonzeros'] / max(1, s['parameters']):.2f}%)"
     name = sanitize(path, 10**6)  # never cut: it is what the user typed, and may copy or grep for
@@ -101,8 +109,9 @@ def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) ->
         w(line + "\n")
     packed = _packed_with(s["metadata"].get("dcformat.recipe"))
     limit = 10**6 if wide else width
-    if packed:
-        w(_cut(f"  packed with: {sanitize(packed, 10**6)}", limit, dots) + "\n")
+    if packed:  # wrapped, not cut: its numbers are the point
+        for line in wrap(f"packed with: {sanitize(packed, 10**6)}", limit):
+            w(line + "\n")
     for key, value in s["metadata"].items():
         w(_cut(f"  meta {sanitize(key, 40)} = {sanitize(value, 10**6 if wide else 200)}", limit, dots) + "\n")
     for a in s.get("attachments", []):
@@ -125,14 +134,27 @@ def _print_text(path: str, s: dict, out, width: int = 80, wide: bool = False) ->
             "bytes": f"{t['bytes']:,}", "bits/w": f"{8 * t['bytes'] / t['parameters']:.2f}" if t["parameters"] else "-",
         }
         rows.append([cells[c] for c in columns])
+    if not wide and rows:  # a column with nothing to say in any row gives its room to the names
+        empty = {c for i, c in enumerate(columns) if c in ("k", "ib") and all(r[i] == "-" for r in rows)}
+        rows = [[cell for c, cell in zip(columns, r) if c not in empty] for r in rows]
+        columns = [c for c in columns if c not in empty]
     for alias, target in s.get("aliases", {}).items():  # spec §4.6.2: stored once, as its target
         rows.append([f"{sanitize(alias, 10**6)} = {sanitize(target, 10**6)}" if c == "name" else "" for c in columns])
-    for line in fit_columns(columns, rows, 10**6 if wide else width, mark=dots):
+    lines = fit_columns(columns, rows, 10**6 if wide else width, mark=dots, names=True)
+    for line in lines:
         w(line + "\n")
-    legend = ("(k = codebook size; ib = CSR index bits; bits/w = stored bits per weight"
-              + ("; density with --verify" if not s.get("verified") and not wide else "")
-              + ("; stored = CSR entries incl. fillers, or elements; codecs per stream role: cod(ebook) "
-                 "row(_counts) gap(s) val(ues))" if wide else "; --wide: codecs and stored entries)"))
+    names = [r[0] for r in rows]
+    shortened = any(line[2:2 + len(n)] != n for line, n in zip(lines[1:], names))
+    notes = [text for c, text in (("k", "k = codebook size"), ("ib", "ib = CSR index bits")) if c in columns]
+    notes.append("bits/w = stored bits per weight")
+    if not s.get("verified") and not wide:
+        notes.append("density with --verify")
+    if wide:
+        notes.append("stored = CSR entries incl. fillers, or elements; codecs per stream role: cod(ebook) "
+                     "row(_counts) gap(s) val(ues)")
+    else:
+        notes.append("--wide: " + ("full names, " if shortened else "") + "codecs and stored entries")
+    legend = "(" + "; ".join(notes) + ")"
     for line in wrap(legend, width):
         w(line + "\n")
 
@@ -170,7 +192,7 @@ def _main(args) -> int:
             summary = _inspect(path, args.verify, data)
         except (DCFormatError, OSError, MemoryError) as exc:
             kind = f"{type(exc).__name__}: " if isinstance(exc, DCFormatError) else ""
-            print(f"dcinfo: {sanitize(name)}: {kind}{describe_error(exc)}", file=sys.stderr)
+            print(f"dcinfo: {sanitize(name, 10**6)}: {kind}{describe_error(exc)}", file=sys.stderr)  # path whole
             status = 1
             continue
         summary["file"] = name
