@@ -81,3 +81,24 @@ def test_readme_recipe_example_loads_and_means_what_it_says():
     assert parsed.rules[0].policy.lossless and parsed.rules[1].policy.max_error == 0.03
     assert (parsed.rules[3].policy.sparsity, parsed.rules[3].policy.bits) == (0.9, 5)
     assert Recipe.from_json(parsed.to_json()).to_dict() == parsed.to_dict()
+
+
+def test_readme_dcinfo_example_is_what_dcinfo_prints(tmp_path):
+    """The "Reading dcinfo" section: its Python makes the file, its block is dcinfo's output."""
+    import os
+    import subprocess
+    import sys
+
+    section = _section("## Reading `dcinfo`")
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"```\n\$ (dcinfo [^\n]*)\n(.*?)```", section, re.S)
+    command, expected = block.group(1).split(), block.group(2)
+    setup = ("import numpy as np\nimport dcformat\n"
+             "from dcformat.compress import magnitude_mask, share_weights\n")
+    subprocess.run([sys.executable, "-c", setup + code], cwd=tmp_path, check=True)
+    result = subprocess.run([sys.executable, "-m", "dcformat.cli.dcinfo", *command[1:]], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "80",
+                                                                 "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+
