@@ -9,6 +9,7 @@ _DOC = """dcpack: compress a checkpoint into a dcf file (Deep Compression: prune
     dcpack - -o model.dcf < model.safetensors                    safetensors from stdin
     dcpack model.safetensors --preset safe                       {safe}, outputs kept (no retraining)
     dcpack model.safetensors --max-error 0.05                    per layer the smallest within 5% error
+    dcpack model/ --target-size 12MB --sensitivity s.safetensors  12 MB, bits where calibration says they matter
     dcpack model.safetensors --sparsity 0.9 --bits 5             the paper's settings: needs retraining
     dcpack model.pt --sparsity 0.9 --conv-sparsity 0.65 --bits 5 --conv-bits 8
     dcpack model.npz --recipe recipe.json --table md             a JSON recipe (README: "Recipes")
@@ -47,6 +48,16 @@ Presets (--preset), measured on {measured_on}:
 error is at most E, searched over raw storage, pruning {percents} with {pruned_bits}-bit codebooks,
 and unpruned {unpruned_bits}-bit codebooks; a looser budget never gives a larger file.
 
+--target-size SIZE: the file within SIZE bytes (12MB, 5MiB, or Nx: N times smaller), its bytes shared out
+across tensors by the model's cost of their errors: every encoding the --max-error search can store
+(pruning, codebooks, the uniform grid at many steps) is measured per tensor, and the set of picks
+with the least total cost that fits is chosen (an exact knapsack). The cost is the squared relative
+error (token embedding tables weighted {emb_weight:g}) without data, or with --sensitivity FILE the model's
+own: sum of h_i (w_i - w'_i)^2, h from a few calibration texts
+(python -m dcformat.torch.sensitivity --model FOLDER --texts FILE -o FILE). Pruning is picked only
+where it costs the model less per byte. A SIZE below the smallest reachable file is refused
+(exit 2) with that size.
+
 --bits B: a codebook of 2^B symbols, the zero of pruned weights included (2^B - 1 centroids and
 zero when the layer is pruned, 2^B centroids when nothing is).
 """
@@ -63,7 +74,14 @@ def _doc_facts(ascii: bool = True) -> dict:
         "measured_on": _facts.MEASURED_ON, "percents": _facts.percents(_facts.SEARCH_SPARSITIES),
         "pruned_bits": _facts.bit_range(_facts.PRUNED_BITS, ".."),
         "unpruned_bits": _facts.bit_range(_facts.UNPRUNED_BITS, ".."),
+        "emb_weight": _embedding_weight(),
     }
+
+
+def _embedding_weight() -> float:
+    from ..pack.target import EMBEDDING_WEIGHT
+
+    return EMBEDDING_WEIGHT
 
 
 __doc__ = _DOC.format(**_doc_facts())
@@ -126,6 +144,16 @@ def _nonnegative(text: str):
     return value
 
 
+def _size(text: str):
+    from ..pack.target import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that describe a recipe (shared by dcpack and dctable --stages)."""
     prune = parser.add_argument_group("pruning (fully connected = rank-2 weights incl. embeddings; conv = rank >= 3)")
@@ -175,6 +203,12 @@ def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-error", type=_nonnegative, metavar="E",
                        help="per layer the smallest encoding (pruning, codebook bits, raw) whose relative "
                             "error ||W - W'|| / ||W|| is at most E; with --preset safe: its budget")
+    group.add_argument("--target-size", type=_size, metavar="SIZE",
+                       help="the file within SIZE (bytes, 12MB, 5MiB, or Nx: N times smaller), its bits shared "
+                            "out across tensors where the model needs them (see below)")
+    group.add_argument("--sensitivity", metavar="FILE",
+                       help="with --target-size: per-weight or per-tensor sensitivities (python -m "
+                            "dcformat.torch.sensitivity writes them from a few calibration texts)")
 
 
 RECIPE_FLAGS = ("sparsity", "conv_sparsity", "quality", "per_filter", "global_", "bits", "conv_bits", "pow2", "float16",
@@ -236,7 +270,7 @@ def _metadata(pairs) -> dict[str, str]:
     return out
 
 
-def report_errors(tensors, recipe, *, quiet: bool = False, out=None) -> float:
+def report_errors(tensors, recipe, *, quiet: bool = False, out=None, advice: str | None = None) -> float:
     """The relative error ``||W - W'|| / ||W||`` the lossy tensors got: one line (largest, median,
     overall), and a warning when the largest passes ``facts.WARN_ERROR`` (printed even when quiet).
     Returns the largest error (0 when every tensor is lossless)."""
@@ -260,10 +294,58 @@ def report_errors(tensors, recipe, *, quiet: bool = False, out=None) -> float:
                 f"use --preset safe (every tensor within {_facts.SAFE_MAX_ERROR:g}) to keep the model")
         if recipe.preset == "safe" or any(r.policy.max_error is not None for r in recipe.rules):
             keep = "a smaller --max-error keeps the model closer"
+        keep = advice or keep
         print(f"dcpack: warning: {sanitize(worst.name, 60)}{others} changed by more than {_facts.WARN_ERROR:g} "
               f"(largest relative error {worst.relative_error:.3g}): the model's outputs will likely change badly; "
               f"{keep}", file=out)
     return worst.relative_error
+
+
+TARGET_FLAGS = ("preset", "max_error", "recipe", "sparsity", "conv_sparsity", "quality", "per_filter", "global_",
+                "bits", "conv_bits", "pow2", "float16", "codebook_float16")
+
+
+def pack_target(args, source, output) -> None:
+    """``dcpack --target-size SIZE [--sensitivity FILE]``: :func:`dcformat.pack.target.pack_to_size`."""
+    from ..pack.target import TargetTooSmall, pack_to_size
+
+    given = [f"--{n.rstrip('_').replace('_', '-')}" for n in TARGET_FLAGS if getattr(args, n, None)]
+    given += ["--index-bits"] if args.index_bits != "auto" else []
+    given += ["--init"] if args.init != "linear" else []
+    if given:
+        raise UsageError(f"--target-size chooses pruning and sharing itself; drop {', '.join(given)}")
+    if args.min_size < 0:
+        raise UsageError("--min-size must be >= 0")
+    if source == "-":
+        raise UsageError("--target-size needs a checkpoint file or folder, not stdin")
+    check_overwrite(output, args.force, [source])
+    note_first_compile("dcpack", KERNEL_MODULES + ("kmeans",), args.quiet)
+    try:
+        result, plan = pack_to_size(source, output, args.target_size, sensitivity=args.sensitivity, only=args.only,
+                                    keep=args.keep, min_size=args.min_size, progress=not args.quiet,
+                                    verify=not args.no_verify, profile=args.profile, key=args.key,
+                                    attach=args.attach, metadata=_metadata(args.metadata))
+    except TargetTooSmall as exc:  # the command line asked for the impossible: a usage error (exit 2)
+        raise UsageError(str(exc)) from None
+    if not args.quiet:
+        print(f"dcpack: {sanitize(source)} -> {sanitize(output)} (target size {plan.target_bytes:,} bytes)",
+              file=sys.stderr)
+        print(f"dcpack: {result.summary()}", file=sys.stderr)
+        searched = len(plan.picks)
+        print(f"dcpack: {result.file_bytes:,} bytes, {100 * result.file_bytes / plan.target_bytes:.1f}% of the target "
+              f"(smallest reachable {plan.smallest_bytes:,}); {searched} tensors allocated {plan.weighting}; "
+              f"{plan.pruned} of them pruned", file=sys.stderr)
+    report_errors(result.tensors, result.recipe, quiet=args.quiet,
+                  advice="a larger --target-size keeps the model closer" + (
+                      "" if args.sensitivity else "; --sensitivity puts the bytes where the model needs them"))
+    for line in result.warnings:
+        print(f"dcpack: warning: {sanitize(line, 400)}", file=sys.stderr)
+    for line in [] if args.quiet else plan.notes + result.notes:
+        print(f"dcpack: note: {sanitize(line, 400)}", file=sys.stderr)
+    if args.table:
+        from ..pack.tables import layer_table
+
+        sys.stdout.write(layer_table(output, result.tensors).render(args.table))
 
 
 def output_names(inputs, output) -> list[tuple[str, str]]:
@@ -337,6 +419,10 @@ def main(argv=None) -> int:
         from ..pack.packer import pack
 
         jobs = output_names(args.inputs, args.output)
+        if args.target_size is not None:
+            return each("dcpack", jobs, lambda source, output: pack_target(args, source, output))
+        if args.sensitivity is not None:
+            raise UsageError("--sensitivity weighs the allocation of --target-size: give --target-size SIZE too")
         recipe = recipe_from_args(args)
         metadata = _metadata(args.metadata)
         if recipe.preset == "aggressive":
