@@ -48,14 +48,22 @@ static void default_free(void *user, void *ptr)
     free(ptr);
 }
 
+/* What dcf_alloc returns for a request of 0 bytes (an index without metadata, a stream without
+ * elements): a valid non-NULL address that costs nothing, so the hooks are never asked
+ * for a byte that dcf.h's bounds (dcf_scratch_size) do not count. Never written (0 bytes), never
+ * passed to free_fn; read-only, so no state is shared between contexts. */
+static const unsigned char no_bytes[1] = {0};
+
 void *dcf_alloc(const dcf_ctx *ctx, size_t size)
 {
-    return ctx->options.allocator.malloc_fn(ctx->options.allocator.user, size ? size : 1);
+    if (size == 0)
+        return (void *)no_bytes;
+    return ctx->options.allocator.malloc_fn(ctx->options.allocator.user, size);
 }
 
 void dcf_free(const dcf_ctx *ctx, void *ptr)
 {
-    if (ptr != NULL)
+    if (ptr != NULL && ptr != (const void *)no_bytes)
         ctx->options.allocator.free_fn(ctx->options.allocator.user, ptr);
 }
 
@@ -271,8 +279,11 @@ static dcf_error parse_stream(cursor *c, int role, dcf_stream *s)
 
 static int is_float(unsigned dtype)
 {
-    return dtype == DCF_F32 || dtype == DCF_F16 || dtype == DCF_BF16 || dtype == DCF_F64;
+    return dtype == DCF_F32 || dtype == DCF_F16 || dtype == DCF_BF16 || dtype == DCF_F64 || dcf_is_float8(dtype);
 }
+
+/* The first minor version of a dtype or codebook dtype id (spec 3.3, 4.3): 2 for the float8 ones. */
+static unsigned dtype_minor(unsigned dtype) { return dcf_is_float8(dtype) ? 2u : 0u; }
 
 static dcf_error parse_tensor(dcf_ctx *ctx, cursor *c, dcf_tensor *t)
 {
@@ -297,8 +308,12 @@ static dcf_error parse_tensor(dcf_ctx *ctx, cursor *c, dcf_tensor *t)
     dcf_quote(q, t->name, name_length);
     TAKE(c, 1, "dtype", d);
     t->dtype = d[0];
-    if (t->dtype < DCF_F32 || t->dtype > DCF_BOOL)
+    if (t->dtype < DCF_F32 || t->dtype > DCF_F8_E5M2)
         return dcf_fail(c->err, DCF_ERR_BAD_ENUM, "dtype of %s has unknown value %u", q, t->dtype);
+    if (dtype_minor(t->dtype) > ctx->version_minor) /* a value of a later version than the file's */
+        return dcf_fail(c->err, DCF_ERR_BAD_ENUM,
+                        "dtype of %s has value %u (%s), which needs format version 1.%u, but the file is version 1.%u",
+                        q, t->dtype, dcf_dtype_name((dcf_dtype)t->dtype), dtype_minor(t->dtype), ctx->version_minor);
     TAKE(c, 1, "rank", d);
     rank = d[0];
     if (rank > DCF_MAX_RANK)
@@ -363,8 +378,17 @@ static dcf_error parse_tensor(dcf_ctx *ctx, cursor *c, dcf_tensor *t)
         if (!is_float(t->dtype))
             return dcf_fail(c->err, DCF_ERR_BAD_FIELD, "%s: codebook coding needs a float dtype, got %s", q,
                             dcf_dtype_name((dcf_dtype)t->dtype));
-        if (t->codebook_dtype != DCF_F32 && t->codebook_dtype != DCF_F16)
+        if (t->codebook_dtype != DCF_F32 && t->codebook_dtype != DCF_F16 && !dcf_is_float8(t->codebook_dtype))
             return dcf_fail(c->err, DCF_ERR_BAD_ENUM, "codebook dtype of %s has unknown value %u", q, t->codebook_dtype);
+        if (dtype_minor(t->codebook_dtype) > ctx->version_minor)
+            return dcf_fail(c->err, DCF_ERR_BAD_ENUM,
+                            "codebook dtype of %s has value %u (%s), which needs format version 1.%u, but the file "
+                            "is version 1.%u", q, t->codebook_dtype, dcf_dtype_name((dcf_dtype)t->codebook_dtype),
+                            dtype_minor(t->codebook_dtype), ctx->version_minor);
+        /* spec 4.2: a float8 tensor's codebook is of its own dtype, and a float8 codebook is only its */
+        if ((dcf_is_float8(t->dtype) || dcf_is_float8(t->codebook_dtype)) && t->codebook_dtype != t->dtype)
+            return dcf_fail(c->err, DCF_ERR_BAD_FIELD, "%s: a %s tensor cannot have a %s codebook", q,
+                            dcf_dtype_name((dcf_dtype)t->dtype), dcf_dtype_name((dcf_dtype)t->codebook_dtype));
         if (t->codebook_size < 1 || t->codebook_size > DCF_MAX_CODEBOOK_SIZE)
             return dcf_fail(c->err, DCF_ERR_LIMIT_CODEBOOK_SIZE, "%s: codebook size %lu outside 1..%u", q,
                             (unsigned long)t->codebook_size, DCF_MAX_CODEBOOK_SIZE);
@@ -1256,15 +1280,15 @@ dcf_error dcf_decode_attachment(const dcf_ctx *ctx, size_t j, void *out, size_t 
 
 size_t dcf_dtype_size(dcf_dtype dtype)
 {
-    static const unsigned char sizes[14] = {0, 4, 2, 2, 8, 1, 2, 4, 8, 1, 2, 4, 8, 1};
-    return (unsigned)dtype < 14 ? sizes[dtype] : 0;
+    static const unsigned char sizes[16] = {0, 4, 2, 2, 8, 1, 2, 4, 8, 1, 2, 4, 8, 1, 1, 1};
+    return (unsigned)dtype < 16 ? sizes[dtype] : 0;
 }
 
 const char *dcf_dtype_name(dcf_dtype dtype)
 {
-    static const char *const names[14] = {"?", "F32", "F16", "BF16", "F64", "I8", "I16", "I32",
-                                          "I64", "U8", "U16", "U32", "U64", "BOOL"};
-    return (unsigned)dtype < 14 ? names[dtype] : "?";
+    static const char *const names[16] = {"?", "F32", "F16", "BF16", "F64", "I8", "I16", "I32",
+                                          "I64", "U8", "U16", "U32", "U64", "BOOL", "F8_E4M3", "F8_E5M2"};
+    return (unsigned)dtype < 16 ? names[dtype] : "?";
 }
 
 int dcf_has_zstd(void)

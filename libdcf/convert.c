@@ -5,6 +5,8 @@
  *   F32 -> F16: the top 10 payload bits are kept, 1 if they are all zero (numpy);
  *   F32 -> F64, F64 -> F32: the payload is shifted and the quiet bit set (the x86 conversions);
  *   F32 -> BF16, F16 -> BF16: the quiet NaN 0x7FC0 with the sign (ml_dtypes).
+ * Float8 (format 1.2) to float32 follows spec 4.3.1 (numbers exact, NaN sign and significand kept,
+ * not quieted), which is not what ml_dtypes' cast gives for NaNs.
  * No floating-point arithmetic, so no dependence on the compiler or the FPU's modes. */
 #include "dcf_internal.h"
 
@@ -138,3 +140,27 @@ uint32_t dcf_f64_to_f32(uint64_t d)
         return sign | (uint32_t)shift_rne(m | ((uint64_t)1 << 52), shift);
     }
 }
+
+/* A float8 code with `mbits` significand bits and exponent bias `bias` as float32 bits; `e4m3`:
+ * the fn variant (no infinity, NaN only for e = 15, m = 7). */
+static uint32_t f8_to_f32(uint8_t c, unsigned mbits, unsigned ebits, unsigned bias, int e4m3)
+{
+    uint32_t sign = (uint32_t)(c & 0x80u) << 24, top = (1u << ebits) - 1, mmask = (1u << mbits) - 1;
+    uint32_t e = ((uint32_t)c >> mbits) & top, m = c & mmask;
+    if (e == top && (e4m3 ? m == mmask : 1))
+        return sign | 0x7F800000u | (m << (23 - mbits)); /* NaN, or E5M2's infinity (m = 0) */
+    if (e == 0) {
+        if (m == 0)
+            return sign;
+        e = 1;
+        while (!(m & (1u << mbits))) { /* a float8 subnormal is a float32 normal */
+            m <<= 1;
+            e--;
+        }
+        m &= mmask;
+    }
+    return sign | ((e + 127 - bias) << 23) | (m << (23 - mbits));
+}
+
+uint32_t dcf_f8e4m3_to_f32(uint8_t c) { return f8_to_f32(c, 3, 4, 7, 1); }
+uint32_t dcf_f8e5m2_to_f32(uint8_t c) { return f8_to_f32(c, 2, 5, 15, 0); }

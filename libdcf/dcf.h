@@ -1,6 +1,6 @@
 /*
- * libdcf: a portable C99 decoder for .dcf files (spec/FORMAT.md, versions 1.0 and 1.1: tensors,
- * metadata, and 1.1's attachments and aliases).
+ * libdcf: a portable C99 decoder for .dcf files (spec/FORMAT.md, versions 1.0, 1.1 and 1.2:
+ * tensors, metadata, 1.1's attachments and aliases, and 1.2's float8 tensors).
  *
  * Depends on libc and, for ZSTD streams, on libzstd's decompression API; compiled with
  * -DDCF_NO_ZSTD it needs libc only, and refuses ZSTD streams with DCF_ERR_ZSTD_UNSUPPORTED.
@@ -26,7 +26,8 @@
  *   code and a message naming what is wrong. After a failed decode call the output buffer holds
  *   unspecified bytes; never use them.
  * - No global state. No undefined behaviour on any input. All memory comes from the allocator in
- *   dcf_options (default malloc/free).
+ *   dcf_options (default malloc/free); the hooks are never asked for 0 bytes (what needs none
+ *   costs none), so the bounds below hold exactly.
  * - Memory: opening allocates the parsed index (a small multiple of the index length, which is at
  *   most max_index_length); dcf_open_file also maps the file (POSIX mmap) or, where mmap is not
  *   available or DCF_NO_MMAP is defined, reads it into allocator memory. A decode call allocates
@@ -68,11 +69,13 @@ extern "C" {
 #define DCF_LIB_VERSION_PATCH 0
 #define DCF_LIB_VERSION_STRING "0.1.0"
 
-/* The format version this library implements: 1.1 (1.0 files, and 1.1's extension records:
- * attachments and aliases, spec 4.6). Files of a newer minor version are read as 1.1: unknown enum
- * values are rejected where they are met, unknown critical extension records refuse the file. */
+/* The format version this library implements: 1.2 (1.0 files; 1.1's extension records:
+ * attachments and aliases, spec 4.6; 1.2's float8 dtypes, spec 4.3.1). Files of a newer minor
+ * version are read as 1.2: unknown enum values are rejected where they are met, unknown critical
+ * extension records refuse the file. A float8 dtype in a file of version 1.0 or 1.1 is corrupted
+ * (DCF_ERR_BAD_ENUM, naming the version it needs). */
 #define DCF_FORMAT_VERSION_MAJOR 1
-#define DCF_FORMAT_VERSION_MINOR 1
+#define DCF_FORMAT_VERSION_MINOR 2
 
 /* Limits of spec/FORMAT.md section 9. */
 #define DCF_MAX_INDEX_LENGTH 104857600u
@@ -113,13 +116,18 @@ typedef enum dcf_dtype {
     DCF_U16 = 10,
     DCF_U32 = 11,
     DCF_U64 = 12,
-    DCF_BOOL = 13
+    DCF_BOOL = 13,
+    /* format 1.2 (spec 4.3.1): one byte each; safetensors F8_E4M3 / F8_E5M2, torch float8_e4m3fn /
+     * float8_e5m2. A float8 tensor with a codebook has a codebook of its own dtype. */
+    DCF_F8_E4M3 = 14, /* 4 exponent bits (bias 7), 3 significand bits; no infinity, NaN 0x7F/0xFF */
+    DCF_F8_E5M2 = 15  /* 5 exponent bits (bias 15), 2 significand bits; IEEE-like: the top byte of an F16 */
 } dcf_dtype;
 
 /* What a decode call writes: the tensor's own dtype (DCF_OUT_NATIVE, or the tensor's dtype
  * given explicitly), or float32 (DCF_OUT_F32: floating tensors only, converted with IEEE
- * round-to-nearest-even as numpy's astype(float32) does; integer and BOOL tensors refuse it with
- * DCF_ERR_OUT_TYPE). Elements are written in the host's byte order, packed, C order. */
+ * round-to-nearest-even as numpy's astype(float32) does; float8 tensors exactly, by spec 4.3.1,
+ * each NaN keeping its sign and significand: F8_E4M3 0x7F -> 0x7FF00000; integer and BOOL tensors
+ * refuse it with DCF_ERR_OUT_TYPE). Elements are written in the host's byte order, packed, C order. */
 #define DCF_OUT_NATIVE 0
 #define DCF_OUT_F32 DCF_F32
 
@@ -265,7 +273,7 @@ typedef struct dcf_tensor_info {
     dcf_layout layout;
     dcf_value_coding value_coding;
     unsigned index_bits;      /* CSR: 1 ... 16; DENSE: 0 */
-    unsigned codebook_dtype;  /* CODEBOOK: 1 (F32) or 2 (F16); RAW: 0 */
+    unsigned codebook_dtype;  /* CODEBOOK: 1 (F32) or 2 (F16), or a float8 tensor's own dtype (14, 15); RAW: 0 */
     uint32_t codebook_size;   /* CODEBOOK: k; RAW: 0 */
     uint64_t numel;           /* product of the dimensions (1 for rank 0) */
     uint64_t rows, cols;      /* CSR: the matrix view; DENSE: rows = numel, cols = 1 */

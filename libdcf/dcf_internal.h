@@ -212,5 +212,11 @@ uint64_t dcf_f16_to_f64(uint16_t h);
 uint16_t dcf_f16_to_bf16(uint16_t h);
 uint32_t dcf_bf16_to_f32(uint16_t b);
 uint32_t dcf_f64_to_f32(uint64_t d);
+/* float8 (format 1.2, spec 4.3.1) to float32: numbers and infinities exactly; a NaN keeps its
+ * sign and significand (shifted to the top of float32's), not quieted. */
+uint32_t dcf_f8e4m3_to_f32(uint8_t c);
+uint32_t dcf_f8e5m2_to_f32(uint8_t c);
+/* Whether a dtype or codebook dtype id is one of the float8 types (format 1.2). */
+#define dcf_is_float8(d) ((d) == DCF_F8_E4M3 || (d) == DCF_F8_E5M2)
 
 #endif

@@ -5,7 +5,7 @@
 size_t dcf_element_size_of(const dcf_tensor *t, int role)
 {
     switch (role) {
-    case DCF_ROLE_CODEBOOK: return t->codebook_dtype == DCF_F32 ? 4 : 2;
+    case DCF_ROLE_CODEBOOK: return t->codebook_dtype == DCF_F32 ? 4 : dcf_is_float8(t->codebook_dtype) ? 1 : 2;
     case DCF_ROLE_ROW_COUNTS: return 4;
     case DCF_ROLE_GAPS: return t->index_bits <= 8 ? 1 : 2;
     case DCF_ROLE_VALUES:

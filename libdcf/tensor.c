@@ -8,7 +8,7 @@
 
 static int is_float(unsigned dtype)
 {
-    return dtype == DCF_F32 || dtype == DCF_F16 || dtype == DCF_BF16 || dtype == DCF_F64;
+    return dtype == DCF_F32 || dtype == DCF_F16 || dtype == DCF_BF16 || dtype == DCF_F64 || dcf_is_float8(dtype);
 }
 
 static dcf_error get_tensor(const dcf_ctx *ctx, size_t i, const dcf_tensor **t, dcf_error_info *err)
@@ -66,6 +66,8 @@ static uint32_t to_f32(unsigned dtype, uint64_t bits)
     case DCF_F16: return dcf_f16_to_f32((uint16_t)bits);
     case DCF_BF16: return dcf_bf16_to_f32((uint16_t)bits);
     case DCF_F64: return dcf_f64_to_f32(bits);
+    case DCF_F8_E4M3: return dcf_f8e4m3_to_f32((uint8_t)bits);
+    case DCF_F8_E5M2: return dcf_f8e5m2_to_f32((uint8_t)bits);
     default: return (uint32_t)bits;
     }
 }
@@ -152,7 +154,9 @@ static dcf_error load_codebook(const dcf_ctx *ctx, const dcf_tensor *t, size_t o
     }
     for (s = 0; s < k; s++) {
         uint64_t v; /* the value in the tensor's dtype */
-        if (t->codebook_dtype == DCF_F32) {
+        if (dcf_is_float8(t->codebook_dtype)) {
+            v = raw[s]; /* a float8 codebook is of the tensor's own dtype (spec 4.2): copied */
+        } else if (t->codebook_dtype == DCF_F32) {
             uint32_t f = (uint32_t)dcf_load(raw + 4 * (size_t)s, 4);
             switch (t->dtype) {
             case DCF_F16: v = dcf_f32_to_f16(f); break;
@@ -196,11 +200,13 @@ static dcf_error load_codebook(const dcf_ctx *ctx, const dcf_tensor *t, size_t o
 static void lookup(const uint8_t *sym, size_t ss, const uint8_t *table, size_t out_es, uint64_t n, uint8_t *out)
 {
     if (ss == 1) {
-        if (out_es == 2) DCF_LOOKUP(uint8_t, uint16_t);
+        if (out_es == 1) DCF_LOOKUP(uint8_t, uint8_t);
+        else if (out_es == 2) DCF_LOOKUP(uint8_t, uint16_t);
         else if (out_es == 4) DCF_LOOKUP(uint8_t, uint32_t);
         else DCF_LOOKUP(uint8_t, uint64_t);
     } else {
-        if (out_es == 2) DCF_LOOKUP(uint16_t, uint16_t);
+        if (out_es == 1) DCF_LOOKUP(uint16_t, uint8_t);
+        else if (out_es == 2) DCF_LOOKUP(uint16_t, uint16_t);
         else if (out_es == 4) DCF_LOOKUP(uint16_t, uint32_t);
         else DCF_LOOKUP(uint16_t, uint64_t);
     }

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import dcformat
 from dcformat.constants import FLOAT_DTYPES, DType
+from dcformat.conversion import float8_to_float32
 from dcformat.errors import EncodingError
 from dcformat.structures import dtype_of
 from dcformat.tensors import CodebookTensor
@@ -20,7 +21,8 @@ from libdcf_helpers import LIB_PATH, NOZSTD_LIB_PATH, OUT_F32, DcfError, Lib, bu
 from test_libdcf import bits, python_tensors, zstd_tensors
 
 DTYPES = [np.float32, np.float16, ml_dtypes.bfloat16, np.float64, np.int8, np.int16, np.int32, np.int64,
-          np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
+          np.uint8, np.uint16, np.uint32, np.uint64, np.bool_, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
+FLOAT8 = ("float8_e4m3fn", "float8_e5m2")  # format 1.2
 CODECS = ("plain", "bitpack", "huffman", "zstd", "byteplanes")
 
 
@@ -89,7 +91,7 @@ def files(draw):
         name = f"t{t}." + draw(st.sampled_from(["weight", "bias", "é", "x" * 30]))
         dtype = draw(st.sampled_from(DTYPES))
         shape = draw(shapes())
-        if np.dtype(dtype).kind == "f" or np.dtype(dtype).name == "bfloat16":
+        if np.dtype(dtype).kind == "f" or np.dtype(dtype).name in ("bfloat16", *FLOAT8):
             if draw(st.integers(0, 3)) == 0 and int(np.prod(shape)) > 0:
                 k = draw(st.integers(1, 300))
                 book_dtype = draw(st.sampled_from([np.float32, np.float16]))
@@ -97,6 +99,8 @@ def files(draw):
                 book = rng.integers(0, 2**32, k, dtype=np.uint64).astype(np.uint32).view(np.float32)
                 with np.errstate(all="ignore"):
                     book = book.astype(book_dtype) if book_dtype is np.float16 else book
+                if np.dtype(dtype).name in FLOAT8:  # a float8 codebook: every code, or rounded normals
+                    book = rng.integers(0, 256, k).astype(np.uint8).view(dtype)
                 if draw(st.booleans()):
                     book = rng.normal(0, 1, k).astype(book_dtype)
                 indices = rng.integers(-1, k, shape)
@@ -130,7 +134,8 @@ def test_c_decodes_what_python_decodes(libs, data):
             assert bits(np.concatenate(chunks) if chunks else got.reshape(-1)) == bits(want)
             if DType(f.info(i).dtype) in FLOAT_DTYPES:
                 with np.errstate(all="ignore"):
-                    assert bits(f.decode(i, OUT_F32)) == bits(want.astype(np.float32))
+                    f32 = float8_to_float32(want) if want.dtype.name in FLOAT8 else want.astype(np.float32)
+                    assert bits(f.decode(i, OUT_F32)) == bits(f32)
             else:
                 with pytest.raises(DcfError):
                     f.decode(i, OUT_F32)

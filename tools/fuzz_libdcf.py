@@ -52,12 +52,13 @@ import numpy as np  # noqa: E402
 import dcformat  # noqa: E402
 import fuzz_helpers as fh  # noqa: E402
 from dcformat.errors import DCFormatError  # noqa: E402
+from dcformat.conversion import float8_to_float32  # noqa: E402
 from dcformat.structures import numpy_dtype  # noqa: E402
 
 DRIVER = ROOT / "build" / "native-asan" / "dcf_fuzz_driver"
 HEADER = ROOT / "libdcf" / "dcf.h"
 MAX_TENSOR_BYTES = fh.FUZZ_MAX_TENSOR_BYTES
-FLOAT_DTYPES = {1, 2, 3, 4}  # F32, F16, BF16, F64
+FLOAT_DTYPES = {1, 2, 3, 4, 14, 15}  # F32, F16, BF16, F64, F8_E4M3, F8_E5M2 (1.2)
 SANITIZER_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:allocator_may_return_null=1:"
                     "detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1",
@@ -102,13 +103,14 @@ def writer_corpus(quick: bool = False) -> dict[str, bytes]:
     codecs = ("plain", "bitpack", "huffman", "zstd", "byteplanes")
     dtypes = {"f32": np.float32, "f16": np.float16, "bf16": numpy_dtype(3), "f64": np.float64,
               "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64, "u8": np.uint8,
-              "u16": np.uint16, "u32": np.uint32, "u64": np.uint64, "bool": np.bool_}
+              "u16": np.uint16, "u32": np.uint32, "u64": np.uint64, "bool": np.bool_,
+              "f8e4m3": numpy_dtype(14), "f8e5m2": numpy_dtype(15)}
 
     def values(dtype, shape):
         dt = np.dtype(dtype)
         if dt == np.bool_:
             return rng.random(shape) < 0.3
-        if dt.kind == "f" or dt.name == "bfloat16":
+        if dt.kind == "f" or dt.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
             v = rng.laplace(0, 0.05, size=shape).astype(np.float32)
             v[rng.random(shape) < 0.4] = 0
             return v.astype(dt)
@@ -141,7 +143,7 @@ def writer_corpus(quick: bool = False) -> dict[str, bytes]:
                 shape = (30, 100) if k == 4000 else (6, 20)
                 codebook = np.unique(rng.normal(0, 0.1, size=k).astype(cb_dtype))
                 indices = rng.integers(-1, len(codebook), size=shape)
-                for out_dtype in (np.float32, np.float16, numpy_dtype(3), np.float64):
+                for out_dtype in (np.float32, np.float16, numpy_dtype(3), np.float64, numpy_dtype(14), numpy_dtype(15)):
                     if out_dtype != np.float32 and (k != 16 or layout != "csr"):
                         continue
                     if k == 4000 and cb_dtype != np.float32:
@@ -385,7 +387,8 @@ def python_result(data: bytes, skip_checksums: bool):
             crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
             if int(t.dtype) in FLOAT_DTYPES:
                 with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: inf, as in C
-                    f32 = zlib.crc32(np.ascontiguousarray(array.astype(np.float32)).view(np.uint8).reshape(-1))
+                    wide = float8_to_float32(array) if int(t.dtype) in (14, 15) else array.astype(np.float32)
+                    f32 = zlib.crc32(np.ascontiguousarray(wide).view(np.uint8).reshape(-1))
                 tensors.append((None, crc, None, f32, ""))
             else:
                 tensors.append((None, crc, "OUT_TYPE", None, ""))

@@ -168,6 +168,21 @@ static uint32_t half_to_f32_bits(uint16_t h) {
 
 static int is_nan_bits(uint32_t u) { return (u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu); }
 
+/* float8 (format 1.2) to float32 from the value: (-1)^s x 2^(e - bias) x (1 + m / 2^M), subnormals
+ * 2^(1 - bias) x m / 2^M, computed in float (exact: every float8 value is a float32), so independent of
+ * the library's bit arithmetic; NaNs by spec 4.3.1's rule, infinities of E5M2. */
+static uint32_t f8_to_f32_bits(uint8_t c, int e4m3) {
+    int mbits = e4m3 ? 3 : 2, ebits = e4m3 ? 4 : 5, bias = e4m3 ? 7 : 15, top = (1 << ebits) - 1;
+    int e = (c >> mbits) & top, m = c & ((1 << mbits) - 1);
+    uint32_t sign = (uint32_t)(c >> 7) << 31;
+    if (e == top && (e4m3 ? m == 7 : 1)) return sign | 0x7F800000u | ((uint32_t)m << (23 - mbits));
+    float v = (float)(e == 0 ? m : (1 << mbits) + m);
+    int scale = (e == 0 ? 1 : e) - bias - mbits; /* v x 2^scale, by exact halvings and doublings */
+    for (; scale < 0; scale++) v *= 0.5f;
+    for (; scale > 0; scale--) v *= 2.0f;
+    return sign | f32_bits(v);
+}
+
 /* Is `f32` (count float32s) the conversion of `native` (count elements of dtype)? */
 static int f32_matches(dcf_dtype dtype, const uint8_t *native, const uint8_t *f32, uint64_t count) {
     for (uint64_t i = 0; i < count; i++) {
@@ -175,6 +190,8 @@ static int f32_matches(dcf_dtype dtype, const uint8_t *native, const uint8_t *f3
         memcpy(&got, f32 + 4 * i, 4);
         if (dtype == DCF_F32) {
             memcpy(&want, native + 4 * i, 4);
+        } else if (dtype == DCF_F8_E4M3 || dtype == DCF_F8_E5M2) {
+            want = f8_to_f32_bits(native[i], dtype == DCF_F8_E4M3);
         } else if (dtype == DCF_F16 || dtype == DCF_BF16) {
             uint16_t h;
             memcpy(&h, native + 2 * i, 2);
@@ -189,7 +206,9 @@ static int f32_matches(dcf_dtype dtype, const uint8_t *native, const uint8_t *f3
     return 1;
 }
 
-static int is_float(dcf_dtype d) { return d == DCF_F32 || d == DCF_F16 || d == DCF_BF16 || d == DCF_F64; }
+static int is_float(dcf_dtype d) {
+    return d == DCF_F32 || d == DCF_F16 || d == DCF_BF16 || d == DCF_F64 || d == DCF_F8_E4M3 || d == DCF_F8_E5M2;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* One input */
@@ -639,7 +658,7 @@ static void check_strerror(void) {
     CHECK(dcf_lib_version() != NULL && strcmp(dcf_lib_version(), DCF_LIB_VERSION_STRING) == 0, "library version");
     for (int d = 0; d < 20; d++) {
         size_t s = dcf_dtype_size((dcf_dtype)d);
-        CHECK((s == 0) == (d < DCF_F32 || d > DCF_BOOL), "dcf_dtype_size of an unknown dtype");
+        CHECK((s == 0) == (d < DCF_F32 || d > DCF_F8_E5M2), "dcf_dtype_size of an unknown dtype");
     }
 }
 
