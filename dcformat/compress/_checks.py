@@ -14,7 +14,7 @@ def as_finite_array(x, name: str) -> np.ndarray:
     """``x`` as a numpy array of a real numeric dtype with only finite values."""
     arr = np.asarray(x)
     kind = arr.dtype.kind
-    if kind == "V" and arr.dtype.name == "bfloat16":  # ml_dtypes.bfloat16 reports kind "V"
+    if kind == "V" and arr.dtype.name in ("bfloat16", "float8_e4m3fn"):  # ml_dtypes' report kind "V"
         pass
     elif kind not in "fiu":
         raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")

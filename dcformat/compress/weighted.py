@@ -72,7 +72,8 @@ def aggregate(w, h=None):
 
 
 def _dtype(arr):
-    return arr.dtype if arr.dtype in (np.float16, np.float32, np.float64) or arr.dtype.name == "bfloat16" \
+    return arr.dtype if arr.dtype in (np.float16, np.float32, np.float64) \
+        or arr.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2") \
         else np.dtype(np.float32)
 
 
