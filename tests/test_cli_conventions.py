@@ -410,3 +410,57 @@ def test_packed_with_names_each_budget_and_wraps(tmp_path):
     text = cli("dcinfo", path, env={"COLUMNS": "60"}).stdout.decode()
     assert "0.015 (the rest)" in text and "…" not in text.split("meta")[0]  # wrapped, never cut
     assert "1 tensor," in text
+
+
+class _Terminal:
+    """A stream that says it is a terminal (its width then comes from COLUMNS)."""
+
+    def __init__(self):
+        import io
+
+        self.buffer = io.StringIO()
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        return self.buffer.write(text)
+
+    def flush(self):
+        pass
+
+
+def test_status_lines_wrap_on_a_terminal_and_stay_one_line_in_a_log(monkeypatch):
+    import io
+
+    from dcformat.cli._common import plural, say
+
+    monkeypatch.setenv("COLUMNS", "60")
+    text = f"model.dcf -> restored.safetensors: {plural(104, 'tensor')}, {plural(22713728, 'parameter')}, " \
+           f"{plural(90868864, 'byte')}, 6.1\xa0s"
+    terminal = _Terminal()
+    say("dcunpack", text, terminal)
+    lines = terminal.buffer.getvalue().splitlines()
+    assert len(lines) == 2 and all(len(line) <= 60 for line in lines), lines
+    assert lines[1].startswith(" " * len("dcunpack: ")) and "22,713,728 parameters" in " ".join(lines)
+    log = io.StringIO()
+    say("dcunpack", text, log)
+    assert log.getvalue() == "dcunpack: " + text.replace("\xa0", " ") + "\n"
+    assert plural(1, "tensor") == "1\xa0tensor"
+    long = "/" + "d" * 90 + "/model.dcf"  # longer than the terminal: kept whole on its line
+    terminal = _Terminal()
+    say("dcunpack", f"{long} -> x.npz: {plural(3, 'tensor')}", terminal)
+    assert long in terminal.buffer.getvalue().splitlines()[0]
+
+
+def test_dcunpack_summary_names_long_paths_whole(tmp_path):
+    deep = tmp_path / ("d" * 130)
+    deep.mkdir()
+    source = deep / "m.dcf"
+    dcformat.save_file({"w": np.ones(3, np.float32)}, source)
+    result = cli("dcunpack", source, "-o", deep / "m.npz")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr.decode() == (f"dcunpack: {source} -> {deep / 'm.npz'}: 1 tensor, 3 parameters, "
+                                      f"{(deep / 'm.npz').stat().st_size:,} bytes, "
+                                      f"{result.stderr.decode().rsplit(', ', 1)[1]}")
+    assert result.stderr.decode().endswith(" s\n")

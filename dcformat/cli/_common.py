@@ -12,7 +12,7 @@
   :func:`dcformat.parallel.request_stop`), temporary files are removed, the command prints
   ``interrupted`` and exits with 130; further ones are ignored while it cleans up, so none prints
   a traceback.
-- A "compiling kernels (first run only)" line when Numba's cache holds no kernels yet.
+- A "compiling kernels (once for each kind of work)" line when Numba's cache lacks the kernels a command needs.
 """
 from __future__ import annotations
 
@@ -165,6 +165,33 @@ def wrap(text: str, width: int, indent: str = "  ") -> list[str]:
     lines = textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + " ",
                           break_on_hyphens=False, break_long_words=False) or [indent]
     return [line.replace("\xa0", " ") for line in lines]
+
+
+def say(prog: str, text: str, stream=None) -> None:
+    """A status line on stderr: ``prog: text``, wrapped at spaces to the terminal's width when the
+    stream is a terminal (continuation lines indented under the text), one line otherwise (a log
+    keeps one line per message). A no-break space (U+00A0) keeps a number and its unit together;
+    a path longer than the width is never cut."""
+    import textwrap
+
+    stream = stream or sys.stderr
+    head = f"{prog}: "
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty:
+        lines = textwrap.wrap(text, width=terminal_width(stream), initial_indent=head,
+                              subsequent_indent=" " * len(head), break_on_hyphens=False,
+                              break_long_words=False) or [head]
+    else:
+        lines = [head + text]
+    print("\n".join(line.replace("\xa0", " ") for line in lines), file=stream)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 tensor``, ``104 tensors``, with a no-break space (see :func:`say`)."""
+    return f"{n:,}\xa0{word}{'' if n == 1 else 's'}"
 
 
 def ellipsis(stream=None) -> str:
@@ -334,7 +361,7 @@ COMPILING = "compiling kernels (once for each kind of work, about half a minute)
 
 
 def note_first_compile(prog: str, modules=KERNEL_MODULES, quiet: bool = False) -> bool:
-    """Print "compiling kernels (first run only)" on stderr when the cache lacks them; True if so."""
+    """Print :data:`COMPILING` on stderr when the cache lacks them; True if so."""
     if quiet or os.environ.get("NUMBA_DISABLE_JIT") == "1" or kernels_cached(modules):
         return False
     print(f"{prog}: {COMPILING}", file=sys.stderr, flush=True)

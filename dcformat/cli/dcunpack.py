@@ -34,7 +34,8 @@ import contextlib
 import sys
 
 from ..report import sanitize
-from ._common import OneLineParser, UsageError, check_overwrite, each, note_first_compile, replace_suffix, run
+from ._common import (ERROR_LIMIT, OneLineParser, UsageError, check_overwrite, each, note_first_compile, plural,
+                      replace_suffix, run, say)
 
 
 def default_output(source: str) -> str:
@@ -139,12 +140,12 @@ def main(argv=None) -> int:
                               weights_format=args.weights_format, flat=args.flat,
                               external_data=args.external_data)
             for line in [] if args.quiet else done.get("notes", ()):
-                print(f"dcunpack: note: {sanitize(line, 400)}", file=sys.stderr)
-            if not args.quiet:
+                say("dcunpack", f"note: {sanitize(line, ERROR_LIMIT)}")
+            if not args.quiet:  # paths whole, whatever their length
                 shown = "<stdin>" if source == "-" else source
-                print(f"dcunpack: {sanitize(shown)} -> {sanitize(output)}: {done['tensors']} tensors, "
-                      f"{done['parameters']:,} parameters, {done['bytes']:,} bytes, {done['seconds']:.1f} s",
-                      file=sys.stderr)
+                say("dcunpack", f"{sanitize(shown, 10**6)} -> {sanitize(output, 10**6)}: "
+                    f"{plural(done['tensors'], 'tensor')}, {plural(done['parameters'], 'parameter')}, "
+                    f"{plural(done['bytes'], 'byte')}, {done['seconds']:.1f}\xa0s")
 
         return each("dcunpack", jobs, one)
 
