@@ -144,6 +144,45 @@ def test_filter_pruning_keeps_the_same_count_in_every_filter(make, rate):
                      >= w0.masked_fill(rows != 0, 0).max(1).values).all())
 
 
+@pytest.mark.parametrize("make", [VGGBN, ResNetSmall, UNet, PointNet])
+def test_spare_output_keeps_the_output_layer_whole(make):
+    torch.manual_seed(0)
+    model = make()
+    names = list(find_layers(model))
+    seed_rule, spared = rs.filter_rates(model, 0.9), rs.filter_rates(model, 0.9, spare_output=True)
+    assert names[0] not in seed_rule and names[-1] in seed_rule  # the seed prunes the output layer
+    assert set(spared) == set(seed_rule) - {names[-1]}
+    name, inputs = rs.output_layer_of(model)
+    assert name == names[-1] and inputs == model.get_submodule(name).weight[0].numel()
+    assert seed_rule[name] == math.floor(0.9 * inputs + 1e-9) / inputs
+
+
+def test_unet_has_two_class_output_and_iou_counts_foreground():
+    tasks = build_tasks(_digits(n_train=16, n_test=8), seed=0, segment_train=8)
+    task = tasks["U-Net"]
+    model = task.make_model()
+    assert model(task.x_test[:3]).shape == (3, 2, 28, 28)
+    assert rs.output_layer_of(model) == ("head", 8)
+
+    class Oracle(torch.nn.Module):  # logits that put the target mask's pixels in class 1
+        def __init__(self, masks):
+            super().__init__()
+            self.masks, self.seen = masks, 0
+
+        def forward(self, x):
+            m = self.masks[self.seen:self.seen + len(x)]
+            self.seen += len(x)
+            return torch.stack([1 - m, m], 1)
+
+    perfect = task.evaluate(Oracle(task.y_test))
+    assert perfect == {"IoU": 100.0, "pixel accuracy": 100.0}
+    background = task.evaluate(Oracle(torch.zeros_like(task.y_test)))
+    assert background["IoU"] == 0.0
+    assert background["pixel accuracy"] == pytest.approx(100.0 * float((task.y_test == 0).float().mean()))
+    loss = task.loss(torch.stack([1 - task.y_train, task.y_train], 1) * 20.0, task.y_train)
+    assert float(loss) < 1e-6  # the float masks are the class indices
+
+
 def test_trained_quantizer_takes_any_k():
     torch.manual_seed(0)
     model = VGGBN()
@@ -180,6 +219,29 @@ def test_metric_from_the_dcf_equals_the_in_memory_one(tmp_path, network):
     sparsity = rs.filter_rates(model, 0.8)
     for name, kept in row["kept_per_layer"].items():
         assert kept == pytest.approx(1.0 - sparsity.get(name, 0.0))
+
+
+def test_network_rows_with_the_output_layer_whole_and_the_report(tmp_path):
+    task = build_tasks(_digits(n_train=48, n_test=24), seed=0)["PointNet"]
+    settings = rs.Settings(epochs=1, retrain_epochs=1, quant_epochs=1, bits=4)
+    result, model = rs.run_network(task, settings, [0.9], 0, False, tmp_path, output_layer="both")
+    assert [(row["rate"], row["output_layer"]) for row in result["rates"]] == [(0.9, "pruned")]
+    (whole,) = result["rates_output_whole"]
+    assert whole["rate"] == 0.9 and whole["output_layer"] == "whole"
+    out_name = result["output_layer"]["name"]
+    assert out_name == "fc2" and whole["kept_per_layer"][out_name] == 1.0
+    assert result["rates"][0]["kept_per_layer"][out_name] == pytest.approx(5 / 48)  # 48 - floor(0.9 * 48)
+    assert whole["parameters_kept"] - result["rates"][0]["parameters_kept"] == 10 * (48 - 5)
+    assert whole["metric_from_dcf"] == whole["metric_shared"]
+    assert (tmp_path / whole["dcf_file"]).stat().st_size == whole["dcf_file_bytes"]
+    for row in result["rates"] + [whole]:
+        assert set(row["phases"]) == {"prune and retrain", "share", "sizes, write and reload"}
+        assert row["cpu_seconds"] > 0 and row["seconds"] > 0
+    assert {"train", "rates", "rates, output layer whole"} == set(result["phases"])
+    text = rs.report({"PointNet": result}, None, settings, {"wall": 1.0, "cpu": 2.0}, 1,
+                     {"PointNet": {"wall": 1.0, "cpu": 2.0}})
+    assert "| 0.9, output layer whole |" in text and "c7fb494" in text
+    assert "Output layer `fc2`: 48 inputs per filter (the seed's: 256); at 0.9 each of its filters keeps 5" in text
 
 
 def test_command_line_errors():

@@ -11,9 +11,10 @@ Two repositories this project follows publish compression tables that the LeNet 
   weights with k = 4, 9, 13 and 35 clusters per layer, and shows the pruned weights layer by layer.
 
 Here, for a VGG-BN-style net, a ResNet-style net, a U-Net and a PointNet, each rate gives per-filter
-pruning (:meth:`Pruner.prune_filters`), retraining, weight sharing (:class:`TrainedQuantizer`), a
-.dcf file (:func:`save_dcf`) and the metric once more from a fresh model loaded from that file
-(:func:`load_dcf`). Then the k sweep on the VGG-BN net. Tables go to stdout and ``report.md``,
+pruning (:meth:`Pruner.prune_filters`, every layer but the input layer, as the seed does), retraining,
+weight sharing (:class:`TrainedQuantizer`), a .dcf file (:func:`save_dcf`) and the metric once more
+from a fresh model loaded from that file (:func:`load_dcf`); the highest rates run once more with
+the output layer kept whole (``--output-layer``). Then the k sweep on the VGG-BN net. Tables go to stdout and ``report.md``,
 every figure to ``results.json``, plots and .dcf files to the output directory.
 """
 from __future__ import annotations
@@ -43,23 +44,28 @@ from .seeds_data import read_cifar10
 from .seeds_tasks import Task, build_tasks, parameter_count
 
 RATES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+WHOLE_OUTPUT_RATES = (0.9, 0.95)  # with --output-layer both (the default), rerun with the output layer whole
 K_SWEEP = (4, 9, 13, 35)
 NETWORKS = ("VGG-BN", "ResNet", "U-Net", "PointNet")
 
 # The seeds' published figures (their READMEs), per network: uncompressed (parameters, metric,
 # storage KB) and per compress rate (parameters, metric, storage KB). The U-Net's metric is pixel
-# accuracy on person segmentation; the others' validation accuracy.
+# accuracy on person segmentation; the others' validation accuracy. "output_inputs": the inputs of
+# each output filter in the Keras seed's model code (models/vggnet.py: Dense(512) then the classes;
+# models/resnet.py: 64 channels pooled into the Dense; models/unet.py: a 1×1 conv from 64 channels;
+# models/pointnet.py: Dense(256) then the classes).
 SEED_KERAS = {
-    "VGG-BN": {"net": "VGG-like net, CIFAR-10", "uncompressed": ("1.34M", 85.16, 5273),
+    "VGG-BN": {"net": "VGG-like net, CIFAR-10", "uncompressed": ("1.34M", 85.16, 5273), "output_inputs": 512,
                "rates": {0.9: ("0.134M", 71.77, 306), 0.8: ("0.268M", 84.23, 565), 0.7: ("0.402M", 86.18, 825),
                          0.6: ("0.536M", 86.98, 1085), 0.5: ("0.67M", 86.54, 1344)}},
-    "ResNet": {"net": "ResNet-50, CIFAR-10", "uncompressed": ("0.762M", 93.79, 3366),
+    "ResNet": {"net": "ResNet-50, CIFAR-10", "uncompressed": ("0.762M", 93.79, 3366), "output_inputs": 64,
                "rates": {0.9: ("0.076M", 90.06, 410), 0.8: ("0.152M", 90.96, 557), 0.7: ("0.229M", 90.72, 703),
                          0.6: ("0.305M", 91.07, 851), 0.5: ("0.381M", 90.50, 996)}},
     "U-Net": {"net": "U-Net, person segmentation (pixel accuracy)", "uncompressed": ("9.55M", 98.46, 37410),
+              "output_inputs": 64,
               "rates": {0.95: ("0.478M", 91.93, 936), 0.9: ("0.955M", 98.11, 1877), 0.8: ("1.91M", 98.45, 3741),
                         0.7: ("2.87M", 98.50, 5612), 0.6: ("3.82M", 98.51, 7482), 0.5: ("4.78M", 98.53, 9354)}},
-    "PointNet": {"net": "PointNet, ModelNet40", "uncompressed": ("3.49M", 88.23, 13772),
+    "PointNet": {"net": "PointNet, ModelNet40", "uncompressed": ("3.49M", 88.23, 13772), "output_inputs": 256,
                  "rates": {0.9: ("0.349M", 83.80, 921), 0.8: ("0.698M", 87.21, 1597), 0.7: ("1.05M", 87.18, 2269),
                            0.6: ("1.4M", 88.11, 2945), 0.5: ("1.75M", 88.35, 3607)}},
 }
@@ -132,21 +138,29 @@ def adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def filter_rates(model: nn.Module, rate: float) -> dict[str, float]:
+def filter_rates(model: nn.Module, rate: float, spare_output: bool = False) -> dict[str, float]:
     """The Keras seed's compress rate as sparsities for :meth:`Pruner.prune_filters`.
 
     Every Conv and Linear layer but the first (which reads the raw input and stays whole) is pruned
-    per output filter (or output unit). The seed prunes ``floor(rate * n)`` of a filter's ``n``
-    weights (those below the magnitude at sorted position ``floor(rate * n)``); ``prune_filters``
-    prunes ``round(sparsity * n)``, so each layer gets ``floor(rate * n) / n``. The two differ where
-    it matters most: a filter of 2 inputs at rate 0.8 keeps one weight, not none.
+    per output filter (or output unit), the output layer included, as the seed does; with
+    ``spare_output`` the output layer (the last of :func:`find_layers`) stays whole too. The seed
+    prunes ``floor(rate * n)`` of a filter's ``n`` weights (those below the magnitude at sorted
+    position ``floor(rate * n)``); ``prune_filters`` prunes ``round(sparsity * n)``, so each layer
+    gets ``floor(rate * n) / n``. The two differ where it matters most: a filter of 2 inputs at rate
+    0.8 keeps one weight, not none.
     """
-    layers = find_layers(model)
+    layers = list(find_layers(model).items())
     out = {}
-    for name, layer in list(layers.items())[1:]:
+    for name, layer in layers[1:-1] if spare_output else layers[1:]:
         n = layer.weight[0].numel()
         out[name] = math.floor(rate * n + 1e-9) / n
     return out
+
+
+def output_layer_of(model: nn.Module) -> tuple[str, int]:
+    """The output layer's name and the number of weights each of its output filters reads."""
+    name, layer = list(find_layers(model).items())[-1]
+    return name, layer.weight[0].numel()
 
 
 def pruned_count(model: nn.Module) -> int:
@@ -161,66 +175,109 @@ def write_and_reload(task: Task, model: nn.Module, path: Path, metadata: dict[st
     return {"metrics": task.evaluate(fresh), "file_bytes": path.stat().st_size}
 
 
+class Clock:
+    """Wall and CPU seconds (this process, all threads) of each phase since the last ``lap``."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.start = (self.wall, self.cpu)
+        self.phases: dict[str, dict[str, float]] = {}
+
+    def lap(self, phase: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.phases[phase] = {"wall": wall - self.wall, "cpu": cpu - self.cpu}
+        self.wall, self.cpu = wall, cpu
+
+    def total(self) -> dict[str, float]:
+        return {"wall": time.perf_counter() - self.start[0], "cpu": time.process_time() - self.start[1]}
+
+
 def compress_at_rate(task: Task, baseline: nn.Module, rate: float, settings: Settings, trainer: Trainer,
-                     out: Path, total_params: int) -> dict:
-    """One row of the seeds' table: per-filter pruning at ``rate``, retraining, sharing, .dcf."""
-    start = time.perf_counter()
+                     out: Path, total_params: int, spare_output: bool = False) -> dict:
+    """One row of the seeds' table: per-filter pruning at ``rate``, retraining, sharing, .dcf (with
+    ``spare_output``, the output layer stays whole)."""
+    clock = Clock()
     model = copy.deepcopy(baseline)
     pruner = Pruner(model)
     optimizer = adam(model, settings.retrain_lr)
     pruner.attach(optimizer)
-    kept_per_layer = pruner.prune_filters(filter_rates(model, rate))
+    kept_per_layer = pruner.prune_filters(filter_rates(model, rate, spare_output))
     pruned_only = task.evaluate(model)
-    trainer.fit(model, optimizer, settings.retrain_epochs, f"{task.name} rate {rate} retrain",
-                anneal_from=settings.retrain_lr)
+    label = f"{task.name} rate {rate}" + (" output whole" if spare_output else "")
+    trainer.fit(model, optimizer, settings.retrain_epochs, f"{label} retrain", anneal_from=settings.retrain_lr)
     after_retrain = task.evaluate(model)
     pruner.remove()
     pruned = pruned_count(model)
+    clock.lap("prune and retrain")
 
     quantizer = TrainedQuantizer(model, bits=settings.bits)
     optimizer = adam(model, settings.quant_lr)
     quantizer.attach(optimizer)
-    trainer.fit(model, optimizer, settings.quant_epochs, f"{task.name} rate {rate} share")
+    trainer.fit(model, optimizer, settings.quant_epochs, f"{label} share")
     shared = task.evaluate(model)
+    clock.lap("share")
     sizes = measure(to_dcf_tensors(model))
-    path = out / f"{task.name.lower()}-rate{rate:g}.dcf"
+    path = out / f"{task.name.lower()}-rate{rate:g}{'-output-whole' if spare_output else ''}.dcf"
     reloaded = write_and_reload(task, model, path, {
         "model": task.name, "compress_rate": f"{rate:g}",
-        "method": f"per-filter pruning, retraining, weight sharing 2^{settings.bits} symbols"})
+        "method": f"per-filter pruning{' (output layer whole)' if spare_output else ''}, retraining, "
+                  f"weight sharing 2^{settings.bits} symbols"})
+    clock.lap("sizes, write and reload")
+    total = clock.total()
     row = {
-        "rate": rate, "parameters": total_params, "parameters_kept": total_params - pruned,
+        "rate": rate, "output_layer": "whole" if spare_output else "pruned",
+        "parameters": total_params, "parameters_kept": total_params - pruned,
         "kept_per_layer": kept_per_layer, "metric_pruned_only": pruned_only, "metric_retrained": after_retrain,
         "metric_shared": shared, "metric_from_dcf": reloaded["metrics"], "sizes": sizes,
-        "dcf_file_bytes": reloaded["file_bytes"], "seconds": time.perf_counter() - start,
+        "dcf_file_bytes": reloaded["file_bytes"], "dcf_file": path.name,
+        "seconds": total["wall"], "cpu_seconds": total["cpu"], "phases": clock.phases,
     }
     m = task.metric
-    log(f"{task.name} rate {rate:g}: {row['parameters_kept']} of {total_params} parameters kept, "
+    log(f"{label}: {row['parameters_kept']} of {total_params} parameters kept, "
         f"{m} pruned {pruned_only[m]:.2f}%, retrained {after_retrain[m]:.2f}%, shared {shared[m]:.2f}%, "
         f"from .dcf {reloaded['metrics'][m]:.2f}%, .dcf {reloaded['file_bytes'] / 1000:.1f} KB "
-        f"({row['seconds']:.0f} s)")
+        f"({row['seconds']:.0f} s, CPU {row['cpu_seconds']:.0f} s)")
     return row
 
 
-def run_network(task: Task, settings: Settings, rates, seed: int, progress: bool, out: Path) -> tuple[dict, nn.Module]:
-    start = time.perf_counter()
+def run_network(task: Task, settings: Settings, rates, seed: int, progress: bool, out: Path,
+                output_layer: str = "both") -> tuple[dict, nn.Module]:
+    """Train ``task``'s network, then one row per compress rate. ``output_layer``: "prune" (the
+    seed's rule: the output layer is pruned like the others), "whole" (it stays whole at every rate),
+    or "both" (the seed's rule at every rate, then the rates of :data:`WHOLE_OUTPUT_RATES` once more
+    with the output layer whole)."""
+    clock = Clock()
     trainer = Trainer(task, seed, progress)
     torch.manual_seed(seed)
     model = task.make_model()
     optimizer = adam(model, settings.lr)
     trainer.fit(model, optimizer, settings.epochs, f"{task.name} train", anneal_from=settings.lr)
-    baseline_seconds = time.perf_counter() - start
     total = parameter_count(model)
     metrics = task.evaluate(model)
     sizes = measure(to_dcf_tensors(model))
+    clock.lap("train")
+    baseline = clock.phases["train"]
     log(f"{task.name}: {total} parameters, uncompressed {task.metric} {metrics[task.metric]:.2f}%, "
-        f"float32 {sizes['float32'] / 1000:.1f} KB ({baseline_seconds:.0f} s)")
-    rows = [compress_at_rate(task, model, rate, settings, trainer, out, total) for rate in rates]
+        f"float32 {sizes['float32'] / 1000:.1f} KB ({baseline['wall']:.0f} s, CPU {baseline['cpu']:.0f} s)")
+    rows = [compress_at_rate(task, model, rate, settings, trainer, out, total, output_layer == "whole")
+            for rate in rates]
+    clock.lap("rates")
+    whole = []
+    if output_layer == "both":
+        whole = [compress_at_rate(task, model, rate, settings, trainer, out, total, spare_output=True)
+                 for rate in rates if rate in WHOLE_OUTPUT_RATES]
+        clock.lap("rates, output layer whole")
+    name, fan_in = output_layer_of(model)
+    elapsed = clock.total()
     result = {
         "metric": task.metric, "original_data": task.original, "data_here": task.here,
         "parameters": total, "train_examples": len(task.x_train), "test_examples": len(task.x_test),
-        "uncompressed": {"metrics": metrics, "sizes": sizes, "seconds": baseline_seconds},
-        "layers": {name: list(layer.weight.shape) for name, layer in find_layers(model).items()},
-        "rates": rows, "seconds": time.perf_counter() - start,
+        "uncompressed": {"metrics": metrics, "sizes": sizes, "seconds": baseline["wall"],
+                         "cpu_seconds": baseline["cpu"]},
+        "layers": {n: list(layer.weight.shape) for n, layer in find_layers(model).items()},
+        "output_layer": {"name": name, "inputs_per_filter": fan_in},
+        "rates": rows, "rates_output_whole": whole,
+        "seconds": elapsed["wall"], "cpu_seconds": elapsed["cpu"], "phases": clock.phases,
     }
     return result, model
 
@@ -241,7 +298,7 @@ def std_rule_kept(baseline: nn.Module, rounds: int = 3) -> list[float]:
 
 def k_sweep(task: Task, baseline: nn.Module, settings: Settings, seed: int, progress: bool, out: Path) -> dict:
     """The PyTorch seed's experiment: iterative pruning, then sharing with k clusters per layer."""
-    start = time.perf_counter()
+    clock = Clock()
     trainer = Trainer(task, seed + 7, progress)
     model = copy.deepcopy(baseline)
     layers = find_layers(model)
@@ -266,6 +323,7 @@ def k_sweep(task: Task, baseline: nn.Module, settings: Settings, seed: int, prog
     pruner.remove()
     pruned_weights = {name: layer.weight.detach().numpy().copy() for name, layer in layers.items()}
     pruned_sizes = measure(to_dcf_tensors(model))
+    clock.lap("iterative pruning")
 
     choices = [(f"k = {k}", {"k": k}) for k in K_SWEEP]
     choices.append((f"2^{settings.bits} symbols per layer", {"bits": settings.bits}))
@@ -290,11 +348,13 @@ def k_sweep(task: Task, baseline: nn.Module, settings: Settings, seed: int, prog
                      "dcf_file_bytes": reloaded["file_bytes"]})
         log(f"{task.name} {label}: accuracy {accuracy:.2f}% (from .dcf "
             f"{rows[-1]['accuracy_from_dcf']:.2f}%), .dcf {reloaded['file_bytes'] / 1000:.1f} KB")
+    clock.lap("sharing")
     seeds_plots.pruned_weights(pruned_weights, f"{task.name} after {settings.prune_iterations} pruning "
                                "iterations (black: pruned)", out / f"{task.name.lower()}-pruned-weights.png")
+    elapsed = clock.total()
     return {"network": task.name, "iterations": iterations, "final_sparsity": settings.k_sparsity,
-            "std_rule_kept": seed_rule,
-            "pruned_sizes": pruned_sizes, "shared": rows, "seconds": time.perf_counter() - start}
+            "std_rule_kept": seed_rule, "pruned_sizes": pruned_sizes, "shared": rows,
+            "seconds": elapsed["wall"], "cpu_seconds": elapsed["cpu"], "phases": clock.phases}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,13 +380,15 @@ def network_table(name: str, r: dict) -> list[str]:
              f"Seed's uncompressed {seed['net']}: {seed['uncompressed'][0]} parameters, "
              f"{seed['uncompressed'][1]:.2f}%, {seed['uncompressed'][2]:,} KB.", "",
              head, "|" + "---|" * (head.count("|") - 1)]
-    for row in r["rates"]:
+    for row in r["rates"] + r.get("rates_output_whole", []):
         s = row["sizes"]
         dcf = row["dcf_file_bytes"]
-        published = seed["rates"].get(row["rate"])
+        whole = row.get("output_layer") == "whole"
+        published = None if whole else seed["rates"].get(row["rate"])
         seed_cell = f"{published[0]}, {published[1]:.2f}%, {published[2]:,}" if published else "–"
         lines.append(
-            f"| {row['rate']:g} | {row['parameters_kept']:,} ({100 * row['parameters_kept'] / row['parameters']:.1f}%) "
+            f"| {row['rate']:g}{', output layer whole' if whole else ''} | {row['parameters_kept']:,} "
+            f"({100 * row['parameters_kept'] / row['parameters']:.1f}%) "
             f"| {row['metric_retrained'][m]:.2f}% | {row['metric_shared'][m]:.2f}% | {row['metric_from_dcf'][m]:.2f}% |"
             + (f" {row['metric_from_dcf']['pixel accuracy']:.2f}% |" if extra else "")
             + f" {_kb(dcf)} | {_kb(u['sizes']['float32'])} | {_kb(s['gzip'])} | "
@@ -345,18 +407,33 @@ def shape_comparison(results: dict) -> list[str]:
         ours = {row["rate"]: row["metric_from_dcf"][key] - ours_base for row in r["rates"]}
         theirs = {rate: v[1] - seed["uncompressed"][1] for rate, v in seed["rates"].items()}
         common = sorted(set(ours) & set(theirs))
+        if not common:
+            continue
         within_ours = [rate for rate in sorted(ours) if ours[rate] >= -1.0]
         within_theirs = [rate for rate in sorted(theirs) if theirs[rate] >= -1.0]
         worst = max(common)
         storage_ours = {row["rate"]: 100.0 * row["dcf_file_bytes"] / r["uncompressed"]["sizes"]["float32"]
                         for row in r["rates"]}
         storage_theirs = {rate: 100.0 * v[2] / seed["uncompressed"][2] for rate, v in seed["rates"].items()}
-        lines.append(
-            f"- {name} ({'pixel accuracy' if m == 'IoU' else m}, change from uncompressed): "
-            + ", ".join(f"{rate:g}: ours {ours[rate]:+.2f}, seed {theirs[rate]:+.2f}" for rate in common)
-            + f". Highest rate within 1 point of uncompressed: ours {max(within_ours, default=None)}, "
-            f"seed {max(within_theirs, default=None)}. At {worst:g} the .dcf is {storage_ours[worst]:.1f}% of "
-            f"float32 (seed's file {storage_theirs[worst]:.1f}% of its uncompressed storage).")
+        text = (f"- {name} ({key}, change from uncompressed): "
+                + ", ".join(f"{rate:g}: ours {ours[rate]:+.2f}, seed {theirs[rate]:+.2f}" for rate in common)
+                + f". Highest rate within 1 point of uncompressed: ours {max(within_ours, default=None)}, "
+                f"seed {max(within_theirs, default=None)}. At {worst:g} the .dcf is {storage_ours[worst]:.1f}% of "
+                f"float32 (seed's file {storage_theirs[worst]:.1f}% of its uncompressed storage).")
+        out_name, fan_in = r["output_layer"]["name"], r["output_layer"]["inputs_per_filter"]
+        seed_fan_in = seed["output_inputs"]
+        top = max(ours)
+        text += (f" Output layer `{out_name}`: {fan_in} inputs per filter (the seed's: {seed_fan_in}); at "
+                 f"{top:g} each of its filters keeps {fan_in - math.floor(top * fan_in + 1e-9)} of them "
+                 f"(the seed's {seed_fan_in - math.floor(top * seed_fan_in + 1e-9)}).")
+        pruned_rows = {row["rate"]: row for row in r["rates"]}
+        whole = [row for row in r.get("rates_output_whole", []) if row["rate"] in pruned_rows]
+        if whole:
+            text += (f" With the output layer whole, {m}: "
+                     + ", ".join(f"{row['rate']:g}: {row['metric_from_dcf'][m]:.2f}% "
+                                 f"(pruned: {pruned_rows[row['rate']]['metric_from_dcf'][m]:.2f}%)"
+                                 for row in whole) + ".")
+        lines.append(text)
     return lines
 
 
@@ -374,8 +451,32 @@ def k_table(sweep: dict) -> list[str]:
     return lines
 
 
-def report(results: dict, sweep: dict | None, settings: Settings, seconds: float, threads: int,
-           stage_seconds: dict) -> str:
+SEED_RULE = (
+    "Compress rate, as the Keras seed applies it (TianzhongSong/Model-Compression-Keras at its last commit, "
+    "c7fb494: `train_and_compress_cnn.py`, `train_and_compress_unet.py`, `train_and_compress_pointnet.py` "
+    "and `prune_weights` in `compression.py`): one pass over the trained model's layers; every layer with a "
+    "kernel and a bias is pruned, except the first such layer (\"not compress first convolution layer\"), "
+    "which reads the input. Each output filter (each output unit of a Dense layer) loses its weights below "
+    "the magnitude at sorted position ⌊rate·n⌋ of its n weights. The output layer is pruned like the others, "
+    "and so are 1×1 convolutions (PointNet's whole per-point MLP, U-Net's output), transform-net layers and "
+    "Dense layers. Biases and batch norm are not pruned (batch norm passes the layer test, but a per-element "
+    "'filter' of gamma keeps itself). Then 20–30 epochs of retraining with the masks applied after every "
+    "batch, and `save_compressed_weights`: each kernel as int8 linear levels (one scale per layer) with "
+    "uint8 index gaps (a filler entry per gap over 255) in HDF5, biases and batch norm as float32; "
+    "`decode_and_evaluate_*.py` reads that file back into a fresh model. The seed's 'parameters' column is "
+    "(1 − rate) × all parameters (0.134M = 0.1 × 1.34M, 0.478M = 0.05 × 9.55M, in every row), not a count; "
+    "ours counts: all parameters (biases and batch norm included) less the weights pruned to zero. Here "
+    "the same rule: every Conv and Linear layer but the first is pruned per output filter, the output layer "
+    "included; `Pruner.prune_filters` prunes round(s·n) for a sparsity s, so each layer gets s = ⌊rate·n⌋ / n, "
+    "the seed's count exactly. One difference: our convolutions before batch norm have no bias, and we prune "
+    "them (the seed's layer test, two weight arrays, would skip them: its VGG-like net and U-Net have biases "
+    "and no batch norm, so all their convolutions are pruned, but in its ResNet code only the final Dense "
+    "layer would be, while its published ResNet storage, 410 KB at 0.9 for 0.762M parameters, is below the "
+    "~1.5 MB its coder needs for unpruned convolutions; that table came from an earlier version of the code).")
+
+
+def report(results: dict, sweep: dict | None, settings: Settings, elapsed: dict, threads: int,
+           stages: dict, output_layer: str = "both") -> str:
     lines = ["# The seeds' experiments: per-filter pruning at compress rates, decode-and-evaluate, "
              "and the k sweep", "",
              "Figures of the seeds come from their READMEs: the Keras compression repository "
@@ -387,18 +488,11 @@ def report(results: dict, sweep: dict | None, settings: Settings, seconds: float
              f"per rate {settings.retrain_epochs} epoch(s) of retraining after pruning and "
              f"{settings.quant_epochs} of centroid fine-tuning, weight sharing with 2^{settings.bits} symbols "
              "per layer (the zero of pruned weights included), linear initialization.", "",
-             "Compress rate, as the Keras seed defines it: in every Conv and Linear layer but the first, each "
-             "output filter (each output unit of a Linear layer) loses the fraction `rate` of its weights, "
-             "its smallest in magnitude; the first layer, which reads the raw input, stays whole. The seed "
-             "prunes the weights below the magnitude at sorted position ⌊rate·n⌋ of the filter's n weights "
-             "(⌊rate·n⌋ of them when magnitudes are distinct); `Pruner.prune_filters` prunes round(s·n) "
-             "for a sparsity s, so each layer gets s = ⌊rate·n⌋ / n, the seed's count exactly (with "
-             "round(rate·n), a filter of 2 inputs would lose both at rate 0.8). The seed then stores each kept "
-             "weight as 8-bit linear levels with 8-bit index gaps in HDF5; here the kept weights are shared "
-             "through a k-means codebook per layer with trained centroids, and the .dcf file codes them "
-             "(sparse rows, codebooks, entropy coding). Parameters kept: all parameters (biases and batch "
-             "norm included) less the pruned weights. Sizes: every tensor of the state dict, batch-norm "
-             "statistics included; KB = 1,000 bytes; gzip: the same compressed weights as float32, gzip -9.",
+             SEED_RULE, "", OUTPUT_LAYER_NOTE[output_layer], "",
+             "Here the kept weights are shared through a k-means codebook per layer with trained centroids, "
+             "and the .dcf file codes them (sparse rows, codebooks, entropy coding). Sizes: every tensor of the "
+             "state dict, batch-norm statistics included; KB = 1,000 bytes; gzip: the same compressed weights "
+             "as float32, gzip -9.",
              "", "The metric 'from .dcf' comes from a fresh model loaded from the written file (the seed's "
              "decode-and-evaluate step); it equals the in-memory metric ('shared') in every row.", ""]
     for name, r in results.items():
@@ -421,9 +515,24 @@ def report(results: dict, sweep: dict | None, settings: Settings, seconds: float
                   "", f"Seed (VGG19-BN, CIFAR-10): original {SEED_PYTORCH['original']:.2f}%, pruned 25 iterations "
                   f"{SEED_PYTORCH['pruned']:.2f}%; k = 35 was announced, never published.", ""]
         lines += k_table(sweep) + [""]
-    lines += ["Time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stage_seconds.items()) + ".",
-              f"Total {seconds:.0f} s on {threads} thread(s)."]
+    lines += ["Time per stage, wall / CPU s (CPU: this process, all threads): "
+              + ", ".join(f"{k} {v['wall']:.0f} / {v['cpu']:.0f}" for k, v in stages.items()) + ".",
+              f"Total {elapsed['wall']:.0f} s wall, {elapsed['cpu']:.0f} s CPU, on {threads} thread(s)."]
     return "\n".join(lines)
+
+
+OUTPUT_LAYER_NOTE = {
+    "prune": "Output layer: pruned like the others at every rate (the seed's rule).",
+    "whole": "Output layer: kept whole at every rate (not the seed's rule; the usual practice).",
+    "both": ("Output layer: pruned at every rate (the seed's rule); the rows 'output layer whole' repeat rates "
+             + " and ".join(f"{r:g}" for r in WHOLE_OUTPUT_RATES) + " with it kept whole, the usual practice. "
+             "Our networks are narrower than the seed's, and so are their output layers (the sentences "
+             "below give the inputs per output filter, ours and the seed's): at a high rate an output filter "
+             "of ours keeps one or a few weights where the seed's keeps dozens. Retraining cannot reopen a "
+             "pruned weight, so each class then reads one or two channels of the layer before; when those "
+             "kept weights all favour background, the U-Net predicts background everywhere (IoU 0, pixel "
+             "accuracy = the background's share)."),
+}
 
 
 def _passive_openmp(argv) -> None:
@@ -455,6 +564,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help=f"training epochs (default {Settings.epochs})")
     parser.add_argument("--retrain-epochs", type=int, help="retraining epochs after pruning at each rate "
                         f"(default {Settings.retrain_epochs})")
+    parser.add_argument("--output-layer", choices=("prune", "whole", "both"), default="both",
+                        help="prune: the seed's rule, the output layer pruned like the others; whole: the "
+                        "output layer stays whole at every rate; both (default): the seed's rule, then rates "
+                        + "/".join(f"{r:g}" for r in WHOLE_OUTPUT_RATES) + " again with the output layer whole")
     parser.add_argument("--no-k-sweep", action="store_true")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="tiny data, one epoch per stage: checks the pipeline")
@@ -492,33 +605,37 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    clock = Clock()
     digits = load_digits(args.mnist, seed=args.seed)
     cifar = read_cifar10(args.cifar10) if args.cifar10 else None
     tasks = build_tasks(digits, cifar=cifar, seed=args.seed, train_limit=settings.train_limit,
                         segment_train=settings.segment_train, test_limit=settings.test_limit)
     progress = not args.no_progress
-    results, stage_seconds, baselines = {}, {}, {}
+    clock.lap("data")
+    results, baselines = {}, {}
     for name in names:
-        results[name], baselines[name] = run_network(tasks[name], settings, rates, args.seed, progress, out)
-        stage_seconds[name] = results[name]["seconds"]
+        results[name], baselines[name] = run_network(tasks[name], settings, rates, args.seed, progress, out,
+                                                     args.output_layer)
+        clock.lap(name)
     sweep = None
     if not args.no_k_sweep and "VGG-BN" in names:
         sweep = k_sweep(tasks["VGG-BN"], baselines["VGG-BN"], settings, args.seed, progress, out)
-        stage_seconds["k sweep"] = sweep["seconds"]
-    seconds = time.perf_counter() - start
+        clock.lap("k sweep")
 
     seeds_plots.rates(results, SEED_KERAS, out / "rates.png")
     if sweep is not None:
         seeds_plots.k_sweep(sweep, SEED_PYTORCH, out / "k-sweep.png")
     seeds_plots.tasks({n: tasks[n] for n in names}, {n: baselines[n] for n in names}, out / "tasks.png")
-    text = report(results, sweep, settings, seconds, args.threads, stage_seconds)
+    clock.lap("figures")
+    elapsed = clock.total()
+    text = report(results, sweep, settings, elapsed, args.threads, clock.phases, args.output_layer)
     (out / "report.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps({
         "digits": digits.source, "cifar10": cifar.source if cifar else None, "seed": args.seed,
-        "settings": settings.__dict__, "threads": args.threads, "seconds": seconds,
+        "settings": settings.__dict__, "threads": args.threads, "output_layer": args.output_layer,
+        "seconds": elapsed["wall"], "cpu_seconds": elapsed["cpu"], "stages": clock.phases,
         "networks": results, "k_sweep": sweep,
-        "seeds": {"keras": {n: {"uncompressed": v["uncompressed"],
+        "seeds": {"keras": {n: {"uncompressed": v["uncompressed"], "output_inputs": v["output_inputs"],
                                 "rates": {f"{r:g}": x for r, x in v["rates"].items()}}
                             for n, v in SEED_KERAS.items()},
                   "pytorch": SEED_PYTORCH}}, indent=1, default=str))

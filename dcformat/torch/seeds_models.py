@@ -5,8 +5,8 @@ PyTorch DeepCompression repository a VGG19 with batch norm. These keep each arch
 structure (conv–BN–ReLU stacks with pooling; residual blocks with projection shortcuts; an
 encoder–decoder with skip connections; a shared per-point MLP, an input transform and a symmetric
 max-pool) at a width that trains in seconds per epoch. Every network defines the layer that reads
-the raw input first, so ``find_layers(model)``'s first entry is that layer (the Keras seed leaves
-it unpruned).
+the raw input first and its output layer last, so ``find_layers(model)``'s first entry is the input
+layer (the Keras seed leaves it unpruned) and its last entry the output layer.
 """
 from __future__ import annotations
 
@@ -73,11 +73,13 @@ class ResNetSmall(nn.Module):
 class UNet(nn.Module):
     """U-Net for binary segmentation: an encoder of three levels (two 3×3 conv–BN–ReLU each,
     max-pool between them), a decoder that upsamples ×2 (nearest), concatenates the encoder's
-    features of that level and applies two conv–BN–ReLU, then a 1×1 conv to one logit per pixel.
-    The Keras seed's U-Net has five levels of 64–256 channels on 256×256 images. ``size`` must be
+    features of that level and applies two conv–BN–ReLU, then a 1×1 conv to ``num_classes`` logits per
+    pixel (shape ``(batch, num_classes, H, W)``; class 1 is the foreground). The Keras seed's U-Net has five
+    levels of 64–256 channels on 256×256 images and the same kind of output, a 1×1 conv to 2 classes
+    under a softmax (its models/unet.py, ``Unet(nClasses=2)``). The height and width must be
     divisible by 4."""
 
-    def __init__(self, in_channels: int = 1, width: int = 8):
+    def __init__(self, in_channels: int = 1, width: int = 8, num_classes: int = 2):
         super().__init__()
         c1, c2, c3 = width, 2 * width, 4 * width
         self.enc1 = nn.Sequential(*_conv_bn(in_channels, c1), *_conv_bn(c1, c1))
@@ -85,7 +87,7 @@ class UNet(nn.Module):
         self.enc3 = nn.Sequential(*_conv_bn(c2, c3), *_conv_bn(c3, c3))
         self.dec2 = nn.Sequential(*_conv_bn(c3 + c2, c2), *_conv_bn(c2, c2))
         self.dec1 = nn.Sequential(*_conv_bn(c2 + c1, c1), *_conv_bn(c1, c1))
-        self.head = nn.Conv2d(c1, 1, 1)
+        self.head = nn.Conv2d(c1, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1 = self.enc1(x)
@@ -93,7 +95,7 @@ class UNet(nn.Module):
         e3 = self.enc3(F.max_pool2d(e2, 2))
         d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2.0), e2], 1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0), e1], 1))
-        return self.head(d1).squeeze(1)
+        return self.head(d1)
 
 
 class _TNet(nn.Module):

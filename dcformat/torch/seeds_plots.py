@@ -172,7 +172,7 @@ def tasks(task_map: dict, models: dict, path: Path, examples: int = 6) -> None:
                     ax.set_title("target mask", fontsize=8)
                 else:
                     with torch.no_grad():
-                        pred = task.outputs(models["U-Net"], task.x_test[c:c + 1])[0] > 0
+                        pred = task.masks(task.outputs(models["U-Net"], task.x_test[c:c + 1]))[0]
                     ax.imshow(pred.numpy(), cmap="gray_r")
                     ax.set_title("prediction (uncompressed)", fontsize=8)
             else:

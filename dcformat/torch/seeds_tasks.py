@@ -46,9 +46,16 @@ class Task:
         return self.metric == "IoU"
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy; for segmentation per pixel over the two classes (background, foreground),
+        the seed's softmax output, with the float mask as the class index."""
         if self.segmentation:
-            return F.binary_cross_entropy_with_logits(output, target)
+            return F.cross_entropy(output, target.long())
         return F.cross_entropy(output, target)
+
+    @staticmethod
+    def masks(output: torch.Tensor) -> torch.Tensor:
+        """Predicted foreground masks from a segmentation output ``(batch, 2, H, W)``."""
+        return output.argmax(1) == 1
 
     @torch.no_grad()
     def outputs(self, model: nn.Module, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,7 +69,7 @@ class Task:
         pixels together, and pixel accuracy)."""
         out = self.outputs(model)
         if self.segmentation:
-            pred, truth = out > 0, self.y_test > 0.5
+            pred, truth = self.masks(out), self.y_test > 0.5
             inter, union = int((pred & truth).sum()), int((pred | truth).sum())
             return {"IoU": 100.0 * inter / max(union, 1),
                     "pixel accuracy": 100.0 * float((pred == truth).float().mean())}
