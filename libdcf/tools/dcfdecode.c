@@ -730,7 +730,7 @@ static int atomic_create(atomic_file *a, int dir, const char *leaf)
 static void atomic_discard(atomic_file *a)
 {
     int saved = errno;
-    if (a->fd >= 0) {
+    if (a->fd >= 0 && a->tmp.p != NULL) {
         close(a->fd);
         unlinkat(a->dir, a->tmp.p, 0);
     }
@@ -958,6 +958,7 @@ static int decode_to_safetensors(const char *out_path)
 
     memset(&l, 0, sizeof l);
     memset(&p, 0, sizeof p);
+    a.fd = -1; /* no temporary file yet */
     status = open_input(&ctx, &l);
     if (status == 0)
         status = plan_safetensors(ctx, &l, 0, &p);
@@ -1233,6 +1234,7 @@ static int decode_to_folder(const char *out_dir, int force)
 
     memset(&l, 0, sizeof l);
     memset(&p, 0, sizeof p);
+    a.fd = -1; /* no temporary file yet */
     status = open_input(&ctx, &l);
     if (status == 0 && l.onnx)
         status = fail("%s", "packed from an ONNX model: dcfdecode does not rebuild the .onnx file (dcunpack -o "
@@ -1298,7 +1300,7 @@ static int decode_to_folder(const char *out_dir, int force)
                 goto done;
             if (dir == -2)
                 continue;
-            status = check_target(dir, leaf, out_dir, name, force, NULL, 0, name, n);
+            status = check_target(dir, leaf, out_dir, rel.p, force, NULL, 0, name, n);
             if (dir != root)
                 close(dir);
             if (status != 0)
@@ -1377,7 +1379,7 @@ static int decode_to_folder(const char *out_dir, int force)
         dir = open_parent(root, rel.p, 1, out_dir, &leaf);
         if (dir < 0)
             goto done;
-        if (check_target(dir, leaf, out_dir, name, force, done, ndone, name, n) != 0) {
+        if (check_target(dir, leaf, out_dir, rel.p, force, done, ndone, name, n) != 0) {
             if (dir != root)
                 close(dir);
             goto done;
@@ -1386,7 +1388,7 @@ static int decode_to_folder(const char *out_dir, int force)
             atomic_discard(&a);
             if (dir != root)
                 close(dir);
-            status = write_failed(out_dir, name);
+            status = write_failed(out_dir, rel.p);
             goto done;
         }
         if (dir != root)
