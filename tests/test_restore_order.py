@@ -115,3 +115,15 @@ def test_source_order_places_every_name_once():
     assert [i.name for i in source_order(infos, {"shards": {"f1": ["b", "t"], "f2": ["a"]}}, {"t"})] == ["b", "t", "a", "c"]
     assert [i.name for i in source_order(infos, {ALIAS_POSITIONS: {"t": 0}}, {"t"})] == ["t", "a", "b", "c"]
     assert [i.name for i in source_order(infos, {}, {"t"})] == ["a", "b", "c", "t"]
+
+
+@pytest.mark.xfail(reason="the packer does not record alias_positions yet (dcformat/pack/packer.py): a plain "
+                          "state dict's tied tensor comes back last", strict=False)
+def test_a_plain_tied_state_dict_keeps_its_order(tmp_path):
+    torch = pytest.importorskip("torch")
+    tensors = {k: torch.from_numpy(v) for k, v in _tensors().items()}
+    tensors["head.weight"] = tensors["embed.weight"]  # the same storage
+    torch.save(tensors, tmp_path / "sd.pt")
+    pack(tmp_path / "sd.pt", tmp_path / "sd.dcf")
+    unpack(tmp_path / "sd.dcf", tmp_path / "back.pt")
+    assert list(torch.load(tmp_path / "back.pt", weights_only=True)) == list(tensors)
