@@ -125,9 +125,11 @@ def _torch(path):
 
 
 def numpy_to_torch(torch, array: np.ndarray):
-    """A torch tensor with its own copy of ``array`` (bfloat16 and unsigned dtypes included)."""
+    """A torch tensor with its own copy of ``array`` (bfloat16, float8 and unsigned dtypes included)."""
     if array.dtype.name == "bfloat16":
         return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+    if array.dtype.name in ("float8_e4m3fn", "float8_e5m2"):  # format 1.2
+        return torch.from_numpy(array.view(np.uint8).copy()).view(getattr(torch, array.dtype.name))
     if array.dtype.kind == "u" and array.dtype.itemsize > 1:
         return torch.from_numpy(array.view(f"<i{array.dtype.itemsize}").copy()).view(
             {2: torch.uint16, 4: torch.uint32, 8: torch.uint64}[array.dtype.itemsize])
@@ -152,8 +154,10 @@ def save_torch_object(obj, path) -> None:
 
 
 def _save_npz(tensors, path, metadata):
-    if any(a.dtype.name == "bfloat16" for a in tensors.values()):
-        raise CheckpointError(f"{path!r}: npz cannot hold bfloat16 tensors without pickles; write .safetensors or .pt")
+    odd = sorted({a.dtype.name for a in tensors.values()} & {"bfloat16", "float8_e4m3fn", "float8_e5m2"})
+    if odd:
+        raise CheckpointError(f"{path!r}: npz cannot hold {', '.join(odd)} tensors without pickles; "
+                              "write .safetensors or .pt")
     # numpy.savez's own keywords ("file", "allow_pickle") could clash with tensor names: write the
     # archive as savez does, one uncompressed ".npy" member per tensor.
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
