@@ -270,6 +270,12 @@ def test_quick_run_writes_the_seeds_tables(tmp_path):
             assert row["dcf_file_bytes"] < r["uncompressed"]["sizes"]["float32"]
         kept = [row["parameters_kept"] for row in r["rates"]]
         assert kept == sorted(kept, reverse=True)
+        assert [row["rate"] for row in r["rates_output_whole"]] == list(rs.WHOLE_OUTPUT_RATES)
+        for row in r["rates_output_whole"]:
+            assert row["metric_from_dcf"] == row["metric_shared"]
+            assert row["kept_per_layer"][r["output_layer"]["name"]] == 1.0
+    assert set(results["stages"]) == {"data", *rs.NETWORKS, "k sweep", "figures"}
+    assert results["cpu_seconds"] > 0
     sweep = results["k_sweep"]
     assert [row.get("k") for row in sweep["shared"]][:4] == list(rs.K_SWEEP)
     for row in sweep["shared"]:

@@ -420,6 +420,12 @@ def shape_comparison(results: dict) -> list[str]:
                 + f". Highest rate within 1 point of uncompressed: ours {max(within_ours, default=None)}, "
                 f"seed {max(within_theirs, default=None)}. At {worst:g} the .dcf is {storage_ours[worst]:.1f}% of "
                 f"float32 (seed's file {storage_theirs[worst]:.1f}% of its uncompressed storage).")
+        row_worst = next(row for row in r["rates"] if row["rate"] == worst)
+        seed_params = float(seed["rates"][worst][0].rstrip("M")) * 1e6
+        per_param = row_worst["dcf_file_bytes"] / row_worst["parameters_kept"]
+        text += (f" Bytes per parameter kept at {worst:g}: ours {per_param:.2f} (batch-norm statistics and "
+                 "the whole input layer included), the seed's "
+                 f"{seed['rates'][worst][2] * 1000 / seed_params:.2f} (its storage over its parameters column).")
         out_name, fan_in = r["output_layer"]["name"], r["output_layer"]["inputs_per_filter"]
         seed_fan_in = seed["output_inputs"]
         top = max(ours)
