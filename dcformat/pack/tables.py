@@ -463,7 +463,7 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
     tensors = {name: a for name, a in tensors.items() if recipe.selects(name)}
     prefix = prefix or (os.path.splitext(source_name)[0] if source_name else "model")
     norms = {name: float(np.linalg.norm(a.reshape(-1).astype(np.float64))) for name, a in tensors.items()
-             if a.dtype.kind == "f" or a.dtype.name == "bfloat16"}
+             if a.dtype.kind == "f" or a.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")}
     norm = math.sqrt(sum(n * n for n in norms.values()))
     os.makedirs(out_dir, exist_ok=True)
     rows, details = [], {"stages": {}}
