@@ -222,3 +222,47 @@ def test_scratch_bound_holds_exactly_for_float8(lib):
             assert counter.peak - after_open <= f.scratch_size(i, out_type), (f.name(i), out_type)
     f.close()
     assert counter.outstanding == 0
+
+
+def _with_values(payload: bytes, codec: int, dtype=E4M3) -> bytes:
+    """A 1.2 file of one RAW float8 tensor of 40 elements whose VALUES stream is ``payload``."""
+    import fuzz_helpers as fh
+
+    model = fh.parse_model(dcformat.save({"w": np.zeros(40, dtype)}, encodings={"w": {"codecs": ("plain",)}}))
+    stream = model.tensors[0].chunks[0].streams[0]
+    stream.codec, stream.param, stream.payload = codec, 0, payload
+    return fh.serialize(model)
+
+
+def _huffman_payload(alphabet: int, count: int) -> bytes:
+    """One lane, symbols 0 and ``alphabet - 1`` of length 1, every symbol 0."""
+    import struct
+
+    lengths = [0] * alphabet
+    lengths[0] = lengths[alphabet - 1] = 1
+    bits = sum(v << (5 * i) for i, v in enumerate(lengths))
+    table = bits.to_bytes((5 * alphabet + 7) // 8, "little")
+    lane = bytes((count + 7) // 8)
+    return struct.pack("<BBHI", 1, 1, 0, alphabet) + table + struct.pack("<I", len(lane)) + lane
+
+
+@pytest.mark.parametrize("dtype", [E4M3, E5M2], ids=["e4m3", "e5m2"])
+def test_one_byte_codec_rules(lib, dtype):
+    """RAW float8 values are one-byte elements (spec §4.3.1): HUFFMAN's alphabet is at most 256 and
+    BYTEPLANES does not apply; both decoders refuse the tensor when it is decoded."""
+    import struct
+
+    good = _with_values(_huffman_payload(256, 40), 2, dtype)
+    assert dcformat.load(good)["w"].view(np.uint8).tolist() == [0] * 40
+    with lib.open(good) as f:
+        assert f.decode(0).view(np.uint8).tolist() == [0] * 40
+    planes = struct.pack("<BBH", 0, 1, 0) + struct.pack("<BxxxI", 0, 40) + bytes(40)
+    for payload, codec, name in ((_huffman_payload(257, 40), 2, "HUFFMAN_TABLE"), (planes, 4, "BAD_CODEC_PARAM")):
+        data = _with_values(payload, codec, dtype)
+        with dcformat.DCFReader(data) as reader:  # opens: the fault is inside the stream
+            with pytest.raises(CorruptFileError):
+                reader.get_tensor("w")
+        with lib.open(data) as f:
+            with pytest.raises(DcfError) as e:
+                f.decode(0)
+            assert e.value.name == name, e.value
