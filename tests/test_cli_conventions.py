@@ -187,15 +187,59 @@ def test_jit_note_only_while_the_cache_is_empty(tmp_path):
 
     code = ("import sys; from dcformat.cli import _common; "
             "sys.exit(0 if _common.note_first_compile('dcpack') else 3)")
-    # a fresh cache directory and kernels that are not cached beside the package: the note
+    # a fresh cache directory and kernels that are not cached beside the package: the note is armed
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, **env})
-    if kernels_cached():
-        assert result.returncode == 3 and result.stderr == ""
-    else:
-        assert result.returncode == 0
-        assert result.stderr.strip() == "dcpack: compiling kernels (once for each kind of work, about half a minute)"
+    assert result.stderr == ""  # armed or not, nothing was compiled: no note
+    assert result.returncode == (3 if kernels_cached() else 0)
+
+
+ARMED = r"""
+import sys
+from dcformat.cli import _common
+_common.kernels_cached = lambda *modules: False     # as on a fresh install
+assert _common.note_first_compile("dcpack")
+assert "numba" not in sys.modules                   # arming imports no Numba
+print("armed", file=sys.stderr, flush=True)
+if sys.argv[1] == "compile":
+    import numba
+
+    @numba.njit
+    def twice(x):
+        return 2 * x
+
+    @numba.njit
+    def thrice(x):
+        return 3 * x
+
+    assert twice(21) == 42 and thrice(1) == 3       # two compiles, one note
+"""
+
+
+@pytest.mark.parametrize("what", ["compile", "nothing"])
+def test_jit_note_prints_when_numba_compiles_and_only_then(what):
+    result = subprocess.run([sys.executable, "-c", ARMED, what], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    expected = ["armed"] + (["dcpack: compiling kernels (once for each kind of work, about half a minute)"]
+                            if what == "compile" else [])
+    assert result.stderr.splitlines() == expected
+
+
+FRESH_INSTALL = ("import importlib, sys; from dcformat.cli import _common; "
+                 "_common.kernels_cached = lambda *modules: False; "  # no kernel cached, as on a fresh install
+                 "sys.exit(importlib.import_module('dcformat.cli.' + sys.argv[1]).main(sys.argv[2:]))")
+
+
+def test_a_usage_error_or_a_bad_file_never_says_compiling(tmp_path):
+    (tmp_path / "bad.dcf").write_bytes(b"not a dcf file at all, not even close")
+    dcformat.save_file({"w": np.ones(3, np.float32)}, tmp_path / "small.dcf")
+    for prog, args, status in [("dctable", ["m.dcf", "--plot", "p.png"], 2), ("dcunpack", ["bad.dcf", "-o", "r.npz"], 1),
+                               ("dctable", ["bad.dcf"], 1), ("dcunpack", ["small.dcf", "-o", "s.npz", "-q"], 0)]:
+        result = subprocess.run([sys.executable, "-c", FRESH_INSTALL, prog, *args], capture_output=True,
+                                cwd=tmp_path, text=True)
+        assert result.returncode == status, (prog, result.stderr)
+        assert "compiling" not in result.stderr and len(result.stderr.splitlines()) == (status > 0), result.stderr
 
 
 def test_kernels_cached_reads_the_index_files(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import sys
+import threading
 
 OK, DATA_ERROR, USAGE_ERROR, INTERRUPTED = 0, 1, 2, 130
 """Exit statuses: done, bad data (a file that cannot be read or written), bad usage, Ctrl-C."""
@@ -361,11 +362,77 @@ COMPILING = "compiling kernels (once for each kind of work, about half a minute)
 
 
 def note_first_compile(prog: str, modules=KERNEL_MODULES, quiet: bool = False) -> bool:
-    """Print :data:`COMPILING` on stderr when the cache lacks them; True if so."""
+    """When the cache lacks ``modules``' kernels: print :data:`COMPILING` on stderr as Numba starts
+    compiling one (its ``numba:compile`` event, which a cache hit does not raise), so that a usage
+    error, a bad file or a small file decoded without Numba prints no such line. True if armed."""
     if quiet or os.environ.get("NUMBA_DISABLE_JIT") == "1" or kernels_cached(modules):
         return False
-    print(f"{prog}: {COMPILING}", file=sys.stderr, flush=True)
+    _CompileNote.arm(prog)
     return True
+
+
+class _CompileNote:
+    """Prints the JIT note once, at Numba's first compile in this process (numba imported or not yet:
+    an import watcher installs the listener once numba is loaded, without importing it itself)."""
+
+    prog = None
+    printed = False
+    listening = False
+    lock = threading.Lock()
+
+    @classmethod
+    def arm(cls, prog: str) -> None:
+        cls.prog = prog
+        if "numba" in sys.modules:
+            cls._listen()
+        elif not any(isinstance(f, _NumbaImportWatch) for f in sys.meta_path):
+            sys.meta_path.insert(0, _NumbaImportWatch())
+
+    @classmethod
+    def _listen(cls) -> None:
+        if cls.listening:
+            return
+        cls.listening = True
+        from numba.core import event
+
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                with cls.lock:
+                    if cls.printed or cls.prog is None:
+                        return
+                    cls.printed = True
+                print(f"{cls.prog}: {COMPILING}", file=sys.stderr, flush=True)
+
+            def on_end(self, ev):
+                pass
+
+        event.register("numba:compile", Listener())
+
+
+class _NumbaImportWatch:
+    """A meta-path finder that lets the normal finders import numba, then starts the listener."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "numba":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("numba")
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_listen(module):
+            exec_module(module)
+            try:
+                _CompileNote._listen()
+            except Exception:  # a numba without the event API: no note, nothing else changes
+                pass
+
+        loader.exec_module = exec_then_listen
+        return spec
 
 
 # ----------------------------------------------------------------------------------------------
