@@ -199,8 +199,7 @@ def test_pickled_module_refusal_is_one_clean_sentence(tmp_path, cli):
     assert "\\x1b" not in line and "\x1b" not in line
     # the library's own sentence, whole, naming the object (the CLI matches no torch text)
     assert line == (f"dcpack: error: {str(path)!r}: holds pickled Python objects (torch.nn.modules.linear.Linear), "
-                    "not only tensors; torch.load(weights_only=True) refuses to unpickle them, and so does "
-                    "dcformat. For a model saved whole (torch.save(model)), save its state dict instead: "
+                    "which dcformat never unpickles (torch.load(weights_only=True)); save the state dict instead: "
                     "torch.save(model.state_dict(), path)")
 
 

@@ -482,9 +482,8 @@ class PickledObjectsError(CheckpointError):
     def __init__(self, path, objects):
         self.path, self.objects = os.fspath(path), list(objects)
         shown = ", ".join(self.objects[:3]) + (f" and {len(self.objects) - 3} more" if len(self.objects) > 3 else "")
-        super().__init__(f"{self.path!r}: holds pickled Python objects ({shown}), not only tensors; "
-                         "torch.load(weights_only=True) refuses to unpickle them, and so does dcformat. For a "
-                         "model saved whole (torch.save(model)), save its state dict instead: "
+        super().__init__(f"{self.path!r}: holds pickled Python objects ({shown}), which dcformat never "
+                         "unpickles (torch.load(weights_only=True)); save the state dict instead: "
                          "torch.save(model.state_dict(), path)")
 
 
