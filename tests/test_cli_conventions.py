@@ -202,7 +202,11 @@ _common.kernels_cached = lambda *modules: False     # as on a fresh install
 assert _common.note_first_compile("dcpack")
 assert "numba" not in sys.modules                   # arming imports no Numba
 print("armed", file=sys.stderr, flush=True)
-if sys.argv[1] == "compile":
+if sys.argv[1] == "bar":                            # a progress bar drawn while Numba compiles
+    from tqdm.auto import tqdm
+    bar = tqdm(total=10, desc="packing", disable=False, mininterval=0)
+    bar.update(3)
+if sys.argv[1] in ("compile", "bar"):
     import numba
 
     @numba.njit
@@ -217,13 +221,16 @@ if sys.argv[1] == "compile":
 """
 
 
-@pytest.mark.parametrize("what", ["compile", "nothing"])
+@pytest.mark.parametrize("what", ["compile", "nothing", "bar"])
 def test_jit_note_prints_when_numba_compiles_and_only_then(what):
     result = subprocess.run([sys.executable, "-c", ARMED, what], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    expected = ["armed"] + (["dcpack: compiling kernels (once for each kind of work, about half a minute)"]
-                            if what == "compile" else [])
-    assert result.stderr.splitlines() == expected
+    note = "dcpack: compiling kernels (once for each kind of work, about half a minute)"
+    if what == "bar":  # on a line of its own, not after the bar's text
+        lines = result.stderr.replace("\r", "\n").splitlines()
+        assert note in lines and result.stderr.count(note) == 1, repr(result.stderr)
+        return
+    assert result.stderr.splitlines() == ["armed"] + ([note] if what == "compile" else [])
 
 
 FRESH_INSTALL = ("import importlib, sys; from dcformat.cli import _common; "

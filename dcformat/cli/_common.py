@@ -401,12 +401,26 @@ class _CompileNote:
                     if cls.printed or cls.prog is None:
                         return
                     cls.printed = True
-                print(f"{cls.prog}: {COMPILING}", file=sys.stderr, flush=True)
+                _note_line(f"{cls.prog}: {COMPILING}")
 
             def on_end(self, ev):
                 pass
 
         event.register("numba:compile", Listener())
+
+
+def _note_line(text: str) -> None:
+    """A line on stderr that a progress bar being drawn does not swallow (tqdm clears and redraws it)."""
+    if "tqdm" in sys.modules:
+        try:
+            from tqdm.std import tqdm
+
+            if len(getattr(tqdm, "_instances", ())):
+                tqdm.write(text, file=sys.stderr)
+                return
+        except Exception:
+            pass
+    print(text, file=sys.stderr, flush=True)
 
 
 class _NumbaImportWatch:
