@@ -517,3 +517,51 @@ def test_dcunpack_summary_names_long_paths_whole(tmp_path):
                                       f"{(deep / 'm.npz').stat().st_size:,} bytes, "
                                       f"{result.stderr.decode().rsplit(', ', 1)[1]}")
     assert result.stderr.decode().endswith(" s\n")
+
+
+STUCK_WORKER = r"""
+import os, signal, sys, threading, time
+import numpy as np
+from dcformat import DCFWriter
+from dcformat.cli._common import run
+
+def compile_forever():        # stands for Numba compiling a kernel: nothing can interrupt it
+    time.sleep(600)
+
+def body():
+    writer = DCFWriter(sys.argv[1])
+    writer.add("w", np.ones((64, 64), np.float32))
+    worker = threading.Thread(target=compile_forever)  # not a daemon: the exit would wait for it
+    worker.start()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(30)
+    finally:
+        open(sys.argv[2], "w").close()  # the first Ctrl-C is being handled
+        worker.join()
+    return 0
+
+sys.exit(run("prog", body))
+"""
+
+
+@pytest.mark.parametrize("second", [False, True])
+def test_ctrl_c_ends_the_process_even_when_a_worker_cannot_stop(tmp_path, second):
+    import signal
+    import time
+
+    out, ready = tmp_path / "out", tmp_path / "ready"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_WORKER, str(out / "a.dcf"), str(ready)],
+                            stderr=subprocess.PIPE, text=True)
+    if second:  # a second Ctrl-C while the first one's stop waits for the worker
+        while not ready.exists() and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)  # the worker sleeps 600 s: waiting for it would time out
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err == "prog: interrupted\n"
+    assert os.listdir(out) == []  # the writer's temporary file removed

@@ -10,8 +10,9 @@
   temporary file (``.x.dcf.<tag>.tmp``) names the target instead (:func:`describe_error`).
 - Ctrl-C: the first one stops the work (the budget search's threads see
   :func:`dcformat.parallel.request_stop`), temporary files are removed, the command prints
-  ``interrupted`` and exits with 130; further ones are ignored while it cleans up, so none prints
-  a traceback.
+  ``interrupted`` and exits with 130; if that takes over :data:`FORCE_EXIT_AFTER` seconds (a
+  worker thread inside a compile cannot be stopped), or on a second Ctrl-C, the process ends there
+  and then, temporary files removed, the same one line, no traceback.
 - A "compiling kernels (once for each kind of work)" line when Numba's cache lacks the kernels a command needs.
 """
 from __future__ import annotations
@@ -240,8 +241,53 @@ def _library_errors() -> tuple:
 # Running a command
 
 
+FORCE_EXIT_AFTER = 2.0
+"""Seconds the first Ctrl-C's orderly stop may take before the process is ended anyway: a worker
+thread inside a compiled step (Numba compiling a kernel on the first run, one k-means candidate)
+cannot be interrupted, and the main thread, or the interpreter's exit, would wait for it."""
+
+
+class _Interrupt:
+    prog = "dcformat"
+    said = False
+    lock = threading.Lock()
+
+
+def _say_interrupted() -> None:
+    with _Interrupt.lock:
+        if _Interrupt.said:
+            return
+        _Interrupt.said = True
+    _end_progress_bars()
+    print(f"{_Interrupt.prog}: interrupted", file=sys.stderr, flush=True)
+
+
+def _force_exit() -> None:
+    """End the process now: temporary files removed, the one line printed, status 130. Runs on a
+    thread of its own (never inside a signal handler, which may have interrupted a lock's holder)."""
+    from ..atomic import remove_live_temps
+
+    try:
+        remove_live_temps()
+        _say_interrupted()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+    finally:
+        os._exit(INTERRUPTED)
+
+
+def _start_force_exit(delay: float) -> None:
+    timer = threading.Timer(delay, _force_exit)
+    timer.daemon = True
+    timer.start()
+
+
 def _on_second_interrupt(signum, frame) -> None:
-    """Ctrl-C while the first one's cleanup runs: ignored (a traceback from inside it helps nobody)."""
+    """Ctrl-C while the first one's cleanup runs: end now, quietly (no traceback from inside it)."""
+    _start_force_exit(0.0)
 
 
 def _on_interrupt(signum, frame) -> None:
@@ -249,6 +295,7 @@ def _on_interrupt(signum, frame) -> None:
 
     parallel.request_stop()
     signal.signal(signal.SIGINT, _on_second_interrupt)
+    _start_force_exit(FORCE_EXIT_AFTER)  # if the orderly stop (or the exit's thread joins) hangs
     raise KeyboardInterrupt
 
 
@@ -285,6 +332,7 @@ def run(prog: str, body) -> int:
 
     setup_streams()
     installed = False
+    _Interrupt.prog, _Interrupt.said = prog, False
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         try:
             signal.signal(signal.SIGINT, _on_interrupt)
@@ -298,8 +346,7 @@ def run(prog: str, body) -> int:
             signal.signal(signal.SIGINT, _on_second_interrupt)
         except ValueError:
             pass
-        _end_progress_bars()
-        print(f"{prog}: interrupted", file=sys.stderr)
+        _say_interrupted()
         return INTERRUPTED
     except BrokenPipeError:
         _quiet_stdout()
@@ -311,7 +358,7 @@ def run(prog: str, body) -> int:
         print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
         return DATA_ERROR
     finally:
-        if installed:
+        if installed and not _Interrupt.said:  # once interrupted, a Ctrl-C during the exit ends it quietly
             try:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             except ValueError:
