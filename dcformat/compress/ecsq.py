@@ -87,8 +87,7 @@ def uniform_quantize(w, step: float, deadzone: float = 0.5) -> CodebookTensor:
         raise ValueError(f"deadzone must be in [0, 8] steps, not {deadzone}")
     wide = np.float64 if arr.dtype == np.float64 else np.float32
     flat = arr.astype(wide, copy=False).reshape(-1)
-    dtype = arr.dtype if arr.dtype in (np.float16, np.float32, np.float64) \
-        or arr.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2") \
+    dtype = arr.dtype if arr.dtype in (np.float16, np.float32, np.float64) or arr.dtype.name == "bfloat16" \
         else np.dtype(np.float32)
     if flat.size == 0:
         return CodebookTensor(np.zeros(1, np.float32), np.zeros(arr.shape, np.int32), dtype)
@@ -97,20 +96,42 @@ def uniform_quantize(w, step: float, deadzone: float = 0.5) -> CodebookTensor:
     return from_sorted(u, inverse.reshape(-1), counts, step, deadzone, arr.shape, dtype)
 
 
-def from_sorted(u, inverse, counts, step, deadzone, shape, dtype) -> CodebookTensor:
-    """:func:`uniform_quantize` from ``numpy.unique``'s output (the budget search has it already)."""
-    stats = grid_stats(u, counts, step, deadzone, dtype)
-    if stats.k > MAX_CELLS:
-        raise ValueError(f"step {step:g} needs {stats.k} codebook entries (at most {MAX_CELLS})")
-    labels = _kernels().grid_labels(u, float(step), float(deadzone), stats.cells)
+def _codebook_table(stats: GridStats):
+    """The codebook of a grid (its cells' float32 values, coinciding ones merged) and, per cell,
+    its index in it (``ZERO_INDEX`` for cell 0)."""
     zero = stats.cells == 0
     codebook, slot = np.unique(stats.values[~zero], return_inverse=True)  # float32 means may coincide
     table = np.full(stats.cells.size, ZERO_INDEX, np.int64)
     table[~zero] = slot.reshape(-1)
     if codebook.size == 0:
         codebook = np.zeros(1, np.float32)
+    return codebook.astype(np.float32), table
+
+
+def _grid_stats_checked(u, counts, step, deadzone, dtype) -> GridStats:
+    stats = grid_stats(u, counts, step, deadzone, dtype)
+    if stats.k > MAX_CELLS:
+        raise ValueError(f"step {step:g} needs {stats.k} codebook entries (at most {MAX_CELLS})")
+    return stats
+
+
+def from_sorted(u, inverse, counts, step, deadzone, shape, dtype) -> CodebookTensor:
+    """:func:`uniform_quantize` from ``numpy.unique``'s output (the budget search has it already)."""
+    stats = _grid_stats_checked(u, counts, step, deadzone, dtype)
+    labels = _kernels().grid_labels(u, float(step), float(deadzone), stats.cells)
+    codebook, table = _codebook_table(stats)
     indices = table[labels][inverse].astype(np.int32).reshape(shape)
-    return CodebookTensor(codebook.astype(np.float32), indices, dtype)
+    return CodebookTensor(codebook, indices, dtype)
+
+
+def from_values(flat, u, counts, step, deadzone, shape, dtype) -> CodebookTensor:
+    """:func:`from_sorted` without the inverse: each value of ``flat`` (the tensor, flattened) finds
+    its cell itself, and the int32 indices are the only array of the tensor's size made."""
+    stats = _grid_stats_checked(u, counts, step, deadzone, dtype)
+    codebook, table = _codebook_table(stats)
+    indices = np.empty(flat.size, np.int32)
+    _kernels().grid_indices(flat, float(step), float(deadzone), stats.cells, table, indices)
+    return CodebookTensor(codebook, indices.reshape(shape), dtype)
 
 
 def gaussian_rate(relative_error: float) -> float:

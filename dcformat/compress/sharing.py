@@ -14,6 +14,7 @@ float32 codebook actually returned (each value's nearest entry, ties to the lowe
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -202,13 +203,46 @@ def _lloyd_sorted(u, counts, c, iters, sums=None):
     """Lloyd's on the sorted distinct values ``u`` with multiplicities ``counts``, from ``c``.
 
     ``sums``: ``prefix_sums(u, counts)`` when the caller already has them (several codebooks of
-    the same values). Compiled: :func:`dcformat.kernels.kmeans.lloyd_sorted`."""
+    the same values), or ``(*prefix_checkpoints(u, counts, every), every)``: the same sums kept at
+    every ``every``-th value only. ``u`` may be float32 (the budget search keeps a float32 tensor's values so):
+    every sum is float64 either way, with the same result. Compiled:
+    :func:`dcformat.kernels.kmeans.lloyd_sorted`'s rounds, run in slices of a few tens of
+    milliseconds with a stop check (Ctrl-C, :func:`dcformat.parallel.check_stop`) between them;
+    the result does not depend on the slicing."""
+    from ..parallel import check_stop
+
     kernels = _kmeans_kernels()
-    u = np.ascontiguousarray(u, dtype=np.float64)
-    counts = np.ascontiguousarray(counts, dtype=np.int64)
-    cum_n, cum_s = kernels.prefix_sums(u, counts) if sums is None else sums
-    c0 = np.array(c, dtype=np.float64)
-    return kernels.lloyd_sorted(u, counts, cum_n, cum_s, c0, int(iters))
+    u = np.ascontiguousarray(u)
+    if u.dtype not in (np.float32, np.float64):
+        u = u.astype(np.float64)
+    counts = np.ascontiguousarray(counts)
+    if counts.dtype not in (np.int32, np.int64):
+        counts = counts.astype(np.int64)
+    if sums is None:
+        ck_n, ck_s, every = *kernels.prefix_sums_wide(u, counts), 1
+    else:  # prefix_sums(u, counts), or prefix_checkpoints(u, counts, every) and every
+        ck_n, ck_s, every = sums if len(sums) == 3 else (*sums, 1)
+    c = np.array(c, dtype=np.float64)
+    bounds, have_bounds = np.empty(0, np.int64), False
+    left, rounds = int(iters), 4
+    while left > 0:
+        started = time.perf_counter()
+        c, bounds, have_bounds, done, converged = kernels.lloyd_rounds(
+            u, counts, ck_n, ck_s, int(every), c, bounds, have_bounds, min(rounds, left))
+        left -= done
+        if converged:
+            break
+        check_stop()
+        elapsed = time.perf_counter() - started
+        if elapsed < SLICE_SECONDS / 4:
+            rounds *= 2
+        elif elapsed > SLICE_SECONDS:
+            rounds = max(1, rounds // 2)
+    return kernels.lloyd_finish(u, counts, c, bounds, have_bounds)
+
+
+SLICE_SECONDS = 0.05
+"""About how long one compiled slice of Lloyd's rounds runs before a stop check."""
 
 
 def _finalize(u, c):
@@ -315,7 +349,7 @@ def _dp_kernel():
 
 
 def _decoded_dtype(dtype: np.dtype) -> np.dtype:
-    if dtype in (np.float16, np.float32, np.float64) or dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+    if dtype in (np.float16, np.float32, np.float64) or dtype.name == "bfloat16":
         return dtype
     return np.dtype(np.float32)
 

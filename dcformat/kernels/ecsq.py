@@ -28,10 +28,17 @@ def grid_cells(u, counts, step, deadzone):
     ``n`` the total count, ``s1``/``s2`` the sums of ``counts * d`` and ``counts * d**2`` with
     ``d = u - cell * step``."""
     m = u.shape[0]
-    cells = np.empty(m, np.float64)
-    n = np.empty(m, np.float64)
-    s1 = np.empty(m, np.float64)
-    s2 = np.empty(m, np.float64)
+    occupied = 0  # a first pass counts the cells, so that only they are allocated
+    last = np.nan
+    for i in range(m):
+        c = cell_of(u[i], step, deadzone)
+        if c != last:
+            occupied += 1
+            last = c
+    cells = np.empty(occupied, np.float64)
+    n = np.empty(occupied, np.float64)
+    s1 = np.empty(occupied, np.float64)
+    s2 = np.empty(occupied, np.float64)
     k = -1
     last = np.nan
     for i in range(m):
@@ -48,8 +55,7 @@ def grid_cells(u, counts, step, deadzone):
         n[k] += w
         s1[k] += w * d
         s2[k] += w * d * d
-    k += 1
-    return cells[:k], n[:k], s1[:k], s2[:k]
+    return cells, n, s1, s2
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,4 +69,23 @@ def grid_labels(u, step, deadzone, cells):
         while cells[j] != c:
             j += 1
         out[i] = j
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def grid_indices(x, step, deadzone, cells, table, out):
+    """Per value of ``x`` (any order), ``table[position of its cell in the sorted cells]`` (int32
+    ``out``): :func:`grid_labels` without going through the sorted distinct values."""
+    k = cells.shape[0]
+    for i in range(x.shape[0]):
+        c = cell_of(np.float64(x[i]), step, deadzone)
+        lo = 0
+        hi = k
+        while lo < hi:  # the first cell >= c (c is one of them)
+            mid = (lo + hi) // 2
+            if cells[mid] < c:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[i] = table[lo]
     return out

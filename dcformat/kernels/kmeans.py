@@ -364,3 +364,343 @@ def magnitude_keep(x, t, ties):
         else:
             keep[i] = True
     return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Lean helpers of the error-budget search: sorted distinct values without an inverse, kept counts
+# from a threshold, and per-element codebook indices straight from the values (no n-sized
+# intermediate arrays: the search of a 200 MB tensor must fit in a few times its size).
+
+
+@numba.njit(cache=True, nogil=True)
+def count_distinct(s):
+    """How many distinct values sorted ``s`` holds (``-0.0`` and ``+0.0`` are one)."""
+    m = 0
+    for i in range(s.shape[0]):
+        if i == 0 or s[i] != s[i - 1]:
+            m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def sorted_distinct(s, counts_out):
+    """For sorted finite values ``s``: write the distinct values (``-0.0`` merged into ``+0.0``) to
+    the front of ``s`` in place and their multiplicities to ``counts_out``; return how many."""
+    n = s.shape[0]
+    m = 0
+    i = 0
+    while i < n:
+        x = s[i]
+        j = i + 1
+        while j < n and s[j] == x:
+            j += 1
+        s[m] = x + 0.0  # -0.0 + 0.0 is +0.0
+        counts_out[m] = j - i
+        m += 1
+        i = j
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def tie_kept(x, t, ties):
+    """How many values equal to ``-t`` and to ``+t`` :func:`magnitude_keep` keeps (it prunes the
+    first ``ties`` of ``|x| == t`` by position): ``(kept at -t, kept at +t)``; for ``t == 0`` both
+    count the zeros."""
+    neg = 0
+    pos = 0
+    for i in range(x.shape[0]):
+        a = abs(np.float64(x[i]))
+        if a == t:
+            if ties > 0:
+                ties -= 1
+            elif x[i] < 0:
+                neg += 1
+            else:
+                pos += 1
+    if t == 0.0:
+        return neg + pos, neg + pos
+    return neg, pos
+
+
+@numba.njit(cache=True, nogil=True)
+def kept_values(u, counts, t, neg_t, pos_t, u_out, c_out):
+    """The kept distinct values of a magnitude threshold ``t``: every ``|u| > t`` with its count,
+    ``±t`` with the counts :func:`tie_kept` gives (dropped when 0). Returns how many."""
+    m = 0
+    for i in range(u.shape[0]):
+        a = abs(np.float64(u[i]))
+        if a > t:
+            c = counts[i]
+        elif a == t:
+            c = neg_t if u[i] < 0 else pos_t
+        else:
+            continue
+        if c > 0:
+            u_out[m] = u[i]
+            c_out[m] = c
+            m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_sums_wide(u, counts):
+    """:func:`prefix_sums` for float32 (or float64) ``u`` and any integer ``counts``: the same float64
+    sums (``count * value`` each in float64), in the same order."""
+    m = u.shape[0]
+    cum_n = np.empty(m + 1)
+    cum_s = np.empty(m + 1)
+    cum_n[0] = 0.0
+    cum_s[0] = 0.0
+    n = 0.0
+    s = 0.0
+    for i in range(m):
+        w = np.float64(counts[i])
+        n += w
+        s += np.float64(np.int64(counts[i])) * np.float64(u[i])
+        cum_n[i + 1] = n
+        cum_s[i + 1] = s
+    return cum_n, cum_s
+
+
+@numba.njit(cache=True, nogil=True)
+def nearest_used(u, c):
+    """Which entries of sorted distinct float64 ``c`` are the nearest (ties: lower) of some ``u``."""
+    m = u.shape[0]
+    k = c.shape[0]
+    used = np.zeros(k, np.bool_)
+    hi = 0
+    for i in range(m):
+        x = np.float64(u[i])
+        while hi < k and c[hi] < x:
+            hi += 1
+        lo = max(hi - 1, 0)
+        h = min(hi, k - 1)
+        used[h if abs(x - c[h]) < abs(x - c[lo]) else lo] = True
+    return used
+
+
+@numba.njit(cache=True, nogil=True)
+def nearest_totals(u, counts, c, decoded):
+    """:func:`nearest_sorted` then :func:`cluster_totals` in one pass, without the labels: per entry
+    of ``c`` the weight of its values, and ``Σ counts (u − decoded[label])²`` (same order of sums)."""
+    m = u.shape[0]
+    k = c.shape[0]
+    weight = np.zeros(k)
+    err2 = 0.0
+    hi = 0
+    for i in range(m):
+        x = np.float64(u[i])
+        while hi < k and c[hi] < x:
+            hi += 1
+        lo = max(hi - 1, 0)
+        h = min(hi, k - 1)
+        label = h if abs(x - c[h]) < abs(x - c[lo]) else lo
+        w = np.float64(np.int64(counts[i]))
+        weight[label] += w
+        diff = x - decoded[label]
+        err2 += w * diff * diff
+    return weight, err2
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_one(x, c):
+    """The index of the entry of sorted distinct ``c`` nearest to ``x`` (ties: the lower one), as
+    :func:`nearest_sorted` labels it."""
+    k = c.shape[0]
+    lo_i = 0
+    hi_i = k
+    while lo_i < hi_i:  # the first entry >= x
+        mid = (lo_i + hi_i) // 2
+        if c[mid] < x:
+            lo_i = mid + 1
+        else:
+            hi_i = mid
+    hi = lo_i
+    lo = max(hi - 1, 0)
+    h = min(hi, k - 1)
+    return h if abs(x - c[h]) < abs(x - c[lo]) else lo
+
+
+@numba.njit(cache=True, nogil=True)
+def codebook_indices(x, c, pruned, t, ties, out):
+    """Per value of ``x``, the index of its nearest entry of sorted distinct float64 ``c`` (int32
+    ``out``); with ``pruned``, -1 where :func:`magnitude_keep` (``t``, ``ties``) prunes."""
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        if pruned:
+            a = abs(v)
+            if a < t:
+                out[i] = -1
+                continue
+            if a == t and ties > 0:
+                ties -= 1
+                out[i] = -1
+                continue
+        out[i] = _nearest_one(v, c)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_checkpoints(u, counts, every):
+    """:func:`prefix_sums_wide` kept at every ``every``-th index only (``ck[q]`` = the sums of the
+    first ``q * every`` values): :func:`_cum` continues the same sequential sums from there, so
+    the totals it gives are those of the full prefix sums bit for bit, in ``1 / every`` of the
+    memory."""
+    m = u.shape[0]
+    q = m // every + 1
+    ck_n = np.empty(q)
+    ck_s = np.empty(q)
+    n = 0.0
+    s = 0.0
+    for i in range(m):
+        if i % every == 0:
+            ck_n[i // every] = n
+            ck_s[i // every] = s
+        w = np.float64(np.int64(counts[i]))
+        n += w
+        s += w * np.float64(u[i])
+    if m % every == 0:
+        ck_n[m // every] = n
+        ck_s[m // every] = s
+    return ck_n, ck_s
+
+
+@numba.njit(cache=True, nogil=True)
+def _cum(u, counts, ck_n, ck_s, every, i):
+    """``(cum_n[i], cum_s[i])`` of :func:`prefix_sums_wide` from :func:`prefix_checkpoints`."""
+    q = i // every
+    n = ck_n[q]
+    s = ck_s[q]
+    for t in range(q * every, i):
+        w = np.float64(np.int64(counts[t]))
+        n += w
+        s += w * np.float64(u[t])
+    return n, s
+
+
+@numba.njit(cache=True, nogil=True)
+def lloyd_rounds(u, counts, ck_n, ck_s, every, c, bounds, have_bounds, rounds):
+    """Up to ``rounds`` rounds of :func:`lloyd_sorted`'s loop from its state ``(c, bounds,
+    have_bounds)``, the prefix sums read from :func:`prefix_checkpoints` (``every = 1``: the full
+    prefix sums); returns the new state, the rounds run and whether the partition repeated (the
+    loop is over). Running :func:`lloyd_sorted`'s ``iters`` rounds as slices of this, then
+    :func:`lloyd_finish`, gives its result bit for bit; the caller may stop between slices."""
+    m = u.shape[0]
+    done = 0
+    converged = False
+    while done < rounds:
+        k = c.shape[0]
+        new_bounds = np.empty(k + 1, np.int64)
+        new_bounds[0] = 0
+        new_bounds[1:k] = cuts(u, c, bounds[1:-1] if bounds.shape[0] == k + 1 else bounds[:0])
+        new_bounds[k] = m
+        if have_bounds and new_bounds.shape[0] == bounds.shape[0] and np.all(new_bounds == bounds):
+            converged = True
+            break
+        done += 1
+        bounds = new_bounds
+        have_bounds = True
+        empty = np.zeros(k, np.bool_)
+        any_empty = False
+        n0, s0 = _cum(u, counts, ck_n, ck_s, every, bounds[0])
+        for j in range(k):
+            n1, s1 = _cum(u, counts, ck_n, ck_s, every, bounds[j + 1])
+            n_in = n1 - n0
+            if n_in > 0:
+                c[j] = (s1 - s0) / n_in
+            else:
+                empty[j] = True
+                any_empty = True
+            n0, s0 = n1, s1
+        if any_empty:
+            c = _relocate_empty(u, bounds, c, empty)
+            have_bounds = False
+        else:
+            ordered = True
+            for j in range(k - 1):
+                if c[j + 1] - c[j] <= 0:
+                    ordered = False
+            if not ordered:
+                c = np.unique(c)
+                have_bounds = False
+    return c, bounds, have_bounds, done, converged
+
+
+@numba.njit(cache=True, nogil=True)
+def lloyd_finish(u, counts, c, bounds, have_bounds):
+    """:func:`lloyd_sorted`'s last step: if the last partition still holds, each mean summed again
+    directly over its cluster."""
+    if have_bounds:
+        for j in range(c.shape[0]):
+            n_in = 0.0
+            s_in = 0.0
+            for i in range(bounds[j], bounds[j + 1]):
+                w = np.float64(np.int64(counts[i]))
+                n_in += w
+                s_in += w * np.float64(u[i])
+            if n_in > 0:
+                c[j] = s_in / n_in
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_leaf(u, counts, start, n):
+    """numpy's pairwise summation of a block of at most 128 terms ``counts[i] * (u[i] * u[i])``."""
+    if n < 8:
+        res = 0.0
+        for i in range(start, start + n):
+            x = np.float64(u[i])
+            res += np.float64(np.int64(counts[i])) * (x * x)
+        return res
+    r = np.empty(8)
+    for j in range(8):
+        x = np.float64(u[start + j])
+        r[j] = np.float64(np.int64(counts[start + j])) * (x * x)
+    i = 8
+    while i < n - (n % 8):
+        for j in range(8):
+            x = np.float64(u[start + i + j])
+            r[j] += np.float64(np.int64(counts[start + i + j])) * (x * x)
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        x = np.float64(u[start + i])
+        res += np.float64(np.int64(counts[start + i])) * (x * x)
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True)
+def pairwise_norm2(u, counts):
+    """``float((counts * u.astype(float64) ** 2).sum())`` bit for bit as numpy computes it (pairwise
+    summation in one inner loop: blocks of at most 128 terms, halves cut at a multiple of 8), without
+    the two float64 arrays of ``u``'s size. The recursion runs on an explicit stack."""
+    starts = np.empty(128, np.int64)
+    sizes = np.empty(128, np.int64)
+    stage = np.empty(128, np.int64)
+    left = np.empty(128)
+    starts[0], sizes[0], stage[0] = 0, u.shape[0], 0
+    top = 1
+    ret = 0.0
+    while top > 0:
+        f = top - 1
+        n = sizes[f]
+        if n <= 128:
+            ret = _pairwise_leaf(u, counts, starts[f], n)
+            top -= 1
+            continue
+        n2 = n // 2
+        n2 -= n2 % 8
+        if stage[f] == 0:
+            stage[f] = 1
+            starts[top], sizes[top], stage[top] = starts[f], n2, 0
+            top += 1
+        elif stage[f] == 1:
+            left[f] = ret
+            stage[f] = 2
+            starts[top], sizes[top], stage[top] = starts[f] + n2, n - n2, 0
+            top += 1
+        else:
+            ret = left[f] + ret
+            top -= 1
+    return 0.0 + ret

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compress import relative_error
-from ..compress.ecsq import MAX_CELLS, from_sorted, grid_stats
-from ..compress.sharing import _finalize, _kmeans_kernels, _lloyd_sorted  # kmeans_1d's, on values sorted once
+from ..compress.ecsq import MAX_CELLS, from_values, grid_stats
+from ..compress.sharing import _kmeans_kernels, _lloyd_sorted  # kmeans_1d's, on values sorted once
 from ..encoding import EncodedTensor, Encoding, encode_tensor, raw_gap_histogram
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..parallel import check_stop
@@ -67,8 +67,6 @@ MAX_INDEX_BITS = 16
 KMEANS_ITERS = Policy().iters
 SEARCH_SHARE = 0.8
 """Share of a tensor's progress given to estimating its candidates (the rest: measuring them)."""
-CACHE_VALUES = 1 << 21
-"""Tensors with up to this many distinct values keep every candidate's labels for the final build."""
 
 
 @dataclass(frozen=True)
@@ -146,12 +144,43 @@ def unique_values(flat: np.ndarray):
     return bits.view(np.float32), inverse, counts
 
 
+SUMS_EVERY = 16
+"""Lloyd's prefix sums are kept at every 16th kept value (``prefix_checkpoints``): 1 byte per value
+instead of 16, the same sums."""
+CHUNK = 1 << 22
+"""Elements per pass of the passes over a whole tensor that allocate (finiteness, norms)."""
+
+
+def _all_finite(flat: np.ndarray) -> bool:
+    return all(bool(np.isfinite(flat[i:i + CHUNK]).all()) for i in range(0, flat.size, CHUNK))
+
+
+def sorted_values(flat: np.ndarray):
+    """The sorted distinct values of a 1-D float array (zero as ``+0.0``) and their counts, in the
+    array's dtype and int32 (int64 past 2**31 elements): ``numpy.unique(flat, return_counts=True)``
+    with ``-0.0`` merged into ``+0.0``, from one sort of a copy (no inverse, no 64-bit keys: about
+    twice the array at the peak)."""
+    kernels = _kmeans_kernels()
+    s = flat.copy()
+    s.sort()
+    counts = np.empty(kernels.count_distinct(s), np.int32 if s.size < 1 << 31 else np.int64)
+    m = kernels.sorted_distinct(s, counts)
+    if m <= s.size // 2:  # few distinct values: give the rest back
+        return s[:m].copy(), counts
+    return s[:m], counts
+
+
 class TensorSearch:
     """The candidates of one floating-point tensor, sharing one sort of its values.
 
     A candidate's k-means is :func:`~dcformat.compress.kmeans_1d`'s (linear init, Lloyd's, the
     policy's 300 rounds) run on the sorted distinct kept values and their counts, so the stored
     tensor equals ``compress_tensor(array, policy)``'s; its error is summed over those values.
+
+    Memory: the tensor, its sorted distinct values (in its own float dtype) and their counts, and
+    while a candidate's k-means runs, its kept values and their float64 prefix sums. Nothing of the
+    tensor's size is kept per candidate (a codebook is its centroids; a pruning mask is a threshold);
+    :meth:`build` makes the indices straight from the values.
     """
 
     def __init__(self, array: np.ndarray, search: str = "sparsity+bits"):
@@ -162,57 +191,79 @@ class TensorSearch:
         wide = np.float64 if array.dtype == np.float64 else np.float32
         flat = np.ascontiguousarray(array).astype(wide, copy=False).reshape(-1)
         self.flat = flat
-        self.shareable = array.size > 0 and bool(np.isfinite(flat).all())
+        self.shareable = array.size > 0 and _all_finite(flat)
         if not self.shareable:
             return
-        u, self.inverse, self.counts = unique_values(flat)
-        self.u = u.astype(np.float64)
-        self.norm2 = float((self.counts * self.u**2).sum())
-        self._masks: dict[float, np.ndarray | None] = {}
-        self._kept_cache: dict[float, tuple] = {}
-        self._codebooks: dict[tuple, tuple] = {}
+        self.u, self.counts = sorted_values(flat)
+        self.norm2 = _kmeans_kernels().pairwise_norm2(self.u, self.counts)
+        self._rules: dict[float, tuple | None] = {}
+        self._codebooks: dict[tuple, np.ndarray] = {}
+        self._sums: tuple | None = None  # (sparsity, prefix sums) of the kept values last clustered
 
-    def mask(self, sparsity: float) -> np.ndarray | None:
-        """``magnitude_mask(array, sparsity)`` (None for 0), from the sorted values: one pass."""
-        if sparsity not in self._masks:
-            mask = None
+    def _rule(self, sparsity: float):
+        """``(t, ties)`` of ``magnitude_mask(array, sparsity)``: prune ``|x| < t`` and the first
+        ``ties`` of ``|x| == t``; None for sparsity 0 (no mask)."""
+        if sparsity not in self._rules:
+            rule = None
             if sparsity > 0:
                 n_prune = min(self.array.size, int(round(sparsity * self.array.size)))
                 if n_prune == 0:
-                    mask = np.ones(self.array.shape, bool)
+                    rule = (-1.0, 0)  # a mask that keeps everything
                 else:
-                    kernels = _kmeans_kernels()
-                    t, below = kernels.magnitude_threshold(self.u, self.counts, n_prune)
-                    mask = kernels.magnitude_keep(self.flat, t, n_prune - below).reshape(self.array.shape)
-            self._masks[sparsity] = mask
-        return self._masks[sparsity]
+                    t, below = _kmeans_kernels().magnitude_threshold(self.u, self.counts, n_prune)
+                    rule = (float(t), int(n_prune - below))
+            self._rules[sparsity] = rule
+        return self._rules[sparsity]
+
+    def mask(self, sparsity: float) -> np.ndarray | None:
+        """``magnitude_mask(array, sparsity)`` (None for 0), from the sorted values: one pass."""
+        rule = self._rule(sparsity)
+        if rule is None:
+            return None
+        return _kmeans_kernels().magnitude_keep(self.flat, rule[0], rule[1]).reshape(self.array.shape)
 
     def _kept(self, sparsity: float):
-        """Sorted distinct kept values, their counts, where they sit in ``u``, and the mask."""
-        if sparsity not in self._kept_cache:
-            mask = self.mask(sparsity)
-            if mask is None:
-                us, cs, where = self.u, self.counts, None
-            else:
-                kept = _kmeans_kernels().masked_counts(self.inverse, mask.reshape(-1), self.u.size)
-                where = np.flatnonzero(kept)
-                us, cs = self.u[where], kept[where]
-            sums = _kmeans_kernels().prefix_sums(us, cs)  # shared by the k-means of every bit width
-            self._kept_cache[sparsity] = (us, cs, where, mask, sums)
-        return self._kept_cache[sparsity][:4]
+        """Sorted distinct kept values, their counts, and whether the candidate prunes (a mask)."""
+        rule = self._rule(sparsity)
+        if rule is None or rule[0] < 0:
+            return self.u, self.counts, rule is not None
+        t, ties = rule
+        neg, pos = _kmeans_kernels().tie_kept(self.flat, t, ties)
+        u, counts = self.u, self.counts
+        a = int(np.searchsorted(u, -t, side="left"))  # u[:a] < -t
+        b = int(np.searchsorted(u, t, side="right"))  # u[b:] > t
+        mid_u, mid_c = [], []
+        for i in range(a, b):  # the values at -t and +t (one value when t is 0)
+            c = neg if u[i] < 0 else pos
+            if abs(float(u[i])) == t and c > 0:
+                mid_u.append(u[i])
+                mid_c.append(c)
+        us = np.concatenate([u[:a], np.array(mid_u, u.dtype), u[b:]])
+        cs = np.concatenate([counts[:a], np.array(mid_c, counts.dtype), counts[b:]])
+        return us, cs, True
 
-    def _kmeans(self, sparsity: float, k: int):
-        """``kmeans_1d(kept values, k)`` (linear init, Lloyd's) from the pre-sorted kept values."""
+    def _kmeans(self, sparsity: float, k: int, kept=None) -> np.ndarray:
+        """The codebook of ``kmeans_1d(kept values, k)`` (linear init, Lloyd's) from the pre-sorted
+        kept values: its sorted float32 centroids, each the nearest of some kept value."""
         key = (sparsity, k)
         if key in self._codebooks:
             return self._codebooks[key]
-        us, cs, _, _ = self._kept(sparsity)
-        sums = self._kept_cache[sparsity][4]
-        c = us if us.size <= k else _lloyd_sorted(us, cs, np.linspace(us[0], us[-1], k), KMEANS_ITERS, sums)
-        centroids, labels = _finalize(us, c)
-        if us.size <= CACHE_VALUES:  # labels of up to 256 entries: one byte per distinct value
-            self._codebooks[key] = (centroids, labels.astype(np.uint8) if centroids.size <= 256 else labels)
-        return centroids, labels
+        us, cs, _ = kept if kept is not None else self._kept(sparsity)
+        if us.size <= k:
+            c = us
+        else:
+            if self._sums is None or self._sums[0] != sparsity:
+                self._sums = None
+                self._sums = (sparsity, (*_kmeans_kernels().prefix_checkpoints(us, cs, SUMS_EVERY), SUMS_EVERY))
+            c = _lloyd_sorted(us, cs, np.linspace(float(us[0]), float(us[-1]), k), KMEANS_ITERS, self._sums[1])
+        centroids = np.unique(np.asarray(c, dtype=np.float64).astype(np.float32))
+        while True:
+            used = _kmeans_kernels().nearest_used(us, centroids.astype(np.float64))
+            if used.all():
+                break
+            centroids = centroids[used]
+        self._codebooks[key] = centroids
+        return centroids
 
     def candidates(self, step=None) -> list[Candidate]:
         """Raw, then every (sparsity, bits) candidate with its error and estimated bytes.
@@ -224,34 +275,38 @@ class TensorSearch:
         out = [Candidate(Policy(), 0.0, float(self.array.nbytes))]
         if not self.shareable:
             return out
+        kernels = _kmeans_kernels()
         steps = sum(len(UNPRUNED_BITS if s == 0 else BITS) for s in self.sparsities)
         for sparsity in self.sparsities:
-            us, cs, _, mask = self._kept(sparsity)
+            kept = self._kept(sparsity)
+            us, cs, pruned = kept
             if us.size == 0:
                 continue
-            pruned = mask is not None
-            removed2 = max(self.norm2 - float((cs * us**2).sum()), 0.0)
+            removed2 = max(self.norm2 - kernels.pairwise_norm2(us, cs), 0.0)
+            kept_total = int(cs.sum())
             gap_hist = None
             if pruned and self.array.ndim >= 2:
+                mask = self.mask(sparsity)
                 gap_hist = raw_gap_histogram(mask.reshape(mask.shape[0], -1))
+                del mask
             for bits in BITS if pruned else UNPRUNED_BITS:
                 policy = Policy.from_dict({"sparsity": sparsity, "bits": bits} if pruned else {"bits": bits})
-                centroids, labels = self._kmeans(sparsity, policy.centroids(pruned))
+                centroids = self._kmeans(sparsity, policy.centroids(pruned), kept)
                 decoded = centroids.astype(self.array.dtype).astype(np.float64)
-                hist, err2 = _kmeans_kernels().cluster_totals(labels, cs, us, decoded, centroids.size)
+                hist, err2 = kernels.nearest_totals(us, cs, centroids.astype(np.float64), decoded)
                 err2 += removed2
                 error = math.sqrt(err2 / self.norm2) if self.norm2 > 0 else (0.0 if err2 == 0 else math.inf)
-                size = _stream_bits(np.append(hist, n - cs.sum()) if pruned else hist)
+                size = _stream_bits(np.append(hist, n - kept_total) if pruned else hist)
                 if gap_hist is not None:
                     size = min(size, _csr_bits(gap_hist, np.append(hist, 0.0), centroids.size))
                 out.append(Candidate(policy, error, size / 8 + 4 * centroids.size))
                 check_stop()
                 if step is not None:
                     step(1 / steps)
-            # The kept values of one sparsity take ~5 words per distinct value: keep one sparsity's
-            # at a time (build() computes them again for the few candidates it builds).
-            del us, cs
-            self._kept_cache.pop(sparsity, None)
+            # The kept values of one sparsity and their prefix sums take ~4 words per distinct value:
+            # one sparsity's at a time (build() needs only the codebook and the threshold).
+            del kept, us, cs
+            self._sums = None
         return out
 
     def build(self, policy: Policy):
@@ -259,17 +314,14 @@ class TensorSearch:
         if policy.lossless:
             return self.array
         if policy.share == "uniform":
-            return from_sorted(self.u, self.inverse, self.counts, policy.step, 0.5, self.array.shape, self.array.dtype)
+            return from_values(self.flat, self.u, self.counts, policy.step, 0.5, self.array.shape, self.array.dtype)
         sparsity = policy.sparsity or 0.0
-        _, _, where, mask = self._kept(sparsity)
-        centroids, labels = self._kmeans(sparsity, policy.centroids(mask is not None))
-        if where is None:
-            indices = labels[self.inverse]
-        else:
-            full = np.full(self.u.size, ZERO_INDEX, np.int32)
-            full[where] = labels
-            indices = np.where(mask.reshape(-1), full[self.inverse], ZERO_INDEX)
-        return CodebookTensor(centroids, indices.astype(np.int32).reshape(self.array.shape), self.array.dtype)
+        rule = self._rule(sparsity)
+        centroids = self._kmeans(sparsity, policy.centroids(rule is not None))
+        t, ties = rule if rule is not None else (0.0, 0)
+        indices = np.empty(self.flat.size, np.int32)
+        _kmeans_kernels().codebook_indices(self.flat, centroids.astype(np.float64), rule is not None, t, ties, indices)
+        return CodebookTensor(centroids, indices.reshape(self.array.shape), self.array.dtype)
 
 
 STEPS_PER_OCTAVE = facts.GRID_STEPS_PER_OCTAVE
@@ -321,10 +373,11 @@ def grid_policy(j: int) -> Policy:
     return Policy.from_dict({"step": 2.0 ** (j / STEPS_PER_OCTAVE)})
 
 
-def _measure_grid(tensor: "TensorSearch", max_error: float, profile=None, memo=None):
+def _measure_grid(tensor: "TensorSearch", max_error: float, profile=None, memo=None, keep: bool = True):
     """The grid candidate for ``max_error``: its coarsest rung whose *exact* error fits (rungs below
     the estimated one are tried when float rounding puts it just over), measured as :func:`_measure`
-    does; ``(policy, stored, encoded, error, bytes)`` or None."""
+    does; ``(policy, stored, encoded, error, bytes)`` or None (``keep=False``: stored and encoded
+    are None, not kept)."""
     j = grid_rung(tensor, max_error)
     while j is not None:
         check_stop()
@@ -334,6 +387,8 @@ def _measure_grid(tensor: "TensorSearch", max_error: float, profile=None, memo=N
         else:
             policy = grid_policy(j)
             got = (policy,) + _measure(tensor, policy, profile)
+            if not keep:
+                got = (policy, None, None) + got[3:]
             if memo is not None:
                 memo[key] = got
         if got[3] <= max_error:
@@ -413,22 +468,30 @@ def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits"
     candidates = tensor.candidates(lambda f: advance(SEARCH_SHARE * f))
     front = frontier(candidates)
     fitting = [c for c in front if _may_fit(c, max_error)]
-    best = None
+    # Each candidate is built, encoded and sized in turn, and only its numbers are kept: a winner
+    # other than the grid (measured last) is built and encoded again at the end (the same bytes),
+    # so at most one candidate's indices and streams are in memory at a time.
+    best = None  # (bytes, error, policy)
     for c in fitting:
         check_stop()
-        stored, encoded, error, size = _measure(tensor, c.policy, profile)
+        encoded, error, size = _measure(tensor, c.policy, profile)[1:]
         advance((1 - SEARCH_SHARE) / len(fitting))
-        if error > max_error:
-            continue
-        if best is None or (size, error) < (best.bytes, best.error):
-            best = Choice(c.policy, stored, encoded, error, size, len(candidates), len(front))
-    grid = _measure_grid(tensor, max_error, profile)
-    if grid is not None and (grid[4], grid[3]) < (best.bytes, best.error):
-        best = Choice(grid[0], grid[1], grid[2], grid[3], grid[4], len(candidates) + 1, len(front) + 1)
+        if error <= max_error and (best is None or (size, error) < best[:2]):
+            best = (size, error, c.policy)
+        del encoded
     assert best is not None  # raw (error 0) is on the frontier: nothing beats its error
+    grid = _measure_grid(tensor, max_error, profile)
+    if grid is not None and (grid[4], grid[3]) < best[:2]:
+        choice = Choice(grid[0], grid[1], grid[2], grid[3], grid[4], len(candidates) + 1, len(front) + 1)
+    else:
+        del grid
+        size, error, policy = best
+        stored, encoded, error_again, size_again = _measure(tensor, policy, profile)
+        assert (size_again, error_again) == (size, error)  # deterministic: the same candidate again
+        choice = Choice(policy, stored, encoded, error, size, len(candidates), len(front))
     if progress is not None and done[0] < 1:
         progress(1 - done[0])
-    return best
+    return choice
 
 
 @dataclass(frozen=True)
