@@ -259,7 +259,11 @@ def _say_interrupted() -> None:
             return
         _Interrupt.said = True
     _end_progress_bars()
-    print(f"{_Interrupt.prog}: interrupted", file=sys.stderr, flush=True)
+    try:
+        start = "\r\x1b[K" if sys.stderr.isatty() else ""  # a bar another thread drew: erased, from column 0
+    except (AttributeError, ValueError):
+        start = ""
+    print(f"{start}{_Interrupt.prog}: interrupted", file=sys.stderr, flush=True)
 
 
 def _force_exit() -> None:
