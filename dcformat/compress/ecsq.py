@@ -87,7 +87,8 @@ def uniform_quantize(w, step: float, deadzone: float = 0.5) -> CodebookTensor:
         raise ValueError(f"deadzone must be in [0, 8] steps, not {deadzone}")
     wide = np.float64 if arr.dtype == np.float64 else np.float32
     flat = arr.astype(wide, copy=False).reshape(-1)
-    dtype = arr.dtype if arr.dtype in (np.float16, np.float32, np.float64) or arr.dtype.name == "bfloat16" \
+    dtype = arr.dtype if arr.dtype in (np.float16, np.float32, np.float64) \
+        or arr.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2") \
         else np.dtype(np.float32)
     if flat.size == 0:
         return CodebookTensor(np.zeros(1, np.float32), np.zeros(arr.shape, np.int32), dtype)

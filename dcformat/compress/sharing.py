@@ -349,7 +349,7 @@ def _dp_kernel():
 
 
 def _decoded_dtype(dtype: np.dtype) -> np.dtype:
-    if dtype in (np.float16, np.float32, np.float64) or dtype.name == "bfloat16":
+    if dtype in (np.float16, np.float32, np.float64) or dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
         return dtype
     return np.dtype(np.float32)
 
