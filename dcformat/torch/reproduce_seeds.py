@@ -423,8 +423,8 @@ def shape_comparison(results: dict) -> list[str]:
         row_worst = next(row for row in r["rates"] if row["rate"] == worst)
         seed_params = float(seed["rates"][worst][0].rstrip("M")) * 1e6
         per_param = row_worst["dcf_file_bytes"] / row_worst["parameters_kept"]
-        text += (f" Bytes per parameter kept at {worst:g}: ours {per_param:.2f} (batch-norm statistics and "
-                 "the whole input layer included), the seed's "
+        text += (f" Bytes per parameter kept at {worst:g}: ours {per_param:.2f} (each tensor's header, "
+                 "batch-norm statistics and the whole input layer included), the seed's "
                  f"{seed['rates'][worst][2] * 1000 / seed_params:.2f} (its storage over its parameters column).")
         out_name, fan_in = r["output_layer"]["name"], r["output_layer"]["inputs_per_filter"]
         seed_fan_in = seed["output_inputs"]
