@@ -124,3 +124,28 @@ def test_stored_facts_are_those_of_the_decoded_tensor():
         assert nonzeros == int(np.count_nonzero(_nonzero_bits(dense)))
         assert newly_zero == (0 if stored is x else int(np.count_nonzero(_nonzero_bits(x) & ~_nonzero_bits(dense))))
         assert error == (0.0 if stored is x else relative_error(x, dense))
+
+
+def test_the_float16_grid_is_compress_tensor_and_the_zero_entry_changes_no_stream():
+    from dcformat.pack.budget import _measure, _measure_grid, choose, grid_policy, grid_rung
+
+    rng = np.random.default_rng(7)
+    w = rng.laplace(0, 0.05, size=(300, 200)).astype(np.float32)
+    search = TensorSearch(w)
+    for budget in (0.01, 0.1, 0.6):
+        for half in (False, True):
+            policy = grid_policy(grid_rung(search, budget, half), half)
+            stored, _ = compress_tensor(w, policy)
+            built = search.build(policy)
+            assert built.codebook.dtype == (np.float16 if half else np.float32)
+            assert np.array_equal(built.codebook.view(np.uint8), stored.codebook.view(np.uint8))
+            assert np.array_equal(built.indices, stored.indices)
+            plain, lean = _measure(search, policy), _measure(search, policy, lean=True)
+            assert lean[1] == plain[1] and lean[2:] == plain[2:]  # the same streams, error and bytes
+            assert np.array_equal(lean[0].decode(), plain[0].decode())
+            if budget == 0.01:  # few values in the zero cell: it became an explicit entry
+                assert (plain[0].indices < 0).any() and not (lean[0].indices < 0).any()
+    for budget in (0.01, 0.03):
+        choice = choose(w, budget)
+        grids = [_measure_grid(search, budget, half=half) for half in (False, True)]
+        assert choice.error <= budget and choice.bytes <= min(g[4] for g in grids)

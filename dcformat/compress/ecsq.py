@@ -62,14 +62,23 @@ class GridStats:
 
 
 def grid_stats(u: np.ndarray, counts: np.ndarray, step: float, deadzone: float = 0.5,
-               dtype=np.float32) -> GridStats:
-    """:class:`GridStats` of a step for sorted distinct float64 ``u`` with multiplicities ``counts``;
-    the stored values are rounded through ``dtype`` (the decoded tensor's)."""
+               dtype=np.float32, codebook_dtype=np.float32) -> GridStats:
+    """:class:`GridStats` of a step for sorted distinct ``u`` (float32 or float64) with
+    multiplicities ``counts``; the stored values are rounded through ``codebook_dtype`` (a float16
+    codebook: :attr:`GridStats.values` stay float32, their error is that of the float16 ones; a
+    value past float16's range gives an infinite error), then ``dtype`` (the decoded tensor's)."""
     cells, n, s1, s2 = _kernels().grid_cells(u, counts, float(step), float(deadzone))
     base = cells * step
     values = (base + s1 / n).astype(np.float32)
     values[cells == 0] = 0.0
-    q = values.astype(dtype).astype(np.float64) - base  # stored value as an offset from the grid point
+    stored = values
+    if np.dtype(codebook_dtype) != np.float32:
+        with np.errstate(over="ignore"):
+            stored = values.astype(codebook_dtype)
+    with np.errstate(invalid="ignore"):
+        q = stored.astype(dtype).astype(np.float64) - base  # stored value as an offset from the grid point
+    if not np.isfinite(q).all():
+        return GridStats(cells, values, n, math.inf)
     err2 = float(np.maximum(s2 - 2 * q * s1 + q * q * n, 0.0).sum())
     return GridStats(cells, values, n, err2)
 
@@ -125,11 +134,31 @@ def from_sorted(u, inverse, counts, step, deadzone, shape, dtype) -> CodebookTen
     return CodebookTensor(codebook, indices, dtype)
 
 
-def from_values(flat, u, counts, step, deadzone, shape, dtype) -> CodebookTensor:
+def from_values(flat, u, counts, step, deadzone, shape, dtype, codebook_dtype=np.float32,
+                zero_entry: bool = False) -> CodebookTensor:
     """:func:`from_sorted` without the inverse: each value of ``flat`` (the tensor, flattened) finds
-    its cell itself, and the int32 indices are the only array of the tensor's size made."""
+    its cell itself, and the int32 indices are the only array of the tensor's size made.
+
+    ``codebook_dtype``: float16 rounds the codebook as ``compress_tensor`` does (``ValueError``
+    past float16's range). ``zero_entry``: cell 0 as an explicit zero appended to the codebook
+    instead of ``ZERO_INDEX``, when that is what the writer stores anyway (the tensor stays dense:
+    fewer than half of its values in cell 0, no zero entry already, room for one more): the same
+    decoded tensor and the same streams, without the writer's copy of the indices that maps
+    ``ZERO_INDEX`` to the zero symbol."""
     stats = _grid_stats_checked(u, counts, step, deadzone, dtype)
     codebook, table = _codebook_table(stats)
+    if np.dtype(codebook_dtype) == np.float16:
+        with np.errstate(over="ignore"):
+            codebook = codebook.astype(np.float16)
+        if not np.isfinite(codebook).all():
+            raise ValueError("a codebook value is outside the float16 range")
+    if zero_entry:
+        zero = stats.cells == 0
+        in_zero = float(stats.counts[zero].sum())
+        bits = codebook.view(np.uint16 if codebook.itemsize == 2 else np.uint32)
+        if 0 < in_zero < flat.size / 2 and codebook.size < MAX_CELLS and not (bits == 0).any():
+            table[zero] = codebook.size
+            codebook = np.append(codebook, codebook.dtype.type(0))
     indices = np.empty(flat.size, np.int32)
     _kernels().grid_indices(flat, float(step), float(deadzone), stats.cells, table, indices)
     return CodebookTensor(codebook, indices.reshape(shape), dtype)

@@ -309,12 +309,16 @@ class TensorSearch:
             self._sums = None
         return out
 
-    def build(self, policy: Policy):
-        """The stored tensor of a candidate policy: equal to ``compress_tensor(array, policy)``'s."""
+    def build(self, policy: Policy, zero_entry: bool = False):
+        """The stored tensor of a candidate policy: equal to ``compress_tensor(array, policy)``'s
+        (``zero_entry``: a grid's zero cell as an explicit codebook entry where the writer stores
+        the same streams either way, :func:`~dcformat.compress.ecsq.from_values`)."""
         if policy.lossless:
             return self.array
         if policy.share == "uniform":
-            return from_values(self.flat, self.u, self.counts, policy.step, 0.5, self.array.shape, self.array.dtype)
+            return from_values(self.flat, self.u, self.counts, policy.step, 0.5, self.array.shape,
+                               self.array.dtype, np.float16 if policy.codebook_dtype == "float16" else np.float32,
+                               zero_entry=zero_entry)
         sparsity = policy.sparsity or 0.0
         rule = self._rule(sparsity)
         centroids = self._kmeans(sparsity, policy.centroids(rule is not None))
@@ -330,63 +334,83 @@ STEPS_PER_OCTAVE = facts.GRID_STEPS_PER_OCTAVE
 ``1 / STEPS_PER_OCTAVE`` bit per weight and the error by about 1%."""
 
 
-def _grid_error(tensor: "TensorSearch", j: int):
-    """Estimated relative error and stats of grid rung ``j`` (exact up to float64 rounding)."""
+HALF = np.dtype(np.float16)
+
+
+def _grid_error(tensor: "TensorSearch", j: int, half: bool = False):
+    """Estimated relative error and codebook entries of grid rung ``j`` (exact up to float64
+    rounding); ``half``: its codebook stored as float16."""
     cache = tensor.__dict__.setdefault("_grid", {})
-    if j not in cache:
-        stats = grid_stats(tensor.u, tensor.counts, 2.0 ** (j / STEPS_PER_OCTAVE), 0.5, tensor.array.dtype)
+    key = (j, half) if half else j
+    if key not in cache:
+        stats = grid_stats(tensor.u, tensor.counts, 2.0 ** (j / STEPS_PER_OCTAVE), 0.5, tensor.array.dtype,
+                           HALF if half else np.float32)
         error = math.sqrt(stats.err2 / tensor.norm2) if tensor.norm2 > 0 else (0.0 if stats.err2 == 0 else math.inf)
-        cache[j] = (error, stats.k)
-    return cache[j]
+        cache[key] = (error, stats.k)
+    return cache[key]
 
 
-def grid_rung(tensor: "TensorSearch", max_error: float) -> int | None:
+def grid_rung(tensor: "TensorSearch", max_error: float, half: bool = False) -> int | None:
     """The coarsest rung of the grid ladder whose estimated error is within ``max_error``, found by
     bisection (the error of a uniform grid grows with its step), or None when no rung with at most
-    65536 codebook entries fits. Starts from the high-rate estimate ``step = √12 · E · rms``."""
+    65536 codebook entries fits. Starts from the high-rate estimate ``step = √12 · E · rms``.
+    ``half``: the grid whose codebook is stored as float16."""
     if not tensor.shareable or tensor.norm2 <= 0 or max_error <= 0:
+        return None
+    if half and tensor.array.dtype.name == "bfloat16":  # float16 to bfloat16: not worth a second rounding
         return None
     rms = math.sqrt(tensor.norm2 / tensor.array.size)
     j = round(STEPS_PER_OCTAVE * math.log2(math.sqrt(12) * max_error * rms))
-    fits = lambda j: _may_fit(Candidate(Policy(), _grid_error(tensor, j)[0], 0.0), max_error)
+    error = lambda j: _grid_error(tensor, j, half)
+    fits = lambda j: _may_fit(Candidate(Policy(), error(j)[0], 0.0), max_error)
     span = STEPS_PER_OCTAVE // 4
     if fits(j):  # bracket: lo fits, hi does not
         lo, hi = j, j + span
         while fits(hi):
             lo, hi, span = hi, hi + 2 * span, 2 * span
-            if _grid_error(tensor, lo)[1] <= 1:  # one value left: coarser steps change nothing
+            if error(lo)[1] <= 1:  # one value left: coarser steps change nothing
                 break
     else:
         lo, hi = j - span, j
         while not fits(lo):
-            if _grid_error(tensor, lo)[1] > MAX_CELLS or lo < -150 * STEPS_PER_OCTAVE:
+            if error(lo)[1] > MAX_CELLS or lo < -150 * STEPS_PER_OCTAVE:
                 return None
             lo, hi, span = lo - 2 * span, lo, 2 * span
     while hi - lo > 1:
         check_stop()
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo if _grid_error(tensor, lo)[1] <= MAX_CELLS else None
+    return lo if error(lo)[1] <= MAX_CELLS else None
 
 
-def grid_policy(j: int) -> Policy:
-    return Policy.from_dict({"step": 2.0 ** (j / STEPS_PER_OCTAVE)})
+def grid_policy(j: int, half: bool = False) -> Policy:
+    spec = {"step": 2.0 ** (j / STEPS_PER_OCTAVE)}
+    if half:
+        spec["codebook_dtype"] = "float16"
+    return Policy.from_dict(spec)
 
 
-def _measure_grid(tensor: "TensorSearch", max_error: float, profile=None, memo=None, keep: bool = True):
+GRIDS = (False, True)
+"""The grid candidates, measured in this order: the codebook in float32, then in float16 (half the
+codebook's bytes, for a rounding of its values that moves the step a few rungs at most; at tight
+budgets, where the codebook has thousands of entries, the smaller file)."""
+
+
+def _measure_grid(tensor: "TensorSearch", max_error: float, profile=None, memo=None, keep: bool = True,
+                  half: bool = False, lean: bool = False):
     """The grid candidate for ``max_error``: its coarsest rung whose *exact* error fits (rungs below
     the estimated one are tried when float rounding puts it just over), measured as :func:`_measure`
     does; ``(policy, stored, encoded, error, bytes)`` or None (``keep=False``: stored and encoded
-    are None, not kept)."""
-    j = grid_rung(tensor, max_error)
+    are None, not kept). ``half``: the grid with a float16 codebook."""
+    j = grid_rung(tensor, max_error, half)
     while j is not None:
         check_stop()
-        key = (j, profile)
+        key = (j, profile, half)
         if memo is not None and key in memo:
             got = memo[key]
         else:
-            policy = grid_policy(j)
-            got = (policy,) + _measure(tensor, policy, profile)
+            policy = grid_policy(j, half)
+            got = (policy,) + _measure(tensor, policy, profile, lean)
             if not keep:
                 got = (policy, None, None) + got[3:]
             if memo is not None:
@@ -427,13 +451,15 @@ def _may_fit(candidate: Candidate, max_error: float) -> bool:
     return candidate.error <= max_error * (1 + 1e-9) + 1e-12
 
 
-def _measure(tensor: TensorSearch, policy: Policy, profile=None):
+def _measure(tensor: TensorSearch, policy: Policy, profile=None, lean: bool = False):
     """A candidate built and encoded for real: ``(stored, encoded, exact error, bytes in the file)``;
-    within ``profile`` (a :class:`dcformat.profiles.Profile`) when one is given."""
+    within ``profile`` (a :class:`dcformat.profiles.Profile`) when one is given. ``lean`` (without a
+    profile): a grid's zero cell is an explicit codebook entry where that gives the same streams
+    (one copy of the indices fewer in the writer)."""
     from .packer import encoding_for
 
     array = tensor.array
-    stored = tensor.build(policy)
+    stored = tensor.build(policy, zero_entry=lean and profile is None and policy.layout == "auto")
     if stored is array:
         encoded = encode_tensor(array, profile.encoding(array) if profile else None)
         return stored, encoded, 0.0, encoded_bytes(encoded)
@@ -474,21 +500,25 @@ def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits"
     best = None  # (bytes, error, policy)
     for c in fitting:
         check_stop()
-        encoded, error, size = _measure(tensor, c.policy, profile)[1:]
+        encoded, error, size = _measure(tensor, c.policy, profile, lean=True)[1:]
         advance((1 - SEARCH_SHARE) / len(fitting))
         if error <= max_error and (best is None or (size, error) < best[:2]):
             best = (size, error, c.policy)
         del encoded
     assert best is not None  # raw (error 0) is on the frontier: nothing beats its error
-    grid = _measure_grid(tensor, max_error, profile)
-    if grid is not None and (grid[4], grid[3]) < best[:2]:
-        choice = Choice(grid[0], grid[1], grid[2], grid[3], grid[4], len(candidates) + 1, len(front) + 1)
-    else:
+    choice = None
+    for half in GRIDS:  # the last one measured is kept whole: no second build when it wins
+        grid = _measure_grid(tensor, max_error, profile, keep=half == GRIDS[-1], half=half, lean=True)
+        if grid is not None and (grid[4], grid[3]) < best[:2]:
+            best = (grid[4], grid[3], grid[0])
+            choice = Choice(*grid, len(candidates) + len(GRIDS), len(front) + len(GRIDS)) if grid[1] is not None else None
         del grid
+    if choice is None:
         size, error, policy = best
-        stored, encoded, error_again, size_again = _measure(tensor, policy, profile)
+        stored, encoded, error_again, size_again = _measure(tensor, policy, profile, lean=True)
         assert (size_again, error_again) == (size, error)  # deterministic: the same candidate again
-        choice = Choice(policy, stored, encoded, error, size, len(candidates), len(front))
+        grids = len(GRIDS) if policy.share == "uniform" else 0
+        choice = Choice(policy, stored, encoded, error, size, len(candidates) + grids, len(front) + grids)
     if progress is not None and done[0] < 1:
         progress(1 - done[0])
     return choice
@@ -531,8 +561,9 @@ def sweep(array: np.ndarray, budgets, *, search: str = "sparsity+bits") -> list[
             if _may_fit(c, budget) and error <= budget and (best is None or (size, error) < (best.bytes, best.error)):
                 best = Outcome(c.policy, error, size)
         assert best is not None  # raw (error 0) is always measured and always fits
-        grid = _measure_grid(tensor, budget, memo=memo)
-        if grid is not None and (grid[4], grid[3]) < (best.bytes, best.error):
-            best = Outcome(grid[0], grid[3], grid[4])
+        for half in GRIDS:
+            grid = _measure_grid(tensor, budget, memo=memo, keep=False, half=half)
+            if grid is not None and (grid[4], grid[3]) < (best.bytes, best.error):
+                best = Outcome(grid[0], grid[3], grid[4])
         out.append(best)
     return out
