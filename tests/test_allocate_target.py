@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dcformat.cli.dcpack import main as dcpack
-from dcformat.pack.allocate import Point, allocate_curves, pareto, tensor_points
+from dcformat.pack.allocate import allocate_curves, pareto, tensor_points
 from dcformat.pack.errors import CheckpointError, PackError
 from dcformat.pack.sensitivity import load_sensitivities, save_sensitivities
 from dcformat.pack.target import TargetTooSmall, pack_to_size as _pack_to_size, parse_size
