@@ -233,7 +233,7 @@ class TensorSearch:
         a = int(np.searchsorted(u, -t, side="left"))  # u[:a] < -t
         b = int(np.searchsorted(u, t, side="right"))  # u[b:] > t
         mid_u, mid_c = [], []
-        for i in range(a, b):  # the values at -t and +t (one value when t is 0)
+        for i in sorted({a, b - 1} & set(range(a, b))):  # the values at -t and +t (one when t is 0)
             c = neg if u[i] < 0 else pos
             if abs(float(u[i])) == t and c > 0:
                 mid_u.append(u[i])
