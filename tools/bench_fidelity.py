@@ -314,23 +314,30 @@ TARGETS = (0.02, 0.05)
 
 
 def allocation_rows(bench, s):
-    """For each target, the same bytes allocated across tensors: by squared weight error (no data)
-    and by calibrated sensitivity (8 sentences that the evaluation does not use)."""
+    """For each target, the same bytes allocated across tensors over the sweep's points: without data
+    as ``dcpack --target-size`` weighs them (squared relative error, token embedding tables
+    :data:`~dcformat.pack.target.EMBEDDING_WEIGHT`), and by calibrated sensitivity (the Fisher trace
+    per weight times the squared absolute error; 8 sentences that the evaluation does not use).
+    ``tools/bench_allocation.py`` measures dcpack's own points and per-weight sensitivities."""
     from dcformat.pack.allocate import allocate
+    from dcformat.pack.target import DATA_FREE, EMBEDDING_WEIGHT, is_embedding
 
     try:
         sens = minilm_sensitivity(bench.model_dir, bench.tensors, bench.searched)
     except ImportError:
         sens = None
+    role = {n: EMBEDDING_WEIGHT if is_embedding(n) else 1.0 for n in bench.searched}
+    kinds = [(f"no data: {DATA_FREE}", role, None)]
+    if sens:
+        kinds.append(("calibrated: Fisher per tensor", sens, bench.norm2))
     rows = []
     for budget in TARGETS:
         i = s.budgets.index(budget)
         target = sum(s.outcomes[n][i].bytes for n in bench.searched)
         fixed = s.file_bytes[i] - sum(s.outcomes[n][i].bytes for n in s.names)
         rest = sum(s.outcomes[n][i].bytes for n in s.names if n not in bench.searched)
-        kinds = [("no data: squared weight error", None)] + ([("calibrated: Fisher per tensor", sens)] if sens else [])
-        for label, weights in kinds:
-            a = allocate(s, target, weights, bench.norm2)
+        for label, weights, norms2 in kinds:
+            a = allocate(s, target, weights, norms2)
             picks = {n: s.outcomes[n][a.picks[n]] for n in bench.searched}
             rows.append((f"--target-size of --max-error {budget:g}, {label}", picks, fixed + rest + a.bytes))
     return rows
