@@ -135,7 +135,7 @@ def from_sorted(u, inverse, counts, step, deadzone, shape, dtype) -> CodebookTen
 
 
 def from_values(flat, u, counts, step, deadzone, shape, dtype, codebook_dtype=np.float32,
-                zero_entry: bool = False) -> CodebookTensor:
+                zero_entry: bool = False, stats: GridStats | None = None) -> CodebookTensor:
     """:func:`from_sorted` without the inverse: each value of ``flat`` (the tensor, flattened) finds
     its cell itself, and the int32 indices are the only array of the tensor's size made.
 
@@ -144,8 +144,12 @@ def from_values(flat, u, counts, step, deadzone, shape, dtype, codebook_dtype=np
     instead of ``ZERO_INDEX``, when that is what the writer stores anyway (the tensor stays dense:
     fewer than half of its values in cell 0, no zero entry already, room for one more): the same
     decoded tensor and the same streams, without the writer's copy of the indices that maps
-    ``ZERO_INDEX`` to the zero symbol."""
-    stats = _grid_stats_checked(u, counts, step, deadzone, dtype)
+    ``ZERO_INDEX`` to the zero symbol. ``stats``: the step's :func:`grid_stats` (with
+    ``codebook_dtype``), when the caller kept them (``u`` and ``counts`` are then not needed)."""
+    if stats is None:
+        stats = grid_stats(u, counts, step, deadzone, dtype, codebook_dtype)
+    if stats.k > MAX_CELLS:
+        raise ValueError(f"step {step:g} needs {stats.k} codebook entries (at most {MAX_CELLS})")
     codebook, table = _codebook_table(stats)
     if np.dtype(codebook_dtype) == np.float16:
         with np.errstate(over="ignore"):

@@ -194,11 +194,40 @@ class TensorSearch:
         self.shareable = array.size > 0 and _all_finite(flat)
         if not self.shareable:
             return
-        self.u, self.counts = sorted_values(flat)
-        self.norm2 = _kmeans_kernels().pairwise_norm2(self.u, self.counts)
+        self._values = sorted_values(flat)
+        self.norm2 = _kmeans_kernels().pairwise_norm2(*self._values)
+        self._grid_tables: dict[tuple, object] = {}
         self._rules: dict[float, tuple | None] = {}
         self._codebooks: dict[tuple, np.ndarray] = {}
         self._sums: tuple | None = None  # (sparsity, prefix sums) of the kept values last clustered
+
+    @property
+    def u(self) -> np.ndarray:
+        """The sorted distinct values (zero as ``+0.0``), in the tensor's float dtype (float32 for
+        the 16-bit ones); sorted again if :meth:`release_values` dropped them."""
+        if self._values is None:
+            self._values = sorted_values(self.flat)
+        return self._values[0]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """How often each of :attr:`u` occurs."""
+        self.u
+        return self._values[1]
+
+    def release_values(self) -> None:
+        """Drop the sorted values and counts (about twice the tensor when its values are distinct):
+        building a k-means candidate needs only its codebook, a grid only its table, which
+        :meth:`grid_table` keeps; anything else sorts the values again."""
+        self._values = None
+
+    def grid_table(self, policy: Policy):
+        """The :class:`~dcformat.compress.ecsq.GridStats` of a grid policy, kept for :meth:`build`."""
+        key = (policy.step, policy.codebook_dtype)
+        if key not in self._grid_tables:
+            self._grid_tables[key] = grid_stats(self.u, self.counts, policy.step, 0.5, self.array.dtype,
+                                                np.float16 if policy.codebook_dtype == "float16" else np.float32)
+        return self._grid_tables[key]
 
     def _rule(self, sparsity: float):
         """``(t, ties)`` of ``magnitude_mask(array, sparsity)``: prune ``|x| < t`` and the first
@@ -233,7 +262,7 @@ class TensorSearch:
         a = int(np.searchsorted(u, -t, side="left"))  # u[:a] < -t
         b = int(np.searchsorted(u, t, side="right"))  # u[b:] > t
         mid_u, mid_c = [], []
-        for i in sorted({a, b - 1} & set(range(a, b))):  # the values at -t and +t (one when t is 0)
+        for i in sorted({i for i in (a, b - 1) if a <= i < b}):  # the values at -t and +t (one when t is 0)
             c = neg if u[i] < 0 else pos
             if abs(float(u[i])) == t and c > 0:
                 mid_u.append(u[i])
@@ -316,9 +345,9 @@ class TensorSearch:
         if policy.lossless:
             return self.array
         if policy.share == "uniform":
-            return from_values(self.flat, self.u, self.counts, policy.step, 0.5, self.array.shape,
+            return from_values(self.flat, None, None, policy.step, 0.5, self.array.shape,
                                self.array.dtype, np.float16 if policy.codebook_dtype == "float16" else np.float32,
-                               zero_entry=zero_entry)
+                               zero_entry=zero_entry, stats=self.grid_table(policy))
         sparsity = policy.sparsity or 0.0
         rule = self._rule(sparsity)
         centroids = self._kmeans(sparsity, policy.centroids(rule is not None))
@@ -494,6 +523,12 @@ def choose(array: np.ndarray, max_error: float, *, search: str = "sparsity+bits"
     candidates = tensor.candidates(lambda f: advance(SEARCH_SHARE * f))
     front = frontier(candidates)
     fitting = [c for c in front if _may_fit(c, max_error)]
+    for half in GRIDS:  # the grids' tables (and those a rung or two finer), then the sorted values go
+        j = grid_rung(tensor, max_error, half)
+        for rung in () if j is None else (j, j - 1, j - 2):
+            tensor.grid_table(grid_policy(rung, half))
+    if tensor.shareable:
+        tensor.release_values()
     # Each candidate is built, encoded and sized in turn, and only its numbers are kept: a winner
     # other than the grid (measured last) is built and encoded again at the end (the same bytes),
     # so at most one candidate's indices and streams are in memory at a time.

@@ -352,6 +352,7 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     from .sources import DictSource, Source, open_source
 
     start = time.perf_counter()
+    _return_large_blocks()
     recipe = coerce_recipe(recipe)
     try:
         profile = get_profile(profile)
@@ -492,6 +493,32 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
         nonzeros=sum(n for _, n in expected.values()), seconds=time.perf_counter() - start, tensors=reports,
         metadata=meta, notes=notes, warnings=list(src.warnings),
     )
+
+
+MMAP_THRESHOLD = 1 << 20
+
+
+def _return_large_blocks() -> None:
+    """Have glibc's malloc give blocks of 1 MiB and more back to the system as soon as they are
+    freed (``mallopt(M_MMAP_THRESHOLD)``). By default the threshold rises to the largest block
+    freed so far (up to 32 MiB), after which the packer's block-sized working arrays (a few MiB
+    each, on two threads) stay in per-thread heaps: 50-80 MB more peak RSS in the search of a
+    187.5 MB tensor. Elsewhere (or if it fails) nothing is done."""
+    global _RETURNING
+    if _RETURNING:
+        return
+    _RETURNING = True
+    try:
+        import ctypes
+        import sys
+
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_RETURNING = False
 
 
 class _Tied:
