@@ -565,3 +565,22 @@ def test_ctrl_c_ends_the_process_even_when_a_worker_cannot_stop(tmp_path, second
     assert proc.returncode == 130
     assert err == "prog: interrupted\n"
     assert os.listdir(out) == []  # the writer's temporary file removed
+
+
+@pytest.mark.parametrize("prog", COMMANDS)
+def test_help_fits_80_columns(prog):
+    text = cli(prog, "--help", env={"COLUMNS": "80"}).stdout.decode()
+    assert max(len(line) for line in text.splitlines()) <= 80, [line for line in text.splitlines() if len(line) > 80]
+
+
+def test_dcpack_status_lines_name_the_preset_not_its_json(tmp_path):
+    source = tmp_path / ("p" * 150) / "m.npz"  # a path longer than any width: printed whole
+    source.parent.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(source, w=rng.standard_normal((64, 64)).astype(np.float32))
+    result = cli("dcpack", source, "--preset", "safe", "-o", tmp_path / "m.dcf")
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stderr.decode().splitlines()  # not a terminal: one line per message, as a log wants
+    header = next(line for line in lines if " -> " in line)
+    assert header == f"dcpack: {source} -> {tmp_path / 'm.dcf'} (preset safe)"
+    assert any("--table md lists every tensor's" in line for line in lines)

@@ -2,64 +2,75 @@ from __future__ import annotations
 
 from ..pack import facts as _facts
 
-_DOC = """dcpack: compress a checkpoint into a dcf file (Deep Compression: prune, share weights, entropy code).
+_DOC = """dcpack: compress a checkpoint into a dcf file (prune, share, entropy code).
 
-    dcpack model.safetensors                                     lossless, to model.dcf; every tensor bit-exact
-    dcpack a.safetensors b.pt                                    a.dcf and b.dcf
-    dcpack - -o model.dcf < model.safetensors                    safetensors from stdin
-    dcpack model.safetensors --preset safe                       {safe}, outputs kept (no retraining)
-    dcpack model.safetensors --max-error 0.05                    per layer the smallest within 5% error
-    dcpack model/ --target-size 12MB --sensitivity s.safetensors  12 MB, bits where calibration says they matter
-    dcpack model.safetensors --sparsity 0.9 --bits 5             the paper's settings: needs retraining
+    dcpack model.safetensors              lossless, to model.dcf; every tensor bit-exact
+    dcpack a.safetensors b.pt             a.dcf and b.dcf
+    dcpack - -o model.dcf < model.safetensors       safetensors from stdin
+    dcpack model.safetensors --preset safe          {safe}, outputs kept (no retraining)
+    dcpack model.safetensors --max-error 0.05       per layer the smallest within 5%
+    dcpack model/ --target-size 12MB --sensitivity s.safetensors
+                                          12 MB, bits where calibration says they matter
+    dcpack model.safetensors --sparsity 0.9 --bits 5    the paper's: needs retraining
     dcpack model.pt --sparsity 0.9 --conv-sparsity 0.65 --bits 5 --conv-bits 8
-    dcpack model.npz --recipe recipe.json --table md             a JSON recipe (README: "Recipes")
+    dcpack model.npz --recipe recipe.json --table md    a JSON recipe (README: "Recipes")
 
 Inputs, judged by content (any suffix): safetensors, torch files (torch.load with
-weights_only=True; a training checkpoint gives every tensor under dotted names, its other entries
-kept in the metadata, --key one subtree), npz (no pickles), dcf, a Hugging Face model folder or its
-*.index.json (shards), an ONNX model (its initializers; the graph kept inside: dcunpack -o X.onnx). Fully connected weights are the floating-point tensors of
-rank 2 — embedding tables included — and conv weights those of rank 3 or more; tensors under
---min-size elements, biases and norms (rank 1) and non-float tensors stay raw and lossless. The
-recipe and the source file name are stored in the file's metadata (``dcformat.recipe``,
-``dcformat.source``). An existing output is kept unless -f/--force is given. User errors print
-one line naming the file and exit with status 1 (2 for bad usage, such as a --keep pattern that
-matches no tensor; 130 after Ctrl-C, which leaves no partial file).
+weights_only=True; a training checkpoint gives every tensor under dotted names, its
+other entries kept in the metadata, --key one subtree), npz (no pickles), dcf, a
+Hugging Face model folder or its *.index.json (shards), an ONNX model (its
+initializers; the graph kept inside: dcunpack -o X.onnx). Fully connected weights
+are the floating-point tensors of rank 2 (embedding tables included) and conv
+weights those of rank 3 or more; tensors under --min-size elements, biases and
+norms (rank 1) and non-float tensors stay raw and lossless. The recipe and the
+source file name are stored in the file's metadata (``dcformat.recipe``,
+``dcformat.source``). An existing output is kept unless -f/--force is given. User
+errors print one line naming the file and exit with status 1 (2 for bad usage, such
+as a --keep pattern that matches no tensor; 130 after Ctrl-C, which leaves no
+partial file).
 
-Lossy settings report the relative error ||W - W'|| / ||W|| they cause (largest and median per
-tensor, overall) and warn when a tensor's passes {warn:g}; --table lists every tensor's.
+Lossy settings report the relative error ||W - W'|| / ||W|| they cause
+(largest and median per tensor, overall) and warn when a tensor's passes
+{warn:g}; --table md lists every tensor's.
 
 Presets (--preset), measured on {measured_on}:
 
-  lossless    the default: every tensor bit-exact; floats stored as entropy-coded byte planes
-              (ZipNN's method): {lossless} smaller than float32.
-  safe        weight sharing, no pruning: per tensor the smallest codebook (k-means bits
-              ({unpruned_bits}) or a uniform grid) whose relative error stays within {safe_error:g}
-              (token embedding tables: {safe_embedding:g}; --max-error sets one for all): {safe}
-              smaller; sentence embeddings keep cosine {cosine:g} to the original and the same
-              paraphrase matches. Usable without retraining.
-  indistinguishable  the same within {ind_error:g} (embedding tables {ind_embedding:g}): {ind}
-              smaller, embeddings at cosine {ind_cosine:g} (at least 0.999).
-  aggressive  Deep Compression's settings: fully connected 90% pruned + 5-bit codebooks, conv
-              65% + 8 bits: {aggressive} smaller, but without retraining the outputs are
-              destroyed (relative error ~{aggressive_error:g} per matrix); retrain with
-              dcformat.torch (masked fine-tuning) first.
+  lossless    the default: every tensor bit-exact; floats stored as entropy-
+              coded byte planes (ZipNN's method): {lossless} smaller than float32.
+  safe        weight sharing, no pruning: per tensor the smallest codebook
+              (k-means bits ({unpruned_bits}) or a uniform grid) whose relative
+              error stays within {safe_error:g} (token embedding tables: {safe_embedding:g};
+              --max-error sets one for all): {safe} smaller; sentence
+              embeddings keep cosine {cosine:g} to the original and the same
+              paraphrase matches. No retraining needed.
+  indistinguishable
+              the same within {ind_error:g} (embedding tables {ind_embedding:g}): {ind} smaller,
+              embeddings at cosine {ind_cosine:g} (at least 0.999).
+  aggressive  Deep Compression's settings: fully connected 90% pruned + 5-bit
+              codebooks, conv 65% + 8 bits: {aggressive} smaller, but without
+              retraining the outputs are destroyed (relative error ~{aggressive_error:g} per
+              matrix); retrain with dcformat.torch (masked fine-tuning) first.
 
---max-error E (without --preset): per tensor the encoding with the fewest bytes whose relative
-error is at most E, searched over raw storage, pruning {percents} with {pruned_bits}-bit codebooks,
-and unpruned {unpruned_bits}-bit codebooks; a looser budget never gives a larger file.
+--max-error E (without --preset): per tensor the encoding with the fewest bytes
+whose relative error is at most E, searched over raw storage, pruning
+{percents} with {pruned_bits}-bit codebooks, and unpruned {unpruned_bits}-bit
+codebooks; a looser budget never gives a larger file.
 
---target-size SIZE: the file within SIZE bytes (12MB, 5MiB, or Nx: N times smaller), its bytes shared out
-across tensors by the model's cost of their errors: every encoding the --max-error search can store
-(pruning, codebooks, the uniform grid at many steps) is measured per tensor, and the set of picks
-with the least total cost that fits is chosen (an exact knapsack). The cost is the squared relative
-error (token embedding tables weighted {emb_weight:g}) without data, or with --sensitivity FILE the model's
-own: sum of h_i (w_i - w'_i)^2, h from a few calibration texts
-(python -m dcformat.torch.sensitivity --model FOLDER --texts FILE -o FILE). Pruning is picked only
-where it costs the model less per byte. A SIZE below the smallest reachable file is refused
-(exit 2) with that size.
+--target-size SIZE: the file within SIZE bytes (12MB, 5MiB, or Nx: N times
+smaller), its bytes shared out across tensors by the model's cost of their
+errors: every encoding the --max-error search can store (pruning, codebooks,
+the uniform grid at many steps) is measured per tensor, and the set of picks
+with the least total cost that fits is chosen (an exact knapsack). The cost is
+the squared relative error (token embedding tables weighted {emb_weight:g}) without
+data, or with --sensitivity FILE the model's own: sum of h_i (w_i - w'_i)^2, h
+from a few calibration texts (python -m dcformat.torch.sensitivity --model
+FOLDER --texts FILE -o FILE). Pruning is picked only where it costs the model
+less per byte. A SIZE below the smallest reachable file is refused (exit 2)
+with that size.
 
---bits B: a codebook of 2^B symbols, the zero of pruned weights included (2^B - 1 centroids and
-zero when the layer is pruned, 2^B centroids when nothing is).
+--bits B: a codebook of 2^B symbols, the zero of pruned weights included
+(2^B - 1 centroids and zero when the layer is pruned, 2^B centroids when
+nothing is).
 """
 
 
@@ -97,8 +108,10 @@ from ._common import (  # noqa: F401 - OneLineParser and run: dctable and dcunpa
     check_overwrite,
     each,
     note_first_compile,
+    plural,
     replace_suffix,
     run,
+    say,
 )
 
 INPUT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz", ".onnx")
@@ -284,9 +297,9 @@ def report_errors(tensors, recipe, *, quiet: bool = False, out=None, advice: str
     overall = (sum(w * e * e for w, e in zip(weights, errors)) / max(1, sum(weights))) ** 0.5
     worst = lossy[0]
     if not quiet:
-        print(f"dcpack: relative error ||W - W'|| / ||W|| of the {len(lossy)} lossy tensors: largest "
-              f"{worst.relative_error:.3g} ({sanitize(worst.name, 60)}), median {median:.3g}, overall {overall:.3g} "
-              "(weighted by parameters); --table lists every tensor's", file=out)
+        say("dcpack", f"relative error ||W - W'|| / ||W|| of the {plural(len(lossy), 'lossy tensor')}: largest "
+            f"{worst.relative_error:.3g} ({sanitize(worst.name, 60)}), median {median:.3g}, overall {overall:.3g} "
+            "(weighted by parameters); --table md lists every tensor's", out)
     over = [t for t in lossy if t.relative_error > _facts.WARN_ERROR]
     if over:
         others = f" and {len(over) - 1} other tensor{'s' if len(over) > 2 else ''}" if len(over) > 1 else ""
@@ -295,9 +308,9 @@ def report_errors(tensors, recipe, *, quiet: bool = False, out=None, advice: str
         if recipe.preset == "safe" or any(r.policy.max_error is not None for r in recipe.rules):
             keep = "a smaller --max-error keeps the model closer"
         keep = advice or keep
-        print(f"dcpack: warning: {sanitize(worst.name, 60)}{others} changed by more than {_facts.WARN_ERROR:g} "
-              f"(largest relative error {worst.relative_error:.3g}): the model's outputs will likely change badly; "
-              f"{keep}", file=out)
+        say("dcpack", f"warning: {sanitize(worst.name, 60)}{others} changed by more than {_facts.WARN_ERROR:g} "
+            f"(largest relative error {worst.relative_error:.3g}): the model's outputs will likely change badly; "
+            f"{keep}", out)
     return worst.relative_error
 
 
@@ -328,20 +341,18 @@ def pack_target(args, source, output) -> None:
     except TargetTooSmall as exc:  # the command line asked for the impossible: a usage error (exit 2)
         raise UsageError(str(exc)) from None
     if not args.quiet:
-        print(f"dcpack: {sanitize(source)} -> {sanitize(output)} (target size {plan.target_bytes:,} bytes)",
-              file=sys.stderr)
-        print(f"dcpack: {result.summary()}", file=sys.stderr)
-        searched = len(plan.picks)
-        print(f"dcpack: {result.file_bytes:,} bytes, {100 * result.file_bytes / plan.target_bytes:.1f}% of the target "
-              f"(smallest reachable {plan.smallest_bytes:,}); {searched} tensors allocated {plan.weighting}; "
-              f"{plan.pruned} of them pruned", file=sys.stderr)
+        say("dcpack", f"{sanitize(source, 10**6)} -> {sanitize(output, 10**6)} (target size {plan.target_bytes:,} bytes)")
+        say("dcpack", result.summary())
+        say("dcpack", f"{result.file_bytes:,} bytes, {100 * result.file_bytes / plan.target_bytes:.1f}% of the target "
+            f"(smallest reachable {plan.smallest_bytes:,}); {plural(len(plan.picks), 'tensor')} allocated "
+            f"{plan.weighting}; {plan.pruned} of them pruned")
     report_errors(result.tensors, result.recipe, quiet=args.quiet,
                   advice="a larger --target-size keeps the model closer" + (
                       "" if args.sensitivity else "; --sensitivity puts the bytes where the model needs them"))
     for line in result.warnings:
-        print(f"dcpack: warning: {sanitize(line, 400)}", file=sys.stderr)
+        say("dcpack", f"warning: {sanitize(line, 2000)}")
     for line in [] if args.quiet else plan.notes + result.notes:
-        print(f"dcpack: note: {sanitize(line, 400)}", file=sys.stderr)
+        say("dcpack", f"note: {sanitize(line, 2000)}")
     if args.table:
         from ..pack.tables import layer_table
 
@@ -385,8 +396,8 @@ def main(argv=None) -> int:
     parser = OneLineParser(prog="dcpack", description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=__doc__[__doc__.index("Lossy settings report"):].rstrip() + "\n\n"
-                                  "Without --preset, --max-error, pruning or sharing flags the file is lossless: "
-                                  "every tensor comes back bit-exact.")
+                                  "Without --preset, --max-error, pruning or sharing flags the file is\n"
+                                  "lossless: every tensor comes back bit-exact.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="checkpoints, judged by content (any suffix): safetensors, torch (.pt, .bin, .ckpt; "
                              "weights_only), npz, dcf, ONNX, a model folder or its *.index.json; - reads safetensors "
@@ -426,9 +437,9 @@ def main(argv=None) -> int:
         recipe = recipe_from_args(args)
         metadata = _metadata(args.metadata)
         if recipe.preset == "aggressive":
-            print("dcpack: warning: the aggressive preset prunes 90% of fully connected weights without retraining: "
-                  "the model's outputs will change badly. Retrain with dcformat.torch (masked fine-tuning, "
-                  "then codebook fine-tuning) before using it.", file=sys.stderr)
+            say("dcpack", "warning: the aggressive preset prunes 90% of fully connected weights without retraining: "
+                "the model's outputs will change badly. Retrain with dcformat.torch (masked fine-tuning, "
+                "then codebook fine-tuning) before using it.")
         note_first_compile("dcpack", KERNEL_MODULES + (() if recipe.lossless else ("kmeans",)), args.quiet)
 
         def one(source, output):
@@ -438,17 +449,18 @@ def main(argv=None) -> int:
                           progress=not args.quiet, verify=not args.no_verify, profile=args.profile, key=args.key,
                           attach=args.attach, **named)
             if not args.quiet:
+                # a preset by its name (dcinfo and --table md show its rules), a custom recipe in full
                 mode = "lossless" if recipe.lossless else "recipe " + recipe.to_json()
                 if recipe.preset:
-                    mode = f"preset {recipe.preset}" + ("" if recipe.lossless else ": " + recipe.to_json())
+                    mode = f"preset {recipe.preset}"
                 shown = "<stdin>" if source == "-" else source
-                print(f"dcpack: {sanitize(shown)} -> {sanitize(output)} ({mode})", file=sys.stderr)
-                print(f"dcpack: {result.summary()}", file=sys.stderr)
+                say("dcpack", f"{sanitize(shown, 10**6)} -> {sanitize(output, 10**6)} ({mode})")
+                say("dcpack", result.summary())
             report_errors(result.tensors, recipe, quiet=args.quiet)
             for line in result.warnings:
-                print(f"dcpack: warning: {sanitize(line, 400)}", file=sys.stderr)
+                say("dcpack", f"warning: {sanitize(line, 2000)}")
             for line in [] if args.quiet else result.notes:
-                print(f"dcpack: note: {sanitize(line, 400)}", file=sys.stderr)
+                say("dcpack", f"note: {sanitize(line, 2000)}")
             if args.table:
                 from ..pack.tables import layer_table
 

@@ -11,21 +11,25 @@
     dcunpack model.dcf -o restored.onnx            an ONNX model (packed from one): graph and initializers
     dcunpack model.dcf -o restored.onnx --external-data     tensors of 1 KiB or more in restored.onnx.data
 
-Every tensor comes back with its name, shape and dtype: raw tensors bit-exact, weight-shared ones
-as their codebook values. A .safetensors output is decoded and written tensor by tensor (the header
-comes from the dcf index), so memory holds about one tensor; the file is the one the safetensors
-package writes. .pt and .npz outputs hold every tensor in memory before writing. Outputs appear
-atomically (temporary file, fsync, rename). A safetensors output carries the dcf file's metadata
-(the recipe, the source name) and the source's own metadata. A directory output (an existing
-directory, a name ending in /, or one without a suffix) gets the weights of a model folder:
-model.safetensors, or model-00001-of-0000N.safetensors shards and model.safetensors.index.json
-(pytorch_model*.bin with --format torch or for a torch source), shaped as the packed source was
-unless --max-shard-size splits them anew. A training checkpoint's nesting, non-tensor entries and
-DataParallel "module." prefix come back in a .pt output (--flat: the tensors under their stored
-names only). A file packed from an ONNX model comes back as one with -o X.onnx: its graph (stored
-as an attachment) with every initializer decoded (--external-data: the large ones in X.onnx.data,
-one file beside it, replaced if there). An existing output is kept unless
--f/--force is given. Errors print one line naming the file and exit with status 1 (2 for bad usage).
+Every tensor comes back with its name, shape and dtype: raw tensors bit-exact,
+weight-shared ones as their codebook values. A .safetensors output is decoded
+and written tensor by tensor (the header comes from the dcf index), so memory
+holds about one tensor; the file is the one the safetensors package writes. .pt
+and .npz outputs hold every tensor in memory before writing. Outputs appear
+atomically (temporary file, fsync, rename). A safetensors output carries the
+dcf file's metadata (the recipe, the source name) and the source's own
+metadata. A directory output (an existing directory, a name ending in /, or one
+without a suffix) gets the weights of a model folder: model.safetensors, or
+model-00001-of-0000N.safetensors shards and model.safetensors.index.json
+(pytorch_model*.bin with --format torch or for a torch source), shaped as the
+packed source was unless --max-shard-size splits them anew. A training
+checkpoint's nesting, non-tensor entries and DataParallel "module." prefix come
+back in a .pt output (--flat: the tensors under their stored names only). A
+file packed from an ONNX model comes back as one with -o X.onnx: its graph
+(stored as an attachment) with every initializer decoded (--external-data: the
+large ones in X.onnx.data, one file beside it, replaced if there). An existing
+output is kept unless -f/--force is given. Errors print one line naming the
+file and exit with status 1 (2 for bad usage).
 """
 from __future__ import annotations
 
