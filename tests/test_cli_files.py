@@ -203,22 +203,20 @@ def test_pickled_module_refusal_is_one_clean_sentence(tmp_path, cli):
                     "torch.save(model.state_dict(), path)")
 
 
-def test_fp8_safetensors_is_not_called_unreadable(tmp_path, cli):
+def test_fp8_safetensors_packs_bit_exact(tmp_path, cli):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file
 
     path = tmp_path / "fp8.safetensors"
-    save_file({"w": torch.randn(64, 64).to(torch.float8_e4m3fn), "b": torch.zeros(3)}, str(path))
+    w = torch.randn(64, 64).to(torch.float8_e4m3fn)
+    save_file({"w": w, "b": torch.zeros(3)}, str(path))
     result = cli("dcpack", path, "-q")
-    if result.returncode == 0:  # packed: it must come back bit-exact
-        import ml_dtypes
+    assert result.returncode == 0, result.stderr  # format 1.2: float8 is packed, not refused
+    import ml_dtypes
 
-        loaded = dcformat.load_file(tmp_path / "fp8.dcf")
-        assert loaded["w"].dtype == ml_dtypes.float8_e4m3fn
-        return
-    line = one_line(result, "dcpack")
-    assert "unreadable" not in line and "not a readable" not in line
-    assert "F8_E4M3" in line or "float8" in line
+    loaded = dcformat.load_file(tmp_path / "fp8.dcf")
+    assert loaded["w"].dtype == ml_dtypes.float8_e4m3fn
+    assert loaded["w"].view(np.uint8).tobytes() == w.view(torch.uint8).numpy().tobytes()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pseudo-terminal")

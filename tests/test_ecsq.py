@@ -100,6 +100,7 @@ def test_uniform_policy_is_checked():
     with pytest.raises(RecipeError, match="step needs"):
         Policy.from_dict({"bits": 4, "step": 0.1})
     assert Policy.from_dict({"step": 0.5}).describe() == "uniform step 0.5"
+    assert Policy.from_dict({"step": 0.5, "codebook_dtype": "float16"}).describe() == "uniform step 0.5 · float16 codebook"
     with pytest.raises(ValueError, match="step"):
         uniform_quantize(np.ones(3, np.float32), 0.0)
 

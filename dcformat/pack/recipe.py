@@ -300,6 +300,8 @@ class Policy:
             parts.append(f"uniform step {self.step:.4g}")
         if self.store == "float16" and self.share == "none":
             parts.append("float16")
+        if self.codebook_dtype == "float16" and self.share != "none":
+            parts.append("float16 codebook")
         if not parts:
             return "raw"
         if self.index_bits != "auto" and self.prune != "none":
