@@ -512,7 +512,10 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
             rows.append(row)
             details["stages"][stage] = {"dcf": stem + ".dcf", "result": result, "stats": stats}
             del decoded
-        for stage, future in pending.items():
+        names = sorted({_BASELINE_NAMES[b] for b, only in plan.items() if only is None or set(only) & set(pending)})
+        waiting = tqdm(pending.items(), total=len(pending), leave=False, disable=None if progress else True,
+                       desc=f"dense baselines ({', '.join(names)})")  # zstd -19 can take minutes
+        for stage, future in waiting:
             sizes = future.result()
             row = next(r for r in rows if r["stage"] == stage)
             for key in ("gzip", "zstd"):
