@@ -117,8 +117,6 @@ def test_source_order_places_every_name_once():
     assert [i.name for i in source_order(infos, {}, {"t"})] == ["a", "b", "c", "t"]
 
 
-@pytest.mark.xfail(reason="the packer does not record alias_positions yet (dcformat/pack/packer.py): a plain "
-                          "state dict's tied tensor comes back last", strict=False)
 def test_a_plain_tied_state_dict_keeps_its_order(tmp_path):
     torch = pytest.importorskip("torch")
     tensors = {k: torch.from_numpy(v) for k, v in _tensors().items()}

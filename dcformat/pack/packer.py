@@ -477,6 +477,15 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
             masks.pop(name, None)
             del stored, encoded
             searching.finish(name, int(entry.size))
+        if aliases and src.layout.get("tree") is None and not isinstance(src.layout.get("shards"), dict):
+            # where each alias stood among the source's tensors, so dcunpack restores the order (the
+            # index lists aliases last); a tree or a shard map already says it. The index, metadata
+            # included, is written when the writer closes.
+            from .restore import ALIAS_POSITIONS
+
+            writer.metadata[LAYOUT_KEY] = metadata_json({**(src.layout or {}),
+                                                         ALIAS_POSITIONS: {a: order[a] for a in aliases}})
+            meta[LAYOUT_KEY] = writer.metadata[LAYOUT_KEY]
     for name, target in aliases.items():  # the reader lists aliases after the tensors
         expected[name] = expected[target]
     if verify:
