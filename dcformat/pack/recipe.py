@@ -72,12 +72,12 @@ Presets (``dcpack --preset``, :func:`preset_recipe`); the recipe's ``"preset"`` 
 ``safe``
     weight sharing without pruning; per tensor the smallest codebook (k-means of 2..12 bits, or a
     uniform grid) whose relative error stays within ``SAFE_MAX_ERROR`` (token embedding tables:
-    ``SAFE_EMBEDDING_ERROR``; or the one budget given). On MiniLM: 5.85× smaller than float32,
-    sentence embeddings at cosine 0.9988 to the original, paraphrase matching unchanged — usable
+    ``SAFE_EMBEDDING_ERROR``; or the one budget given). On MiniLM: 5.86× smaller than float32,
+    sentence embeddings at cosine 0.9987 to the original, paraphrase matching unchanged — usable
     without retraining.
 ``indistinguishable``
     the same search at ``INDISTINGUISHABLE_MAX_ERROR`` (embedding tables
-    ``INDISTINGUISHABLE_EMBEDDING_ERROR``): on MiniLM 5.22× smaller, embeddings at cosine 0.9994
+    ``INDISTINGUISHABLE_EMBEDDING_ERROR``): on MiniLM 5.23× smaller, embeddings at cosine 0.9995
     (int8 per channel keeps 0.9995 at 8 bits per weight).
 ``aggressive``
     Deep Compression's settings (fully connected 90% pruned + 5-bit codebooks, conv 65% + 8
@@ -125,7 +125,7 @@ the previous safe preset's (one budget 0.03 with power-of-two codebooks only: 16
 0.9975). Once the search lands on its budget (the grid candidate) one budget 0.03 gives 15.2 MB
 but cosine 0.996, and 0.02 gives 16.9 MB: a lookup table's error stays in the rows it touches,
 where a matrix's passes through every later layer, so the embedding table takes the looser
-budget (0.05 there and 0.015 elsewhere: 15.5 MB, cosine 0.9988, every paraphrase matched)."""
+budget (0.05 there and 0.015 elsewhere: 15.5 MB, cosine 0.9987, every paraphrase matched)."""
 INDISTINGUISHABLE_MAX_ERROR = facts.INDISTINGUISHABLE_MAX_ERROR
 INDISTINGUISHABLE_EMBEDDING_ERROR = facts.INDISTINGUISHABLE_EMBEDDING_ERROR
 """The indistinguishable preset's budgets, chosen on the same grid as the smallest file with
