@@ -3,7 +3,21 @@ from __future__ import annotations
 
 
 class DCFormatError(Exception):
-    """Base class of every error dcformat raises for a file or for bad input to a writer."""
+    """Base class of every error dcformat raises for a file or for bad input to a writer.
+
+    ``path``: the file the error concerns, when it was opened by path (or from a named file
+    object); its message then starts with that path, as ``PATH: what is wrong``.
+    """
+
+    path: str | None = None
+
+
+def name_path(exc: DCFormatError, path: str | None) -> DCFormatError:
+    """Lead ``exc``'s message with ``path`` (once; kept as ``exc.path``) and return it."""
+    if path is not None and exc.path is None and not isinstance(exc, ClosedFileError):
+        exc.path = path
+        exc.args = (f"{path}: {exc}", *exc.args[1:])
+    return exc
 
 
 class CorruptFileError(DCFormatError):

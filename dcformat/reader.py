@@ -17,7 +17,7 @@ import mmap
 import os
 import stat
 from collections.abc import Iterator
-from functools import partial
+from functools import partial, wraps
 from typing import IO, Union, cast
 
 import numpy as np
@@ -25,7 +25,7 @@ import numpy as np
 from .checksum import crc32
 from .codecs import get_codec
 from .constants import DEFAULT_MAX_ATTACHMENT_BYTES, DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES, DTYPE_SIZE, ELEMENT_DTYPE, CodebookDType, Codec, DType, Layout, Role, ValueCoding
-from .errors import ChecksumError, ClosedFileError, CorruptFileError, CountMismatchError, DCFormatError, LimitExceededError
+from .errors import ChecksumError, ClosedFileError, CorruptFileError, CountMismatchError, DCFormatError, LimitExceededError, name_path
 from .extensions import AttachmentInfo, decode_attachment
 from .index_reader import Header, read_header
 from .kernels import plan_for
@@ -245,6 +245,18 @@ Source = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes], 
 """What :func:`dcformat.open` reads: a path, a binary file object, or a buffer holding the file."""
 
 
+def _naming_file(method):
+    """A reader method whose errors (a corrupted stream, a limit) lead with the file's path."""
+    @wraps(method)
+    def named(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except DCFormatError as exc:
+            name_path(exc, self.path)
+            raise
+    return named
+
+
 class DCFReader:
     """A dcf file opened lazily: the index is parsed at once, tensors are decoded on request.
 
@@ -300,8 +312,10 @@ class DCFReader:
         try:
             self.threads = resolve_threads(threads)
             self.header: Header = read_header(self._buffer, check_crc=verify)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, DCFormatError):
+                name_path(exc, self.path)
             raise
 
     def _map(self, fd: int, position: int) -> memoryview:
@@ -364,6 +378,7 @@ class DCFReader:
         except KeyError:
             raise KeyError(f"no attachment named {name!r} in this file") from None
 
+    @_naming_file
     def get_attachment(self, name: str) -> bytes:
         """The bytes of attachment ``name``, exactly as they were stored (CRC-32 checked unless
         ``verify=False``; at most ``max_attachment_bytes``)."""
@@ -389,11 +404,13 @@ class DCFReader:
         self._check_open()
         return list(self.header.tensors.values())
 
+    @_naming_file
     def get_tensor(self, name: str) -> np.ndarray:
         """Decode tensor ``name`` to a new numpy array (its chunks on the reader's threads)."""
         return decode_tensor(self._buffer, self.info(name), verify=self.verify, max_tensor_bytes=self.max_tensor_bytes,
                              threads=self.threads)
 
+    @_naming_file
     def get_tensors(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Decode the tensors ``names`` (default: all, in file order, aliases included) at once,
         on all threads.
@@ -415,12 +432,14 @@ class DCFReader:
         decodes only the chunks holding rows ``a`` to ``b - 1`` (:mod:`dcformat.slices`)."""
         return TensorSlice(self, self.info(name))
 
+    @_naming_file
     def get_codebook_tensor(self, name: str) -> CodebookTensor:
         """Tensor ``name`` as its codebook and per-element indices (it must be stored with a codebook)."""
         return decode_codebook_tensor(
             self._buffer, self.info(name), verify=self.verify, max_tensor_bytes=self.max_tensor_bytes
         )
 
+    @_naming_file
     def _decode_range(self, info: TensorInfo, low: int, high: int) -> tuple[np.ndarray, int]:
         """Decode the chunks of ``info`` that hold positions ``low..high - 1`` (:func:`plan_region`)."""
         self._check_open()
@@ -441,6 +460,7 @@ class DCFReader:
         self._check_open()
         return len(self.header.tensors) + len(self.header.aliases)
 
+    @_naming_file
     def verify_all(self) -> None:
         """Decode every tensor and every attachment, checking every checksum and every rule; raise
         on the first fault."""

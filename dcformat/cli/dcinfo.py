@@ -192,7 +192,10 @@ def _main(args) -> int:
             summary = _inspect(path, args.verify, data)
         except (DCFormatError, OSError, MemoryError) as exc:
             kind = f"{type(exc).__name__}: " if isinstance(exc, DCFormatError) else ""
-            print(f"dcinfo: {sanitize(name, 10**6)}: {kind}{describe_error(exc)}", file=sys.stderr)  # path whole
+            lead, message = f"{sanitize(name, 10**6)}: ", describe_error(exc)  # the path whole
+            if getattr(exc, "path", None) is not None and message.startswith(lead):
+                message = message[len(lead):]  # the reader's error leads with the path already
+            print(f"dcinfo: {lead}{kind}{message}", file=sys.stderr)
             status = 1
             continue
         summary["file"] = name
