@@ -14,14 +14,15 @@
 The command-line tools ``dcpack``, ``dcunpack`` and ``dctable`` wrap these functions.
 """
 from .checkpoints import load_checkpoint, save_checkpoint
-from .errors import CheckpointError, PackError, RecipeError
+from .errors import CheckpointError, PackError, PatternError, PickledObjectsError, RecipeError, TargetTooSmall
 from .packer import PackResult, TensorReport, compare, compress_tensor, pack, unpack
 from .recipe import Policy, Recipe, Rule, budget_recipe, preset_recipe
 from .sweep import Sweep, allocation_table, budget_sweep, plot_sweep, sweep_table
 from .tables import Table, analyze_file, fidelity_table, layer_table, stage_table
 
 __all__ = [
-    "CheckpointError", "PackError", "PackResult", "Policy", "Recipe", "RecipeError", "Rule", "Sweep", "Table",
+    "CheckpointError", "PackError", "PackResult", "PatternError", "PickledObjectsError", "Policy", "Recipe",
+    "RecipeError", "Rule", "Sweep", "Table", "TargetTooSmall",
     "TensorReport", "allocation_table", "analyze_file", "budget_recipe", "budget_sweep", "compare", "compress_tensor",
     "fidelity_table", "layer_table", "load_checkpoint", "pack", "plot_sweep", "preset_recipe", "save_checkpoint",
     "stage_table", "sweep_table", "unpack",

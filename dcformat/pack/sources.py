@@ -47,7 +47,7 @@ import numpy as np
 
 from ..constants import MAGIC, MAX_NAME_LENGTH, MAX_RANK
 from ..structures import dtype_of
-from .errors import CheckpointError
+from .errors import CheckpointError, PickledObjectsError
 from .nested import flatten, strip_prefix, summarize
 
 SAFETENSORS_MAX_HEADER = 100_000_000
@@ -471,20 +471,6 @@ def import_torch(path: str):
     except ImportError:
         raise CheckpointError(f"{path!r} is a PyTorch checkpoint: reading it needs torch ({TORCH_EXTRA})") from None
     return torch
-
-
-class PickledObjectsError(CheckpointError):
-    """A torch file holds pickled Python objects (a whole ``nn.Module``, an optimizer object, a
-    class of the user's), which ``torch.load(weights_only=True)`` refuses and dcformat never
-    unpickles. :attr:`objects` names them (``torch.nn.modules.linear.Linear``), read from the
-    pickle's opcodes without running any of it."""
-
-    def __init__(self, path, objects):
-        self.path, self.objects = os.fspath(path), list(objects)
-        shown = ", ".join(self.objects[:3]) + (f" and {len(self.objects) - 3} more" if len(self.objects) > 3 else "")
-        super().__init__(f"{self.path!r}: holds pickled Python objects ({shown}), which dcformat never "
-                         "unpickles (torch.load(weights_only=True)); save the state dict instead: "
-                         "torch.save(model.state_dict(), path)")
 
 
 _PLAIN_GLOBAL_MODULES = ("torch", "torch._utils", "torch._tensor", "collections", "builtins", "_codecs")

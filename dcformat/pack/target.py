@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .allocate import POINT_BUDGETS, allocate_curves, smallest_bytes, tensor_points
-from .errors import PackError
+from .errors import PackError, TargetTooSmall
 
 __all__ = ["parse_size", "pack_to_size", "TargetPlan", "TargetTooSmall", "EMBEDDING_WEIGHT", "DATA_FREE"]
 
@@ -155,13 +155,6 @@ def weigh(points: dict, sensitivity, names) -> dict:
         rho = 1.0 if sensitivity is not None else (EMBEDDING_WEIGHT if is_embedding(n) else 1.0)
         curves[n] = [(p.bytes, rho * p.distortion) for p in points[n]]
     return curves
-
-
-class TargetTooSmall(PackError):
-    def __init__(self, smallest: int, target: int):
-        self.smallest, self.target = int(smallest), int(target)
-        super().__init__(f"--target-size {self.target:,} bytes is below the smallest file this checkpoint reaches, "
-                         f"{self.smallest:,} bytes (every searched tensor pruned to its cheapest encoding)")
 
 
 def pack_to_size(source, out, target, *, sensitivity=None, only=(), keep=(), min_size: int = 4096,

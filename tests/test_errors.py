@@ -1,4 +1,5 @@
-"""Errors of a file opened by path lead with that path, once: in the library and in the tools."""
+"""The library's errors: those of a file opened by path lead with that path, once (in the library
+and in the tools), and every error class a caller may catch is exported."""
 import io
 import subprocess
 import sys
@@ -81,3 +82,19 @@ def test_the_tools_name_the_path_once(files, tool, tmp_path):
     assert done.returncode == 1
     assert done.stderr.count(str(not_dcf)) == 1, done.stderr
     assert "not a dcf file" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_every_packing_error_is_exported_and_is_a_library_error():
+    import dcformat.pack as pack
+    from dcformat.pack import errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)
+               and c.__module__ == errors.__name__]
+    assert {c.__name__ for c in classes} >= {"PickledObjectsError", "PatternError", "TargetTooSmall"}
+    for c in classes:
+        assert getattr(pack, c.__name__) is c and c.__name__ in pack.__all__
+        assert issubclass(c, DCFormatError) and c.__doc__
+    from dcformat.pack.sources import PickledObjectsError
+    from dcformat.pack.target import TargetTooSmall
+
+    assert PickledObjectsError is pack.PickledObjectsError and TargetTooSmall is pack.TargetTooSmall
