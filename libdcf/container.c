@@ -555,8 +555,9 @@ static dcf_error place_streams(dcf_ctx *ctx, dcf_error_info *err)
 /* ------------------------------------------------------------------------------------------ */
 /* extension records (version 1.1, spec 4.6) */
 
-/* Why `name` is not a valid attachment name (spec 4.6.1), or NULL. `name` is valid UTF-8. */
-static const char *attachment_name_problem(const uint8_t *s, size_t n)
+/* The path rules of spec 4.6.1 for a name `s` of n bytes of valid UTF-8 (checked before: the walk
+ * steps by each lead byte's length). */
+static const char *name_path_problem(const uint8_t *s, size_t n)
 {
     size_t i = 0, start = 0;
     while (i < n) {
@@ -578,7 +579,7 @@ static const char *attachment_name_problem(const uint8_t *s, size_t n)
         if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F))
             return "holds a control character";
         if (cp == '\\' || cp == ':')
-            return "holds a backslash or a colon";
+            return "holds a backslash or a colon (a path separator or drive mark outside POSIX)";
     }
     if (s[0] == '/')
         return "is an absolute path (starts with '/')";
@@ -593,6 +594,17 @@ static const char *attachment_name_problem(const uint8_t *s, size_t n)
         }
     }
     return NULL;
+}
+
+/* Why `name` (n bytes) is not an attachment name by the rules of spec 4.6.1, or NULL (dcf.h). */
+const char *dcf_attachment_name_problem(const char *name, size_t n)
+{
+    const uint8_t *s = (const uint8_t *)name;
+    if (name == NULL || n < 1 || n > DCF_MAX_NAME_LENGTH)
+        return "must be 1 ... 4096 bytes of UTF-8";
+    if (!valid_utf8(s, n))
+        return "is not valid UTF-8";
+    return name_path_problem(s, n);
 }
 
 static size_t table_size_for(size_t n)
@@ -649,7 +661,7 @@ static dcf_error parse_attachment(dcf_ctx *ctx, cursor *c, const uint8_t *p, siz
     if (!valid_utf8(p + 2, name_length))
         return dcf_fail(c->err, DCF_ERR_BAD_UTF8, "attachment name is not valid UTF-8");
     dcf_quote(q, (const char *)p + 2, name_length);
-    problem = attachment_name_problem(p + 2, name_length);
+    problem = dcf_attachment_name_problem((const char *)p + 2, name_length);
     if (problem != NULL)
         return dcf_fail(c->err, DCF_ERR_BAD_EXTENSION, "attachment name %s %s", q, problem);
     d = p + 2 + name_length;

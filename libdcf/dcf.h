@@ -335,6 +335,11 @@ dcf_error dcf_scratch_size(const dcf_ctx *ctx, size_t i, int out_type, uint64_t 
 size_t dcf_attachment_count(const dcf_ctx *ctx);
 dcf_error dcf_get_attachment_info(const dcf_ctx *ctx, size_t j, const char **name, size_t *name_length,
                                   uint64_t *size);
+/* Why `name` (n bytes) is not an attachment name by spec 4.6.1's rules (1 to 4096 bytes of UTF-8,
+ * a relative POSIX path without '.', '..' or empty components, no backslash, colon or control
+ * character), as a constant string, or NULL if it is one. dcf_open_* already refuse a file with a
+ * bad name; a program that writes attachments to a folder checks each name again with this. */
+const char *dcf_attachment_name_problem(const char *name, size_t n);
 /* The attachment's bytes into `out` (out_size >= its size; at most max_attachment_bytes). */
 dcf_error dcf_decode_attachment(const dcf_ctx *ctx, size_t j, void *out, size_t out_size, dcf_error_info *err);
 

@@ -116,6 +116,7 @@ _SIG = {
     "dcf_attachment_count": (ctypes.c_size_t, [_P]),
     "dcf_get_attachment_info": (ctypes.c_int, [_P, ctypes.c_size_t, _P, _P, _P]),
     "dcf_decode_attachment": (ctypes.c_int, [_P, ctypes.c_size_t, _P, ctypes.c_size_t, _P]),
+    "dcf_attachment_name_problem": (ctypes.c_char_p, [ctypes.c_char_p, ctypes.c_size_t]),
     "dcf_has_zstd": (ctypes.c_int, []),
     "dcf_lib_version": (ctypes.c_char_p, []),
 }

@@ -334,6 +334,31 @@ def test_vector_attachments_match_python(lib, path):
                 assert e.value.name == "BUFFER_TOO_SMALL"
 
 
+ATTACHMENT_NAMES = [
+    b"config.json", b"tokenizer/vocab.txt", b"a/b/c/d.bin", "caf\u00e9/\u6a21\u578b.json".encode(), b".hidden", b"..x",
+    b"x..", b"a b", b"\xf0\x9f\x98\x80.txt",
+    b"", b"/etc/passwd", b"../up", b"a/../b", b"./a", b"a/.", b"a//b", b"a/", b"C:x", b"a\\b", b"a\x00b",
+    b"tab\there", b"del\x7f", "c1\u0085".encode(), b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xff",
+    b"\xe2\x82", b"x" * 4096, b"x" * 4097,
+]
+
+
+@pytest.mark.parametrize("name", ATTACHMENT_NAMES, ids=repr)
+def test_attachment_name_rule_is_the_python_one(lib, name):
+    """dcf_attachment_name_problem (dcf.h: what the opener checks, and what a program writing
+    attachments to a folder checks again) refuses exactly the names the Python writer refuses."""
+    from dcformat.extensions import attachment_name_problem
+
+    try:
+        expected = attachment_name_problem(name.decode("utf-8"))
+    except UnicodeDecodeError:
+        expected = "is not valid UTF-8"
+    got = lib.c.dcf_attachment_name_problem(name, len(name))
+    assert (got is None) == (expected is None), (got, expected)
+    if name and name.startswith(b"/"):
+        assert got == b"is an absolute path (starts with '/')"
+
+
 # ---------------------------------------------------------------------------------------------
 # corrupted inputs
 

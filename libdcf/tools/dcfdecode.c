@@ -999,57 +999,6 @@ done:
 
 /* ---- a model folder: the weights and the attachments ---------------------------------------- */
 
-/* Why `s` (n bytes) is not an attachment name by the rules of spec 4.6.1, or NULL: the same check
- * as the library's when it opened the file, made again here (spec: a decoder that writes
- * attachments to a folder checks each name again, whatever wrote the file), as the Python side's
- * dcformat.extensions.attachment_name_problem does. */
-static const char *attachment_name_problem(const char *s, size_t n)
-{
-    size_t i, start = 0;
-    if (n < 1 || n > DCF_MAX_NAME_LENGTH)
-        return "must be 1 ... 4096 bytes of UTF-8";
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        unsigned long cp;
-        size_t more, k;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7F)
-                return "holds a control character";
-            if (c == '\\' || c == ':')
-                return "holds a backslash or a colon (a path separator or drive mark outside POSIX)";
-            continue;
-        }
-        more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 ? 1 : 0;
-        if (more == 0 || c > 0xF4 || more > n - 1 - i)
-            return "is not valid UTF-8";
-        cp = c & (0x3F >> more);
-        for (k = 1; k <= more; k++) {
-            unsigned char d = (unsigned char)s[i + k];
-            if ((d & 0xC0) != 0x80)
-                return "is not valid UTF-8";
-            cp = (cp << 6) | (d & 0x3F);
-        }
-        if ((more == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (more == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return "is not valid UTF-8";
-        if (cp >= 0x80 && cp <= 0x9F)
-            return "holds a control character";
-        i += more;
-    }
-    if (s[0] == '/')
-        return "is an absolute path (starts with '/')";
-    for (i = 0; i <= n; i++) {
-        if (i == n || s[i] == '/') {
-            size_t len = i - start;
-            if (len == 0)
-                return "has an empty path component ('//' or a trailing '/')";
-            if ((len == 1 && s[start] == '.') || (len == 2 && s[start] == '.' && s[start + 1] == '.'))
-                return "has a '.' or '..' path component";
-            start = i + 1;
-        }
-    }
-    return NULL;
-}
-
 /* `s` escaped for one line (control bytes as \xNN), shortened, into `out`. */
 static void quote_name(char *out, size_t size, const char *s, size_t n)
 {
@@ -1260,7 +1209,7 @@ static int decode_to_folder(const char *out_dir, int force)
         char q[200], detail[400];
         dcf_get_attachment_info(ctx, j, &name, &n, &size);
         quote_name(q, sizeof q, name, n);
-        if ((problem = attachment_name_problem(name, n)) != NULL) {
+        if ((problem = dcf_attachment_name_problem(name, n)) != NULL) { /* again: spec 4.6.1 asks it of a writer */
             snprintf(detail, sizeof detail, "attachment name %s %s (spec 4.6.1); nothing written", q, problem);
             status = fail("%s", detail);
             goto done;
