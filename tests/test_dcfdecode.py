@@ -159,6 +159,63 @@ def test_list_marks_csr_and_codebooks():
     assert out.splitlines()[1].split()[3] == f"csr+k{k}"
 
 
+MINILM_NAMES = [f"encoder.layer.{i}.{m}.{p}" for i in range(6) for m in (
+    "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+    "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm") for p in ("weight", "bias")]
+
+
+def _listed(path, *flags, columns=None):
+    env = dict(os.environ)
+    env.pop("COLUMNS", None)
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
+    done = subprocess.run([DCFDECODE, "--list", *flags, str(path)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("columns", [None, 60, 100])
+def test_list_fits_the_width_and_keeps_rows_apart(tmp_path, columns):
+    """A transformer's names (MiniLM's, 50 characters) make a 118-column table: it is fitted to
+    COLUMNS (80 without it, as in a pipe), numel and decoded_bytes left out and the names shortened
+    the way dcinfo shortens them, each row still its own; --wide gives the whole table."""
+    import dcformat
+    import numpy as np
+
+    names = ["embeddings.word_embeddings.weight", *MINILM_NAMES, "pooler.dense.weight"]
+    path = tmp_path / "m.dcf"
+    dcformat.save_file({n: np.linspace(-1, 1, 12 * (i + 1), dtype=np.float32) for i, n in enumerate(names)}, path)
+    lines = _listed(path, columns=columns)
+    assert max(len(line) for line in lines) <= (columns or 80)
+    assert lines[0].split() == ["name", "dtype", "shape", "layout", "stored_bytes"]
+    rows = [line.split()[0] for line in lines[1:1 + len(names)]]
+    assert len(set(rows)) == len(names) and "--wide" in lines[-1]
+    header = read_header(path.read_bytes())
+    for line, t in zip(lines[1:], header.tensors.values()):
+        assert int(line.split()[-1]) == t.stored_bytes
+    for row, name in zip(rows, names):  # numbers and the last segments are kept: layer 3's bias says so
+        assert row == name or row.endswith(name.split(".")[-1]) or "..." in row, row
+        assert name.split(".")[2] in row.split(".") if name.startswith("encoder.") and "..." not in row else True
+    wide = _listed(path, "--wide", columns=columns)
+    assert wide[0].split() == ["name", "dtype", "shape", "layout", "numel", "decoded_bytes", "stored_bytes"]
+    assert [line.split()[0] for line in wide[1:]] == names
+    assert max(len(line) for line in wide) > 100
+
+
+def test_list_counts_characters_not_bytes_and_escapes_control_bytes(tmp_path):
+    import dcformat
+    import numpy as np
+
+    names = ["modèle.décodeur.couche_de_sortie_très_longue." + "é" * 40 + ".poids", "tab\there", "z" * 300]
+    path = tmp_path / "u.dcf"
+    dcformat.save_file({n: np.zeros(2, np.float32) for n in names}, path)
+    lines = _listed(path, columns=80)
+    assert max(len(line) for line in lines) <= 80  # str: characters
+    assert lines[2].startswith("tab\\x09here ") and "..." in lines[3]
+    assert len({len(line) for line in lines[1:4]}) == 1  # the columns line up
+    assert run("--wide", path)[0] == 2  # --wide goes with --list
+
+
 def test_help_and_version():
     code, out, _ = run("--help")
     assert code == 0 and "dcfdecode IN.dcf -o OUT.safetensors" in out and "--list" in out

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1365,15 +1366,160 @@ done:
 
 /* ---- --list -------------------------------------------------------------------------------- */
 
-static int list(void)
+#define LIST_COLUMNS 7
+#define LIST_MIN_NAME 12 /* the name column is never cut below this */
+
+/* Columns a line may take: the terminal's (when stdout is one), else COLUMNS, else 80; >= 40. */
+static int output_width(void)
+{
+    const char *columns = getenv("COLUMNS");
+    long w = 0;
+#ifdef TIOCGWINSZ
+    struct winsize ws;
+    if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        w = ws.ws_col;
+#endif
+    if (w == 0 && columns != NULL && *columns != '\0') {
+        char *end;
+        w = strtol(columns, &end, 10);
+        if (*end != '\0')
+            w = 0;
+    }
+    if (w <= 0)
+        w = 80;
+    return w < 40 ? 40 : w > 100000 ? 100000 : (int)w;
+}
+
+/* Characters (UTF-8 code points) of the `n` bytes at `s`: what a terminal shows of them. */
+static size_t span_width(const char *s, size_t n)
+{
+    size_t w = 0, i;
+    for (i = 0; i < n; i++)
+        w += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return w;
+}
+
+static size_t text_width(const char *s)
+{
+    return span_width(s, strlen(s));
+}
+
+/* The byte offset of the `k`-th code point of `s` (its length if it has fewer). */
+static size_t code_point_offset(const char *s, size_t k)
+{
+    size_t i = 0;
+    for (; s[i] && k > 0; k--)
+        for (i++; ((unsigned char)s[i] & 0xC0) == 0x80; i++)
+            ;
+    return i;
+}
+
+/* `s` cut to `width` characters by replacing its middle with "...", into `out` (>= strlen(s)+1). */
+static void elide_middle(char *out, const char *s, size_t width)
+{
+    size_t n = text_width(s), keep, head, tail_from;
+    if (n <= width || width <= 3) {
+        size_t take = n <= width ? strlen(s) : code_point_offset(s, width);
+        memmove(out, s, take);
+        out[take] = '\0';
+        return;
+    }
+    keep = width - 3;
+    head = code_point_offset(s, (keep + 1) / 2);
+    tail_from = code_point_offset(s, n - keep / 2);
+    memmove(out, s, head);
+    memcpy(out + head, "...", 3);
+    memmove(out + head + 3, s + tail_from, strlen(s + tail_from) + 1);
+}
+
+/* A dotted tensor name shortened to `width` as dcinfo does: segments from the left cut to their
+ * first letter (numbers and the last two segments whole) until it fits, then the middle elided.
+ * `out` holds at least strlen(s) + 1 bytes. */
+static void shorten_name(char *out, const char *s, size_t width)
+{
+    size_t segments = 1, seg = 0, o = 0, shown = 0, i = 0, total = text_width(s);
+    int cut = 1;
+    const char *p;
+    for (p = s; *p; p++)
+        segments += *p == '.';
+    while (s[i] != '\0') {
+        size_t end = i, k;
+        int digits = 1;
+        while (s[end] != '\0' && s[end] != '.')
+            end++;
+        for (k = i; k < end; k++)
+            digits &= s[k] >= '0' && s[k] <= '9';
+        if (cut && shown + (total - span_width(s, i)) <= width)
+            cut = 0; /* the rest fits whole */
+        if (cut && seg + 2 < segments && !digits && end - i > 1) {
+            size_t first = code_point_offset(s + i, 1);
+            memcpy(out + o, s + i, first);
+            o += first;
+            shown += 1;
+        } else {
+            memcpy(out + o, s + i, end - i);
+            o += end - i;
+            shown += span_width(s + i, end - i);
+        }
+        if (s[end] == '.') {
+            out[o++] = '.';
+            shown++;
+            end++;
+        }
+        i = end;
+        seg++;
+    }
+    out[o] = '\0';
+    elide_middle(out, out, width);
+}
+
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(**(char *const *const *)a, **(char *const *const *)b);
+}
+
+/* Row names shortened to `width`, each still telling its row apart: where two shortened names
+ * read the same, both are elided in the middle from the whole name instead. */
+static int shorten_names(char **names, char **whole, size_t count, size_t width)
+{
+    char ***order = (char ***)malloc((count ? count : 1) * sizeof *order);
+    size_t i, j;
+    if (order == NULL)
+        return -1;
+    for (i = 0; i < count; i++) {
+        shorten_name(names[i], whole[i], width);
+        order[i] = &names[i];
+    }
+    qsort(order, count, sizeof *order, compare_strings);
+    for (i = 0; i < count; i = j) {
+        for (j = i + 1; j < count && strcmp(*order[i], *order[j]) == 0; j++)
+            ;
+        if (j - i > 1) {
+            size_t k;
+            for (k = i; k < j; k++) {
+                size_t row = (size_t)(order[k] - names);
+                elide_middle(names[row], whole[row], width);
+            }
+        }
+    }
+    free(order);
+    return 0;
+}
+
+/* The tensor table. It fits the output's width (output_width): when the whole table is wider,
+ * numel and decoded_bytes are left out (a note says so) and the names shortened to fit; `wide`
+ * prints every column and the whole names. */
+static int list(int wide)
 {
     dcf_ctx *ctx = dcf_ctx_new(NULL);
     dcf_error_info err;
     size_t count, i;
-    int widths[7] = {4, 5, 5, 6, 5, 13, 12};
-    static const char *const heads[7] = {"name", "dtype", "shape", "layout", "numel", "decoded_bytes", "stored_bytes"};
-    char (*cells)[7][96];
-    int c;
+    int widths[LIST_COLUMNS] = {4, 5, 5, 6, 5, 13, 12}, shown[LIST_COLUMNS] = {1, 1, 1, 1, 1, 1, 1};
+    static const char *const heads[LIST_COLUMNS] = {"name", "dtype", "shape", "layout", "numel", "decoded_bytes",
+                                                    "stored_bytes"};
+    char (*cells)[LIST_COLUMNS][96];
+    char **whole = NULL, **names = NULL;
+    int c, status = 0, total, width = output_width(), last;
 
     if (ctx == NULL)
         return fail("%s", "out of memory");
@@ -1382,25 +1528,34 @@ static int list(void)
         return fail("%s", err.message);
     }
     count = dcf_tensor_count(ctx);
-    cells = (char (*)[7][96])calloc(count ? count : 1, sizeof *cells);
-    if (cells == NULL) {
-        dcf_ctx_free(ctx);
-        return fail("%s", "out of memory");
+    cells = (char (*)[LIST_COLUMNS][96])calloc(count ? count : 1, sizeof *cells);
+    whole = (char **)calloc(count ? count : 1, sizeof *whole);
+    names = (char **)calloc(count ? count : 1, sizeof *names);
+    if (cells == NULL || whole == NULL || names == NULL) {
+        status = fail("%s", "out of memory");
+        goto done;
     }
     for (i = 0; i < count; i++) {
         dcf_tensor_info t;
         unsigned k;
         size_t o = 0, n;
         dcf_get_tensor_info(ctx, i, &t);
-        /* the name, control characters escaped, shortened to fit */
-        for (n = 0; n < t.name_length && o + 5 < sizeof cells[i][0]; n++) {
+        /* the name whole, control characters escaped (4 bytes each at most) */
+        whole[i] = (char *)malloc(4 * t.name_length + 1);
+        names[i] = (char *)malloc(4 * t.name_length + 1);
+        if (whole[i] == NULL || names[i] == NULL) {
+            status = fail("%s", "out of memory");
+            goto done;
+        }
+        for (n = 0; n < t.name_length; n++) {
             unsigned char ch = (unsigned char)t.name[n];
             if (ch < 0x20 || ch == 0x7F)
-                o += (size_t)snprintf(cells[i][0] + o, sizeof cells[i][0] - o, "\\x%02x", ch);
+                o += (size_t)snprintf(whole[i] + o, 5, "\\x%02x", ch);
             else
-                cells[i][0][o++] = (char)ch;
+                whole[i][o++] = (char)ch;
         }
-        cells[i][0][o] = '\0';
+        whole[i][o] = '\0';
+        strcpy(names[i], whole[i]);
         snprintf(cells[i][1], sizeof cells[i][1], "%s", dcf_dtype_name(t.dtype));
         o = 0;
         if (t.rank == 0)
@@ -1415,17 +1570,43 @@ static int list(void)
         snprintf(cells[i][4], sizeof cells[i][4], "%llu", (unsigned long long)t.numel);
         snprintf(cells[i][5], sizeof cells[i][5], "%llu", (unsigned long long)t.decoded_bytes);
         snprintf(cells[i][6], sizeof cells[i][6], "%llu", (unsigned long long)t.stored_bytes);
-        for (c = 0; c < 7; c++) {
-            int w = (int)strlen(cells[i][c]);
+        for (c = 0; c < LIST_COLUMNS; c++) {
+            int w = (int)(c == 0 ? text_width(whole[i]) : strlen(cells[i][c]));
             widths[c] = w > widths[c] ? w : widths[c];
         }
     }
-    for (c = 0; c < 7; c++)
-        printf(c < 4 ? "%-*s%s" : "%*s%s", widths[c], heads[c], c < 6 ? "  " : "\n");
-    for (i = 0; i < count; i++)
-        for (c = 0; c < 7; c++)
-            printf(c < 4 ? "%-*s%s" : "%*s%s", widths[c], cells[i][c], c < 6 ? "  " : "\n");
-    free(cells);
+    total = 2 * (LIST_COLUMNS - 1);
+    for (c = 0; c < LIST_COLUMNS; c++)
+        total += widths[c];
+    if (!wide && total > width) {
+        shown[4] = shown[5] = 0;
+        total -= widths[4] + widths[5] + 4;
+        if (total > width) {
+            int name_width = widths[0] - (total - width);
+            widths[0] = name_width < LIST_MIN_NAME ? LIST_MIN_NAME : name_width;
+            if (shorten_names(names, whole, count, (size_t)widths[0]) != 0) {
+                status = fail("%s", "out of memory");
+                goto done;
+            }
+        }
+    }
+    for (last = LIST_COLUMNS - 1; !shown[last]; last--)
+        ;
+    for (c = 0; c < LIST_COLUMNS; c++)
+        if (shown[c])
+            printf(c < 4 ? "%-*s%s" : "%*s%s", widths[c], heads[c], c < last ? "  " : "\n");
+    for (i = 0; i < count; i++) {
+        for (c = 0; c < LIST_COLUMNS; c++) {
+            if (!shown[c])
+                continue;
+            if (c == 0) /* padded by characters, not bytes */
+                printf("%s%*s  ", names[i], widths[0] - (int)text_width(names[i]), "");
+            else
+                printf(c < 4 ? "%-*s%s" : "%*s%s", widths[c], cells[i][c], c < last ? "  " : "\n");
+        }
+    }
+    if (!shown[4])
+        puts("(--wide: numel, decoded_bytes, whole names)");
     /* a 1.1 file's aliases were listed above (under their target's facts); its attachments: */
     for (i = 0; i < dcf_attachment_count(ctx); i++) {
         const char *name;
@@ -1436,8 +1617,16 @@ static int list(void)
         put_sanitized(stdout, name, n);
         printf("  %llu\n", (unsigned long long)size);
     }
+done:
+    for (i = 0; i < count && whole != NULL && names != NULL; i++) {
+        free(whole[i]);
+        free(names[i]);
+    }
+    free(whole);
+    free(names);
+    free(cells);
     dcf_ctx_free(ctx);
-    return 0;
+    return status;
 }
 
 /* ---- --bench ------------------------------------------------------------------------------- */
@@ -1539,7 +1728,9 @@ static const char *const HELP =
     "  -f, --force                   overwrite existing output files (else refused, and nothing\n"
     "                                is written)\n"
     "  -l, --list                    print the tensor table (name, dtype, shape, layout, numel,\n"
-    "                                decoded bytes, stored bytes) and the attachments\n"
+    "                                decoded bytes, stored bytes) and the attachments, fitted to\n"
+    "                                the terminal (or COLUMNS, or 80 columns)\n"
+    "  -w, --wide                    with --list: every column and the whole names, however wide\n"
     "      --bench [N]               decode every tensor N times (default 5) on one thread and print\n"
     "                                the best pass: decoded bytes, seconds (wall, CPU), MB/s\n"
     "      --f32                     with --bench: floating tensors decoded to float32\n"
@@ -1568,7 +1759,7 @@ static int is_folder_output(const char *out)
 int main(int argc, char **argv)
 {
     const char *out = NULL;
-    int listing = 0, no_more = 0, force = 0, reps = 0, f32 = 0, i;
+    int listing = 0, no_more = 0, force = 0, reps = 0, f32 = 0, wide = 0, i;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (no_more || a[0] != '-' || a[1] == '\0') {
@@ -1597,6 +1788,8 @@ int main(int argc, char **argv)
             f32 = 1;
         } else if (strcmp(a, "-l") == 0 || strcmp(a, "--list") == 0) {
             listing = 1;
+        } else if (strcmp(a, "-w") == 0 || strcmp(a, "--wide") == 0) {
+            wide = 1;
         } else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0 || strncmp(a, "--output=", 9) == 0) {
             if (out != NULL)
                 return usage_error("-o given twice");
@@ -1620,8 +1813,10 @@ int main(int argc, char **argv)
         return usage_error("-o, --list and --bench exclude each other");
     if (f32 && !reps)
         return usage_error("--f32 goes with --bench");
+    if (wide && !listing)
+        return usage_error("--wide goes with --list");
     if (listing)
-        return list();
+        return list(wide);
     if (reps)
         return bench(reps, f32);
     if (out == NULL)
