@@ -17,6 +17,16 @@ sparse or weight-shared tensors; codebooks; the values of dense raw tensors. Pad
 counted in ``header``."""
 
 
+def ratio_text(ratio: float | None, than: str = "float32", digits: int = 2) -> str:
+    """``17.61× smaller than float32``; for a file larger than what it is compared with, ``4.17×
+    larger than float32`` (never "0.24× smaller"); ``- vs float32`` without a ratio."""
+    if not ratio:
+        return f"- vs {than}"
+    if ratio >= 1:
+        return f"{ratio:.{digits}f}× smaller than {than}"
+    return f"{1 / ratio:.{digits}f}× larger than {than}"
+
+
 def sanitize(text: str, limit: int = 120) -> str:
     """A name made safe for a terminal: control and format characters escaped, length capped."""
     out = []

@@ -34,6 +34,23 @@ def test_lossless_by_default(tmp_path, checkpoint, capsys):
     assert all(bits(loaded[k]) == bits(v) for k, v in small_model().items())
 
 
+def test_a_file_larger_than_its_tensors_says_larger_never_0x_smaller(tmp_path, capsys):
+    """A tiny model (43 parameters) costs more in container than it saves: dcpack's status line
+    and the layer table say how many times larger, as dcinfo does, not '0.2× smaller'."""
+    import numpy as np
+
+    from dcformat.pack import layer_table
+
+    source = tmp_path / "tiny.npz"
+    np.savez(source, a=np.arange(40, dtype=np.float32), b=np.ones(3, np.float32))
+    out = tmp_path / "tiny.dcf"
+    assert dcpack.main([str(source), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    ratio = (43 * 4) / out.stat().st_size
+    assert ratio < 1 and f"{1 / ratio:.1f}× larger than the dense 172" in err and "smaller" not in err
+    assert "larger than the dense 172 bytes" in layer_table(str(out)).title
+
+
 def test_pack_flags_table_and_unpack(tmp_path, checkpoint, capsys):
     out = tmp_path / "m.dcf"
     code = dcpack.main([str(checkpoint), "-o", str(out), "--sparsity", "0.9", "--conv-sparsity", "0.6",

@@ -19,7 +19,7 @@ import sys
 
 from ..errors import DCFormatError
 from ..reader import DCFReader
-from ..report import PARTS, file_summary, sanitize
+from ..report import PARTS, file_summary, ratio_text, sanitize
 from ._common import OneLineParser, describe_error, ellipsis, fit_columns, note_first_compile, run, terminal_width, wrap
 
 
@@ -33,15 +33,6 @@ def _human(n: float) -> str:
 
 def _shape(shape) -> str:
     return "×".join(str(d) for d in shape) if shape else "scalar"
-
-
-def ratio_text(ratio: float | None, than: str = "float32") -> str:
-    """``17.61× smaller than float32``, or for a file larger than the dense weights ``4.17× larger``."""
-    if not ratio:
-        return f"- vs {than}"
-    if ratio >= 1:
-        return f"{ratio:.2f}× smaller than {than}"
-    return f"{1 / ratio:.2f}× larger than {than}"
 
 
 def _inspect(path: str, verify: bool, data: bytes | None = None) -> dict:

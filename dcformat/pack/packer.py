@@ -33,6 +33,7 @@ from ..encoding import Encoding
 from ..errors import EncodingError
 from ..profiles import METADATA_KEY as PROFILE_KEY
 from ..profiles import get_profile
+from ..report import ratio_text
 from ..parallel import imap_ordered, resolve_threads
 from ..tensors import ZERO_INDEX, CodebookTensor
 from ..writer import DCFWriter
@@ -105,7 +106,7 @@ class PackResult:
         kept = 100 * self.nonzeros / max(1, self.parameters)
         return (f"{len(self.tensors)} tensors, {self.parameters:,} parameters, "
                 f"{self.nonzeros:,} non-zero ({kept:.1f}%); "
-                f"{self.file_bytes:,} bytes, {self.ratio:.1f}× smaller than the dense {self.original_bytes:,}; "
+                f"{self.file_bytes:,} bytes, {ratio_text(self.ratio, f'the dense {self.original_bytes:,}', 1)}; "
                 f"{self.seconds:.1f} s")
 
     def to_dict(self) -> dict:

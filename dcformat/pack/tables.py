@@ -149,6 +149,13 @@ def _ratio(value) -> str:
     return f"{value:.1f}×" if value < 100 else f"{value:.0f}×"
 
 
+def _ratio_text(ratio, than: str) -> str:
+    """``34.9× smaller than THAN``, ``4.4× larger than THAN`` for a file larger than it (tiny ones)."""
+    if not ratio:
+        return f"– vs {than}"
+    return f"{_ratio(ratio)} smaller than {than}" if ratio >= 1 else f"{_ratio(1 / ratio)} larger than {than}"
+
+
 # ----------------------------------------------------------------------------------------------
 # Stream statistics of a dcf file
 
@@ -362,7 +369,7 @@ def layer_table(path, reports=None, *, stats: FileStats | None = None, collapse_
                      "rel. error: ‖W − Ŵ‖ / ‖W‖ against the source.")
     return Table(
         title=f"{os.path.basename(stats.path)}: {file_bytes:,} bytes, "
-              f"{_ratio(ratio) if ratio else '–'} smaller than the dense {original:,} bytes",
+              f"{_ratio_text(ratio, f'the dense {original:,} bytes')}",
         columns=columns, rows=rows, notes=notes,
         extra={"file": stats.path, "file_bytes": file_bytes, "original_bytes": original, "ratio": ratio,
                "bytes_by_part": stats.summary["bytes_by_part"], "metadata": stats.summary["metadata"]},
