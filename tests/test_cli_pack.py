@@ -58,6 +58,8 @@ def test_pack_flags_table_and_unpack(tmp_path, checkpoint, capsys):
     assert code == 0
     captured = capsys.readouterr()
     assert "non-zero" in captured.err and "smaller than the dense" in captured.err
+    assert "(keep emb.*; conv: prune 60% · k-means 6 bits; fc: prune 90% · k-means 5 bits)" in captured.err
+    assert '{"rules"' not in captured.err  # the recipe's JSON is the metadata's, not the status line's
     rows = {r["name"]: r for r in csv.DictReader(io.StringIO(captured.out))}
     assert rows["file on disk"]["bytes"] == str(out.stat().st_size)
     assert float(rows["fc1.weight"]["kept"]) == pytest.approx(0.1, abs=0.001)

@@ -138,3 +138,17 @@ def test_only_selects_tensors():
     recipe = Recipe.from_dict({"only": ["fc1.*", "steps"]})
     assert [n for n in small_model() if recipe.selects(n)] == ["fc1.weight", "fc1.bias", "steps"]
     assert not recipe.rule_for("fc1.bias", np.zeros(3, np.float32))
+
+
+def test_describe_says_each_rule_in_a_few_words():
+    """dcpack's header line: a custom recipe in words, not its JSON (which the metadata keeps)."""
+    from dcformat.pack import Recipe, preset_recipe
+
+    flags = Recipe.from_flags(sparsity=0.9, bits=5, keep=["embeddings.*"])
+    assert flags.describe() == ("keep embeddings.*; conv: prune 90% · k-means 5 bits; "
+                                "fc: prune 90% · k-means 5 bits")
+    assert preset_recipe("lossless").describe() == "lossless"
+    many = Recipe.from_dict({"rules": [{"match": f"*.{m}.*", "bits": b}
+                                       for m, b in (("query", 4), ("key", 5), ("value", 6), ("dense", 7))]})
+    assert many.describe() == "*.query.*: k-means 4 bits; *.key.*: k-means 5 bits; *.value.*: k-means 6 bits; 1 more rule"
+    assert "{" not in flags.describe() and len(flags.describe()) < len(flags.to_json()) / 2

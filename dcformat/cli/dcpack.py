@@ -449,8 +449,8 @@ def main(argv=None) -> int:
                           progress=not args.quiet, verify=not args.no_verify, profile=args.profile, key=args.key,
                           attach=args.attach, **named)
             if not args.quiet:
-                # a preset by its name (dcinfo and --table md show its rules), a custom recipe in full
-                mode = "lossless" if recipe.lossless else "recipe " + recipe.to_json()
+                # a preset by its name, a custom recipe in a few words (dcinfo shows it whole)
+                mode = recipe.describe()
                 if recipe.preset:
                     mode = f"preset {recipe.preset}"
                 shown = "<stdin>" if source == "-" else source

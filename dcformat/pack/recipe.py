@@ -552,6 +552,20 @@ class Recipe:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=False, separators=(",", ":"))
 
+    def describe(self, most: int = 3) -> str:
+        """A few words per rule for a status line: ``fc: prune 90% · k-means 5 bits; conv: ...``
+        (a rule by its name, else its patterns; rules past ``most`` counted; ``lossless`` without
+        a lossy rule). The whole recipe is :meth:`to_json`, which the file's metadata keeps."""
+        if self.lossless:
+            return "lossless"
+        words = [f"keep {','.join(rule.match)}" if rule.policy.lossless else
+                 f"{rule.name or ','.join(rule.match)}: {rule.policy.describe()}"
+                 for rule in self.rules if not (rule.policy.lossless and rule.match == ("*",))]
+        if len(words) > most:
+            more = len(words) - most
+            words = words[:most] + [f"{more} more rule{'s' if more > 1 else ''}"]
+        return "; ".join(words)
+
     # -- Deep Compression's stages -------------------------------------------------------------
     def _map(self, change) -> "Recipe":
         return Recipe(tuple(replace(rule, policy=change(rule.policy)) for rule in self.rules), self.only)
