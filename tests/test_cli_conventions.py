@@ -183,16 +183,14 @@ def test_errors_name_the_target_not_the_temporary_file(tmp_path):
 
 
 def test_jit_note_only_while_the_cache_is_empty(tmp_path):
-    from dcformat.cli._common import kernels_cached
-
     code = ("import sys; from dcformat.cli import _common; "
             "sys.exit(0 if _common.note_first_compile('dcpack') else 3)")
-    # a fresh cache directory and kernels that are not cached beside the package: the note is armed
+    # a fresh NUMBA_CACHE_DIR: Numba caches there alone, so every kernel compiles and the note is armed
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, **env})
-    assert result.stderr == ""  # armed or not, nothing was compiled: no note
-    assert result.returncode == (3 if kernels_cached() else 0)
+    assert result.stderr == ""  # armed, but nothing was compiled yet: no note
+    assert result.returncode == 0
 
 
 ARMED = r"""
@@ -257,12 +255,21 @@ def test_kernels_cached_reads_the_index_files(tmp_path, monkeypatch):
     (fake / "__pycache__").mkdir(parents=True)
     (fake / "__init__.py").write_text("")
     monkeypatch.setattr(kernels, "__file__", str(fake / "__init__.py"))
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "none"))
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no user-wide cache either
     assert not _common.kernels_cached()
     for name in _common.KERNEL_MODULES:
         (fake / "__pycache__" / f"{name}.kernel-12.py311.nbi").write_bytes(b"")
     assert _common.kernels_cached()
     assert not _common.kernels_cached(_common.KERNEL_MODULES + ("kmeans",))
+    # with NUMBA_CACHE_DIR, Numba reads and writes that folder alone: the package's cache does not count
+    chosen = tmp_path / "chosen"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(chosen))
+    assert not _common.kernels_cached()
+    (chosen / "dcformat" / "kernels").mkdir(parents=True)
+    for name in _common.KERNEL_MODULES:
+        (chosen / "dcformat" / "kernels" / f"{name}.kernel-12.py311.nbi").write_bytes(b"")
+    assert _common.kernels_cached()
 
 
 def test_elide_and_fit_columns():

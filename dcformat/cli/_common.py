@@ -392,8 +392,9 @@ def kernels_cached(modules=KERNEL_MODULES) -> bool:
     from .. import kernels
 
     here = os.path.dirname(kernels.__file__)
-    places = [os.path.join(here, "__pycache__")]
-    user = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "numba")
+    chosen = os.environ.get("NUMBA_CACHE_DIR")
+    places = [] if chosen else [os.path.join(here, "__pycache__")]  # NUMBA_CACHE_DIR: Numba looks there alone
+    user = chosen or os.path.join(os.path.expanduser("~"), ".cache", "numba")
     found = set()
     for place in places:
         try:
