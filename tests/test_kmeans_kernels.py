@@ -144,3 +144,19 @@ def test_kernels_release_the_gil():
     for name in ("prefix_sums", "cuts", "lloyd_sorted", "nearest_sorted", "cluster_totals", "masked_counts",
                  "value_keys", "unique_from_keys", "magnitude_threshold", "magnitude_keep"):
         assert getattr(kmeans, name).targetoptions.get("nogil") is True, name
+
+
+@pytest.mark.parametrize("u_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c_dtype", [np.int32, np.int64, np.uint32])
+def test_prefix_sums_are_numpy_cumsum_of_float64_products(u_dtype, c_dtype):
+    """One kernel for every input type: each product rounded once in float64, summed in order."""
+    from dcformat.kernels import kmeans
+
+    rng = np.random.default_rng(int(np.dtype(u_dtype).itemsize * 10 + np.dtype(c_dtype).itemsize))
+    u = np.sort(rng.normal(0, 0.05, 5000)).astype(u_dtype)
+    counts = rng.integers(1, 100_000, 5000).astype(c_dtype)
+    cum_n, cum_s = kmeans.prefix_sums(u, counts)
+    expected_s = np.concatenate([[0.0], np.cumsum(counts.astype(np.float64) * u.astype(np.float64))])
+    expected_n = np.concatenate([[0.0], np.cumsum(counts.astype(np.float64))])
+    assert cum_s.dtype == np.float64 and cum_s.tobytes() == expected_s.tobytes()
+    assert cum_n.tobytes() == expected_n.tobytes()

@@ -219,7 +219,7 @@ def _lloyd_sorted(u, counts, c, iters, sums=None):
     if counts.dtype not in (np.int32, np.int64):
         counts = counts.astype(np.int64)
     if sums is None:
-        ck_n, ck_s, every = *kernels.prefix_sums_wide(u, counts), 1
+        ck_n, ck_s, every = *kernels.prefix_sums(u, counts), 1
     else:  # prefix_sums(u, counts), or prefix_checkpoints(u, counts, every) and every
         ck_n, ck_s, every = sums if len(sums) == 3 else (*sums, 1)
     c = np.array(c, dtype=np.float64)

@@ -22,7 +22,9 @@ import numpy as np
 def prefix_sums(u, counts):
     """``(cum_n, cum_s)``: running totals of ``counts`` and ``counts * u``, each with a leading 0.
 
-    Sequential float64 sums, as ``numpy.cumsum``: ``cum_n[i]`` is the weight of ``u[:i]``."""
+    ``u``: float32 or float64 values; ``counts``: any integer type. Sequential float64 sums, as
+    ``numpy.cumsum`` of ``counts.astype(float64) * u.astype(float64)``: each product is rounded once
+    in float64, whatever the input types. ``cum_n[i]`` is the weight of ``u[:i]``."""
     m = u.shape[0]
     cum_n = np.empty(m + 1)
     cum_s = np.empty(m + 1)
@@ -32,7 +34,7 @@ def prefix_sums(u, counts):
     s = 0.0
     for i in range(m):
         n += np.float64(counts[i])
-        s += counts[i] * u[i]
+        s += np.float64(np.int64(counts[i])) * np.float64(u[i])
         cum_n[i + 1] = n
         cum_s[i + 1] = s
     return cum_n, cum_s
@@ -443,26 +445,6 @@ def kept_values(u, counts, t, neg_t, pos_t, u_out, c_out):
 
 
 @numba.njit(cache=True, nogil=True)
-def prefix_sums_wide(u, counts):
-    """:func:`prefix_sums` for float32 (or float64) ``u`` and any integer ``counts``: the same float64
-    sums (``count * value`` each in float64), in the same order."""
-    m = u.shape[0]
-    cum_n = np.empty(m + 1)
-    cum_s = np.empty(m + 1)
-    cum_n[0] = 0.0
-    cum_s[0] = 0.0
-    n = 0.0
-    s = 0.0
-    for i in range(m):
-        w = np.float64(counts[i])
-        n += w
-        s += np.float64(np.int64(counts[i])) * np.float64(u[i])
-        cum_n[i + 1] = n
-        cum_s[i + 1] = s
-    return cum_n, cum_s
-
-
-@numba.njit(cache=True, nogil=True)
 def nearest_used(u, c):
     """Which entries of sorted distinct float64 ``c`` are the nearest (ties: lower) of some ``u``."""
     m = u.shape[0]
@@ -542,7 +524,7 @@ def codebook_indices(x, c, pruned, t, ties, out):
 
 @numba.njit(cache=True, nogil=True)
 def prefix_checkpoints(u, counts, every):
-    """:func:`prefix_sums_wide` kept at every ``every``-th index only (``ck[q]`` = the sums of the
+    """:func:`prefix_sums` kept at every ``every``-th index only (``ck[q]`` = the sums of the
     first ``q * every`` values): :func:`_cum` continues the same sequential sums from there, so
     the totals it gives are those of the full prefix sums bit for bit, in ``1 / every`` of the
     memory."""
@@ -567,7 +549,7 @@ def prefix_checkpoints(u, counts, every):
 
 @numba.njit(cache=True, nogil=True)
 def _cum(u, counts, ck_n, ck_s, every, i):
-    """``(cum_n[i], cum_s[i])`` of :func:`prefix_sums_wide` from :func:`prefix_checkpoints`."""
+    """``(cum_n[i], cum_s[i])`` of :func:`prefix_sums` from :func:`prefix_checkpoints`."""
     q = i // every
     n = ck_n[q]
     s = ck_s[q]
