@@ -47,6 +47,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -297,15 +298,18 @@ def _largest_error(result) -> float:
     return max((t.relative_error for t in result.tensors), default=0.0)
 
 
-def pack_presets(run: Run, tensors: dict, evaluate) -> list[dict]:
-    """Each preset packed to ``minilm.STEM.dcf``, read back, and its embeddings measured."""
+def pack_presets(run: Run, tensors: dict, evaluate, searches=None) -> list[dict]:
+    """Each preset packed to ``minilm.STEM.dcf``, read back, and its embeddings measured.
+
+    ``searches`` (a :class:`~dcformat.pack.budget.Searches`, the budget sweep's): the error-budget
+    searches are not run again (the same files)."""
     import dcformat
     from .pack import pack
 
     rows = []
     for label, flags, stem, recipe in preset_runs():
         path = run.path(f"minilm.{stem}.dcf")
-        result = pack(tensors, path, recipe, source_name="model.safetensors")
+        result = pack(tensors, path, recipe, source_name="model.safetensors", searches=searches)
         row = {"preset": label, "flags": flags, "file": os.path.basename(path), "bytes": result.file_bytes,
                "ratio": result.ratio, "error": _largest_error(result), "seconds": result.seconds,
                "reports": result.tensors}
@@ -364,12 +368,13 @@ def bits_map(result, files: dict) -> tuple[list[str], list[str], list[list[float
     return [short_name(n) for n in result.searched], columns, bits, labels
 
 
-def budget_weights(tensors: dict, result):
+def budget_weights(tensors: dict, result, searches=None):
     """For each budget of a sweep, in turn: ``{name: decoded tensor}`` of the tensors it does not keep raw.
 
     A tensor's picks are rebuilt from one sort of its values (:class:`~dcformat.pack.budget.TensorSearch`,
-    whose stored tensor is the one ``dcpack --max-error`` writes); one copy per distinct pick is kept
-    (2-byte indices), and each budget's weights are decoded when it comes.
+    whose stored tensor is the one ``dcpack --max-error`` writes), or from the search the sweep kept
+    in ``searches`` (a :class:`~dcformat.pack.budget.Searches`: no sort); one copy per distinct pick
+    is kept (2-byte indices), and each budget's weights are decoded when it comes.
     """
     from .pack.budget import TensorSearch
     from .tensors import CodebookTensor
@@ -383,6 +388,8 @@ def budget_weights(tensors: dict, result):
                 out.append(None)
                 continue
             if policy not in built:
+                if search is None and searches is not None:
+                    search = searches.get(name, tensors[name])
                 search = search or TensorSearch(tensors[name], result.search)
                 stored = search.build(policy)
                 small = np.int16 if stored.codebook.size <= 32767 else np.int32
@@ -394,11 +401,11 @@ def budget_weights(tensors: dict, result):
         yield {name: chosen[i].decode() for name, chosen in picks.items() if chosen[i] is not None}
 
 
-def budget_fidelity(tensors: dict, result, evaluate) -> list[dict]:
+def budget_fidelity(tensors: dict, result, evaluate, searches=None) -> list[dict]:
     """Embedding fidelity of every budget of a sweep (empty dicts without an evaluator)."""
     if evaluate is None:
         return [{} for _ in result.budgets]
-    return [evaluate(weights) for weights in budget_weights(tensors, result)]
+    return [evaluate(weights) for weights in budget_weights(tensors, result, searches)]
 
 
 YARDSTICK_GGUF = ("Q8_0", "Q5_0", "Q4_0")
@@ -628,6 +635,8 @@ def preset_table(rows: list[dict], sentences: int | None):
              "paraphrase@1: share of sentences whose nearest other sentence is their paraphrase.",
              "budget rows: the file sizes and errors of the budget sweep, which are those of the file "
              "`dcpack MODEL --max-error E` writes (to the byte; the demo does not pack them twice).",
+             "pack s: the indistinguishable and safe files are packed from the searches the budget sweep kept "
+             "(the same files as dcpack's; dcpack searches on its own, see the budget sweep's time).",
              "no retraining anywhere: the paper's P+Q needs dcformat.torch's retraining to keep a model."]
     return Table("Presets, without retraining: size against fidelity", columns, rows, notes)
 
@@ -703,6 +712,7 @@ def main(argv=None) -> int:
 
     from .pack import Recipe, layer_table, load_checkpoint, preset_recipe, stage_table, unpack
     from .pack.packer import compare
+    from .pack.budget import Searches
     from .pack.sweep import allocation_table, budget_sweep, plot_sweep, sweep_table
     from .pack.tables import Column
     from .plotting import plot_bits_map, plot_size_fidelity
@@ -722,79 +732,89 @@ def main(argv=None) -> int:
              "bytes": sum(int(a.nbytes) for a in tensors.values()),
              "sentences": len(evaluate.ids) if evaluate is not None else None}
 
+    # The sweep first: the presets' files then come from its searches (the same files, tested),
+    # and zstd -19 of P+Q's dense weights (a minute on one core) runs beside everything after it.
+    searches = Searches()
+    with run.step("budgets", f"sweeping the error budgets {', '.join(f'{b:g}' for b in BUDGETS)}"):
+        sweep = budget_sweep(tensors, BUDGETS, source_name="model.safetensors", searches=searches)
+        scores = budget_fidelity(tensors, sweep, evaluate, searches)
     with run.step("presets", "packing the presets lossless, indistinguishable and safe"):
-        presets = pack_presets(run, tensors, evaluate)
+        presets = pack_presets(run, tensors, evaluate, searches)
+    searches.clear()
+    presets += budget_rows(sweep, scores)
 
     paper_default = args.sparsity == 0.9 and args.bits == 5
     paper_recipe = (preset_recipe("aggressive") if paper_default else
                     Recipe.from_flags(sparsity=args.sparsity, conv_sparsity=0.65, bits=args.bits, conv_bits=8))
-    with run.step("stages", "the paper's stages U, U+Q, P, P+Q, and zstd -19 of P+Q's dense weights"):
-        stages, details = stage_table(tensors, paper_recipe, args.out, evaluate=evaluate, prefix="minilm",
-                                      baselines=({"gzip": None, "zstd": None} if args.all_baselines else {"zstd": ("P+Q",)}))
-        for stage in ("U", "U+Q", "P", "P+Q"):
-            info = details["stages"][stage]
-            for key in ("dcf", "gzip", "zstd"):
-                if key in info:
-                    run.path(os.path.basename(info[key]))
-        final = details["stages"]["P+Q"]
-        with tempfile.TemporaryDirectory(prefix="dcf-demo-") as scratch:
-            unpacked = os.path.join(scratch, "minilm.PQ.safetensors")
-            unpack(final["dcf"], unpacked)
-            checked = check_unpacked(final["dcf"], unpacked, tensors, final["result"].tensors)
-    pq_row = next(r for r in stages.rows if r["stage"] == "P+Q")
-    paper = {"preset": "paper P+Q", "file": os.path.basename(final["dcf"]), "bytes": pq_row["dcf_bytes"],
-             "flags": "--preset aggressive" if paper_default else f"--sparsity {args.sparsity:g} --bits {args.bits}",
-             "ratio": pq_row["dcf_ratio"], "error": _largest_error(final["result"]),
-             "seconds": pq_row["pack_seconds"], **{k: pq_row[k] for k in ("cosine", "paraphrase@1") if k in pq_row}}
-    paper["warning"] = (f"paper P+Q ({100 * args.sparsity:g}% pruned, {args.bits}-bit codebooks, one shot) "
-                        "needs retraining: as is, the model is broken.")
-
-    with run.step("budgets", f"sweeping the error budgets {', '.join(f'{b:g}' for b in BUDGETS)}"):
-        sweep = budget_sweep(tensors, BUDGETS, source_name="model.safetensors")
-        scores = budget_fidelity(tensors, sweep, evaluate)
-    presets += budget_rows(sweep, scores)
-    with run.step("yardstick", f"int8 per-channel, GGUF {'/'.join(YARDSTICK_GGUF)} and NF4 on the same matrices"):
-        references, missing = yardstick(tensors, sweep.searched, evaluate)
+    background = ThreadPoolExecutor(max_workers=1)
+    try:
+        with run.step("stages", "the paper's stages U, U+Q, P, P+Q (zstd -19 of P+Q's dense weights: later)"):
+            stages, details = stage_table(tensors, paper_recipe, args.out, evaluate=evaluate, prefix="minilm",
+                                          baselines=({"gzip": None, "zstd": None} if args.all_baselines
+                                                     else {"zstd": ("P+Q",)}), background=background)
+            for stage in ("U", "U+Q", "P", "P+Q"):
+                run.path(os.path.basename(details["stages"][stage]["dcf"]))
+            final = details["stages"]["P+Q"]
+            with tempfile.TemporaryDirectory(prefix="dcf-demo-") as scratch:
+                unpacked = os.path.join(scratch, "minilm.PQ.safetensors")
+                unpack(final["dcf"], unpacked)
+                checked = check_unpacked(final["dcf"], unpacked, tensors, final["result"].tensors)
+        with run.step("yardstick", f"int8 per-channel, GGUF {'/'.join(YARDSTICK_GGUF)} and NF4 on the same matrices"):
+            references, missing = yardstick(tensors, sweep.searched, evaluate)
+        safe_path = os.path.join(args.out, "minilm.safe.dcf")
+        with run.step("C", "the device side: dcfdecode (libdcf) against the Python reader"):
+            device = native_decode(run, safe_path, evaluate, build=not args.no_build)
+        pq_row = next(r for r in stages.rows if r["stage"] == "P+Q")
+        paper = {"preset": "paper P+Q", "file": os.path.basename(final["dcf"]), "bytes": pq_row["dcf_bytes"],
+                 "flags": "--preset aggressive" if paper_default else f"--sparsity {args.sparsity:g} --bits {args.bits}",
+                 "ratio": pq_row["dcf_ratio"], "error": _largest_error(final["result"]),
+                 "seconds": pq_row["pack_seconds"], **{k: pq_row[k] for k in ("cosine", "paraphrase@1") if k in pq_row}}
+        paper["warning"] = (f"paper P+Q ({100 * args.sparsity:g}% pruned, {args.bits}-bit codebooks, one shot) "
+                            "needs retraining: as is, the model is broken.")
+        with run.step("pictures", "drawing the pictures"):
+            points = [{"label": r["preset"].split(" (")[0], "bytes": r["bytes"], "cosine": r.get("cosine")}
+                      for r in presets]
+            points.append({"label": "paper P+Q (needs retraining)", "bytes": paper["bytes"],
+                           "cosine": paper.get("cosine"), "kind": "paper"})
+            curve = [{"budget": b, "bytes": n, "cosine": s.get("cosine")}
+                     for b, n, s in zip(sweep.budgets, sweep.file_bytes, scores)]
+            if evaluate is not None:
+                others = [{"label": r["method"], "family": r["family"], "bytes": r["bytes"], "cosine": r["cosine"]}
+                          for r in references]
+                plot_size_fidelity(points, curve, run.path("fidelity.png"), original_bytes=model["bytes"],
+                                   sentences=model["sentences"], baselines=others, missing=missing,
+                                   title=f"{'MiniLM' if not args.quick else 'MiniLM, ' + QUICK_TENSORS + '*'}: "
+                                         "file size against embedding fidelity (no retraining)")
+            safe = next(r for r in presets if r["preset"] == "safe")
+            rows, columns, bits, labels = bits_map(sweep, {"safe": safe["reports"],
+                                                           "paper P+Q": final["result"].tensors})
+            plot_bits_map(rows, columns, bits, labels, run.path("bits.png"), separator=len(columns) - 2,
+                          title="Stored bits per weight of each tensor: error budgets, then the safe preset "
+                                "and the paper's P+Q")
+            plot_sweep(sweep, run.path("budgets.png"))
+        with run.step("zstd", "waiting for zstd -19 of P+Q's dense weights (one thread, begun with the stages)"):
+            details["finish"]()
+    finally:
+        background.shutdown(wait=True, cancel_futures=True)
+    for stage in ("U", "U+Q", "P", "P+Q"):
+        for key in ("gzip", "zstd"):
+            if key in details["stages"][stage]:
+                run.path(os.path.basename(details["stages"][stage][key]))
     budget_table = sweep_table(sweep)
     for row, score in zip(budget_table.rows, scores):
         row.update(score)
     if evaluate is not None:
         budget_table.columns += [Column("cosine", "embedding cosine", ".4f"), Column("paraphrase@1", "paraphrase@1", ".2f")]
-
-    with run.step("pictures", "drawing the pictures, writing the tables"):
-        points = [{"label": r["preset"].split(" (")[0], "bytes": r["bytes"], "cosine": r.get("cosine")} for r in presets]
-        points.append({"label": "paper P+Q (needs retraining)", "bytes": paper["bytes"], "cosine": paper.get("cosine"),
-                       "kind": "paper"})
-        curve = [{"budget": b, "bytes": n, "cosine": s.get("cosine")}
-                 for b, n, s in zip(sweep.budgets, sweep.file_bytes, scores)]
-        if evaluate is not None:
-            others = [{"label": r["method"], "family": r["family"], "bytes": r["bytes"], "cosine": r["cosine"]}
-                      for r in references]
-            plot_size_fidelity(points, curve, run.path("fidelity.png"), original_bytes=model["bytes"],
-                               sentences=model["sentences"], baselines=others, missing=missing,
-                               title=f"{'MiniLM' if not args.quick else 'MiniLM, ' + QUICK_TENSORS + '*'}: "
-                                     "file size against embedding fidelity (no retraining)")
-        safe = next(r for r in presets if r["preset"] == "safe")
-        rows, columns, bits, labels = bits_map(sweep, {"safe": safe["reports"],
-                                                       "paper P+Q": final["result"].tensors})
-        plot_bits_map(rows, columns, bits, labels, run.path("bits.png"), separator=len(columns) - 2,
-                      title="Stored bits per weight of each tensor: error budgets, then the safe preset "
-                            "and the paper's P+Q")
-        plot_sweep(sweep, run.path("budgets.png"))
-        safe_path = os.path.join(args.out, "minilm.safe.dcf")
-        measured = sorted(own_yardstick_rows(presets, sweep, tensors) + references, key=lambda r: -r["bits"])
-        tables = {"presets": preset_table(presets + [paper], model["sentences"]), "budgets": budget_table,
-                  "yardstick": yardstick_table(measured, model["sentences"]),
-                  "settings": allocation_table(sweep), "stages": stages,
-                  "layers.safe": layer_table(safe_path, compare(safe_path, tensors)),
-                  "layers.PQ": layer_table(final["dcf"], final["result"].tensors, stats=final["stats"],
-                                           collapse_raw=True)}
-        write_text(run.path("tables.md"), "\n".join(t.render("md") for t in tables.values()))
-        for name, table in tables.items():
-            write_text(run.path(f"{name}.csv"), table.render("csv"))
-
-    with run.step("C", "the device side: dcfdecode (libdcf) against the Python reader"):
-        device = native_decode(run, safe_path, evaluate, build=not args.no_build)
+    measured = sorted(own_yardstick_rows(presets, sweep, tensors) + references, key=lambda r: -r["bits"])
+    tables = {"presets": preset_table(presets + [paper], model["sentences"]), "budgets": budget_table,
+              "yardstick": yardstick_table(measured, model["sentences"]),
+              "settings": allocation_table(sweep), "stages": stages,
+              "layers.safe": layer_table(safe_path, compare(safe_path, tensors)),
+              "layers.PQ": layer_table(final["dcf"], final["result"].tensors, stats=final["stats"],
+                                       collapse_raw=True)}
+    write_text(run.path("tables.md"), "\n".join(t.render("md") for t in tables.values()))
+    for name, table in tables.items():
+        write_text(run.path(f"{name}.csv"), table.render("csv"))
 
     ratios = ", ".join(f"{r['stage']} {r['dcf_ratio']:.1f}×" for r in stages.rows)
     stages_line = [f"Paper stages, one shot: {ratios}."]

@@ -13,6 +13,7 @@ from pack_fixtures import bits, minilm_checkpoint
 import dcformat
 from dcformat import baselines, demo
 from dcformat.pack import load_checkpoint, pack
+from dcformat.pack.budget import Searches
 from dcformat.pack.recipe import budget_recipe
 from dcformat.pack.sweep import budget_sweep
 
@@ -138,12 +139,15 @@ def test_quick_demo_fits_one_screen_and_names_its_files(tmp_path, capsys):
         assert os.path.getsize(out / rows[preset]["file"]) == int(rows[preset]["bytes"])
 
 
-def test_budget_points_are_the_files_dcpack_writes(tmp_path):
-    """The budget rows and curve come from the sweep: their weights equal the packed files' bit for bit."""
+@pytest.mark.parametrize("kept", [False, True], ids=["sorted again", "the sweep's searches"])
+def test_budget_points_are_the_files_dcpack_writes(tmp_path, kept):
+    """The budget rows and curve come from the sweep: their weights equal the packed files' bit for bit,
+    rebuilt from a new sort of each tensor or from the searches the sweep kept."""
     source, _ = load_checkpoint(minilm_checkpoint())
     tensors = {k: v for k, v in source.items() if k.startswith("encoder.layer.1.attention.self.value.")}
-    result = budget_sweep(tensors, [0.0, 0.05, 0.1], source_name="model.safetensors")
-    for budget, weights in zip(result.budgets, demo.budget_weights(tensors, result)):
+    searches = Searches() if kept else None
+    result = budget_sweep(tensors, [0.0, 0.05, 0.1], source_name="model.safetensors", searches=searches)
+    for budget, weights in zip(result.budgets, demo.budget_weights(tensors, result, searches)):
         path = tmp_path / f"b{budget:g}.dcf"
         packed = pack(tensors, path, budget_recipe(budget), source_name="model.safetensors")
         assert packed.file_bytes == result.file_bytes[result.budgets.index(budget)]

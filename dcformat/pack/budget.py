@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -294,9 +295,11 @@ class TensorSearch:
         self._codebooks[key] = centroids
         return centroids
 
-    def candidates(self, step=None) -> list[Candidate]:
+    def candidates(self, step=None, sparsities=None) -> list[Candidate]:
         """Raw, then every (sparsity, bits) candidate with its error and estimated bytes.
 
+        ``sparsities``: those of the search's sparsities to estimate (default: all of them, in
+        order); each sparsity's candidates do not depend on the others'.
         ``step(fraction)``, if given, is called after each candidate with its share of the whole
         (they add up to 1); between candidates a stop request (Ctrl-C) raises
         :class:`~dcformat.parallel.Stopped`."""
@@ -305,8 +308,9 @@ class TensorSearch:
         if not self.shareable:
             return out
         kernels = _kmeans_kernels()
-        steps = sum(len(UNPRUNED_BITS if s == 0 else BITS) for s in self.sparsities)
-        for sparsity in self.sparsities:
+        sparsities = self.sparsities if sparsities is None else tuple(sparsities)
+        steps = sum(len(UNPRUNED_BITS if s == 0 else BITS) for s in sparsities)
+        for sparsity in sparsities:
             kept = self._kept(sparsity)
             us, cs, pruned = kept
             if us.size == 0:
@@ -572,33 +576,135 @@ def sweep(array: np.ndarray, budgets, *, search: str = "sparsity+bits") -> list[
     """:func:`choose` for each of ``budgets`` at once (the same picks, tested), from one search.
 
     The frontier, every candidate's exact error and its real bytes do not depend on the budget,
-    so each frontier candidate that may fit the loosest budget is measured once; each budget then
-    takes the first candidate with the fewest bytes among those within it, as :func:`choose`
-    does. Nothing is kept but the numbers.
+    so each frontier candidate is measured once, when the first budget that may admit it comes;
+    each budget then takes the first candidate with the fewest bytes among those within it, as
+    :func:`choose` does (:class:`BudgetSearch`). Nothing is kept but the numbers.
     """
     budgets = [_check_budget(b) for b in budgets]
-    if not is_float(array):
-        size = encoded_bytes(encode_tensor(array))
-        return [Outcome(Policy(), 0.0, size) for _ in budgets]
-    tensor = TensorSearch(array, search)
-    front = frontier(tensor.candidates())
-    loosest = max(budgets, default=0.0)
-    measured = []
-    for c in front:
-        check_stop()
-        if _may_fit(c, loosest):
-            _, _, error, size = _measure(tensor, c.policy)
-            measured.append((c, error, size))
-    out, memo = [], {}
-    for budget in budgets:
+    kept = BudgetSearch(array)
+    return [kept.outcome(budget, search) for budget in budgets]
+
+
+class BudgetSearch:
+    """One tensor's error-budget search, kept to answer any number of budgets under either search.
+
+    Each candidate is estimated once (the pruned ones only once a ``"sparsity+bits"`` search asks
+    for them), each candidate and grid rung is built and encoded once, when the first budget that
+    may admit it comes, and only its numbers are kept. :meth:`outcome` is what :func:`sweep` gives
+    for a budget, :meth:`choice` what :func:`choose` picks (the same policy, stored tensor, encoding
+    and bytes; without a profile).
+
+    Memory: the :class:`TensorSearch`, whose sorted values stay (about twice the tensor, where
+    :func:`choose` drops them before measuring), and numbers.
+    """
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self.tensor = TensorSearch(array, "sparsity+bits") if is_float(array) else None
+        self._raw: Candidate | None = None
+        self._by_sparsity: dict[float, list[Candidate]] = {}
+        self._measured: dict[Policy, tuple[float, int]] = {}
+        self._grids: dict = {}  # _measure_grid's memo
+        self._raw_bytes: int | None = None
+
+    def candidates(self, search: str = "sparsity+bits") -> list[Candidate]:
+        """:meth:`TensorSearch.candidates` of ``TensorSearch(array, search)``, in the same order."""
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
+        wanted = self.tensor.sparsities if search == "sparsity+bits" else (0.0,)
+        missing = [s for s in wanted if s not in self._by_sparsity]
+        if missing:
+            found = self.tensor.candidates(sparsities=missing)
+            self._raw = found[0]
+            for s in missing:
+                self._by_sparsity[s] = [c for c in found[1:] if (c.policy.sparsity or 0.0) == s]
+        return [self._raw, *(c for s in wanted for c in self._by_sparsity[s])]
+
+    def _measure(self, policy: Policy) -> tuple[float, int]:
+        if policy not in self._measured:
+            _, encoded, error, size = _measure(self.tensor, policy, lean=True)
+            del encoded
+            self._measured[policy] = (error, size)
+        return self._measured[policy]
+
+    def outcome(self, max_error: float, search: str = "sparsity+bits") -> Outcome:
+        """What :func:`choose` picks for ``max_error``: its policy, exact error and bytes."""
+        max_error = _check_budget(max_error)
+        if self.tensor is None:
+            if self._raw_bytes is None:
+                self._raw_bytes = encoded_bytes(encode_tensor(self.array))
+            return Outcome(Policy(), 0.0, self._raw_bytes)
         best = None
-        for c, error, size in measured:
-            if _may_fit(c, budget) and error <= budget and (best is None or (size, error) < (best.bytes, best.error)):
-                best = Outcome(c.policy, error, size)
-        assert best is not None  # raw (error 0) is always measured and always fits
+        for c in frontier(self.candidates(search)):
+            check_stop()
+            if _may_fit(c, max_error):
+                error, size = self._measure(c.policy)
+                if error <= max_error and (best is None or (size, error) < (best.bytes, best.error)):
+                    best = Outcome(c.policy, error, size)
+        assert best is not None  # raw (error 0) is on the frontier and always fits
         for half in GRIDS:
-            grid = _measure_grid(tensor, budget, memo=memo, keep=False, half=half)
+            grid = _measure_grid(self.tensor, max_error, memo=self._grids, keep=False, half=half, lean=True)
             if grid is not None and (grid[4], grid[3]) < (best.bytes, best.error):
                 best = Outcome(grid[0], grid[3], grid[4])
-        out.append(best)
-    return out
+        return best
+
+    def choice(self, array: np.ndarray, max_error: float, search: str = "sparsity+bits") -> Choice:
+        """``choose(array, max_error, search=search)`` (``array``: this search's tensor), with the
+        candidates an earlier budget measured not measured again; the winner is built and encoded."""
+        if self.tensor is None:
+            return choose(array, max_error, search=search)
+        best = self.outcome(max_error, search)
+        stored, encoded, error, size = _measure(self.tensor, best.policy, lean=True)
+        assert (size, error) == (best.bytes, best.error)  # deterministic: the same candidate again
+        if best.policy.lossless:
+            stored = array
+        grids = len(GRIDS) if best.policy.share == "uniform" else 0
+        candidates = self.candidates(search)
+        return Choice(best.policy, stored, encoded, error, size, len(candidates) + grids,
+                      len(frontier(candidates)) + grids)
+
+    def build(self, policy: Policy):
+        """The stored tensor of a policy :meth:`outcome` gave (the array itself when raw)."""
+        return self.array if policy.lossless or self.tensor is None else self.tensor.build(policy)
+
+
+def _same_tensor(a: np.ndarray, b: np.ndarray) -> bool:
+    if a is b:
+        return True
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
+                               np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
+
+
+class Searches:
+    """Error-budget searches kept by tensor name (:class:`BudgetSearch`), for packing or sweeping
+    the same tensors at other budgets: ``pack(..., searches=kept)``,
+    ``budget_sweep(..., searches=kept)``. The files are the same as without; only what an earlier
+    budget searched is not searched again. A name given another tensor gets a new search."""
+
+    def __init__(self):
+        self._kept: dict[str, BudgetSearch] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, array: np.ndarray) -> BudgetSearch:
+        """The kept search of tensor ``name`` (begun if there is none, or if it was of other values)."""
+        with self._lock:
+            kept = self._kept.get(name)
+        if kept is not None and _same_tensor(kept.array, array):
+            return kept
+        kept = BudgetSearch(array)
+        with self._lock:
+            self._kept[name] = kept
+        return kept
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._kept
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def clear(self) -> None:
+        """Drop every kept search (and its memory)."""
+        with self._lock:
+            self._kept.clear()

@@ -325,7 +325,7 @@ class _SearchProgress:
 
 def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, progress: bool = False,
          verify: bool = True, source_name: str | None = None, threads: int | None = None,
-         profile=None, key: str | None = None, attach=None) -> PackResult:
+         profile=None, key: str | None = None, attach=None, searches=None) -> PackResult:
     """Pack a checkpoint into the dcf file ``out``.
 
     ``source``: a path (a file of any suffix, an ``*.index.json``, a model folder, judged by
@@ -343,6 +343,10 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     their base names), beside a model folder's configuration and tokenizer files, which always are
     (:mod:`.attachments`). A tensor with the same dtype, shape and bits as an earlier one (tied
     weights) under the same policy is stored once, as an alias of it.
+    ``searches``: a :class:`~.budget.Searches` that keeps each tensor's error-budget search, so
+    that packing the same tensors again at other budgets, or :func:`~.sweep.budget_sweep` on them,
+    searches only what was not searched yet: the same file as without (with a ``profile`` every
+    search is the file's own). Its searches hold about twice each searched tensor until dropped.
 
     Tensors are read from the source one at a time as their turn comes (with an error budget, the
     few being searched ahead), so memory holds a few tensors, not the checkpoint; only global
@@ -371,14 +375,14 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     try:
         return _pack(src, out, recipe, metadata=metadata, progress=progress, verify=verify,
                      source_name=source_name or src.name, threads=threads, profile=profile, start=start,
-                     attach=attach)
+                     attach=attach, searches=searches if profile is None else None)
     finally:
         if owned:
             src.close()
 
 
 def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads, profile, start,
-          attach=None) -> PackResult:
+          attach=None, searches=None) -> PackResult:
     from .attachments import TieFinder, pack_attachments
 
     entries = {e.name: e for e in src.entries}
@@ -420,8 +424,11 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
                 return name, _Tied(first), None, None, described, True, 0.0, 0.0, None
         try:
             if policy.max_error is not None:
-                choice = choose_encoding(array, policy.max_error, search=policy.search, profile=profile,
-                                         progress=searching.callback(name, int(array.size)))
+                if searches is not None:
+                    choice = searches.get(name, array).choice(array, policy.max_error, policy.search)
+                else:
+                    choice = choose_encoding(array, policy.max_error, search=policy.search, profile=profile,
+                                             progress=searching.callback(name, int(array.size)))
                 stored, encoded = choice.stored, choice.encoded
                 described = f"{choice.policy.describe()} (error ≤ {policy.max_error:g})"
             else:

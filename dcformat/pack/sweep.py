@@ -72,9 +72,13 @@ def _check_budgets(budgets) -> list[float]:
 
 
 def budget_sweep(source, budgets, *, search: str = "sparsity+bits", progress: bool = False,
-                 threads: int | None = None, source_name: str | None = None) -> Sweep:
+                 threads: int | None = None, source_name: str | None = None, searches=None) -> Sweep:
     """What ``dcpack --max-error E`` (``search="bits"``: ``--preset safe --max-error E``) gives
-    ``source`` (a checkpoint path or a dict of arrays) for each ``E`` in ``budgets``."""
+    ``source`` (a checkpoint path or a dict of arrays) for each ``E`` in ``budgets``.
+
+    ``searches``: a :class:`~.budget.Searches` that keeps each tensor's search (and reuses what it
+    already holds), for packing the same tensors afterwards (``pack(..., searches=...)``) or
+    rebuilding a budget's tensors (:meth:`~.budget.BudgetSearch.build`) without searching again."""
     import time
 
     from .packer import _metadata, _progress
@@ -100,6 +104,9 @@ def budget_sweep(source, budgets, *, search: str = "sparsity+bits", progress: bo
 
     def outcomes_of(name):
         policy = policies[name]
+        if name in searched and searches is not None:
+            kept = searches.get(name, tensors[name])
+            return name, [kept.outcome(budget, policy.search) for budget in budgets]
         if name in searched:
             return name, sweep(tensors[name], budgets, search=policy.search)
         lossless = Outcome(Policy(), 0.0, encoded_bytes(encode_tensor(tensors[name])))  # as dcpack stores it

@@ -433,7 +433,7 @@ def stem_of(out_dir, prefix: str, stage: str) -> str:
 
 def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, baselines=BASELINES,
                 baseline_stages=None, progress: bool = False, keep_dense: bool = False,
-                prefix: str | None = None) -> tuple[Table, dict]:
+                prefix: str | None = None, background=None) -> tuple[Table, dict]:
     """Pack ``source`` at Deep Compression's four stages and compare each with gzip -9 and zstd -19.
 
     Stages (from ``recipe``): U (lossless), U+Q (recipe without pruning), P (recipe without
@@ -445,6 +445,10 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
     or ``baselines`` is a dict compressor -> stages (None: all), e.g.
     ``{"gzip": None, "zstd": ("P+Q",)}``.
     ``evaluate(tensors) -> float or dict`` adds accuracy columns. Returns ``(table, details)``.
+    ``background``: an executor (:mod:`concurrent.futures`) to compress the dense baselines on;
+    with one, the call returns once the stages are packed, and ``details["finish"]()`` waits for
+    the baselines and fills in their cells (without one, a thread of the call's own does it before
+    it returns).
     """
     from safetensors.numpy import save as safetensors_bytes
 
@@ -482,7 +486,9 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
     # the other stages are packed. zlib and zstandard release the GIL while they compress.
     order = [stage for stage in ("P+Q", "P", "U+Q", "U") if stage in stages]
     pending = {}
-    with ThreadPoolExecutor(max_workers=1) as background:
+    own = ThreadPoolExecutor(max_workers=1) if background is None else None
+    background = background or own
+    try:
         for stage in tqdm(order, desc="stages", leave=False, disable=None if progress else True):
             start = time.perf_counter()
             stem = stem_of(out_dir, prefix, stage)
@@ -519,8 +525,17 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
             rows.append(row)
             details["stages"][stage] = {"dcf": stem + ".dcf", "result": result, "stats": stats}
             del decoded
+    except BaseException:
+        for future in pending.values():
+            future.cancel()
+        if own is not None:
+            own.shutdown(wait=True)
+        raise
+
+    def finish() -> None:
+        """Wait for the dense baselines and fill in their cells."""
         names = sorted({_BASELINE_NAMES[b] for b, only in plan.items() if only is None or set(only) & set(pending)})
-        waiting = tqdm(pending.items(), total=len(pending), leave=False, disable=None if progress else True,
+        waiting = tqdm(list(pending.items()), total=len(pending), leave=False, disable=None if progress else True,
                        desc=f"dense baselines ({', '.join(names)})")  # zstd -19 can take minutes
         for stage, future in waiting:
             sizes = future.result()
@@ -533,6 +548,15 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
                     details["stages"][stage][key] = f"{stem}.dense.safetensors.{_SUFFIX[key]}"
             if "zstd" in sizes:
                 row["vs_zstd"] = 1 - row["dcf_bytes"] / sizes["zstd"]
+        pending.clear()
+
+    if own is not None:
+        try:
+            finish()
+        finally:
+            own.shutdown(wait=True)
+    else:
+        details["finish"] = finish
     rows.sort(key=lambda r: list(stages).index(r["stage"]))
     columns = [
         Column("stage", "stage"), Column("what", "what"), Column("nonzeros", "non-zeros (PR)", ",d"),
