@@ -533,3 +533,19 @@ def test_pcr():
     for bad in [(0, 0), (10, 11), (-1, 0), (10.0, 1)]:
         with pytest.raises(ValueError):
             pcr(*bad)
+
+
+def test_share_weights_indices_are_int16_up_to_32767_centroids():
+    """Half the memory of int32 for a large tensor (the peak of --preset aggressive); 65,536
+    centroids need int32. The decoded tensor is the same either way."""
+    from dcformat.compress import share_weights
+
+    w = np.random.default_rng(3).normal(size=(200, 300)).astype(np.float32)
+    small = share_weights(w, None, bits=5)
+    wide = share_weights(w, None, k=65536)
+    assert small.indices.dtype == np.int16 and wide.indices.dtype == np.int32
+    as32 = type(small)(small.codebook, small.indices.astype(np.int32), small.dtype)
+    assert as32.decode().tobytes() == small.decode().tobytes()
+    import dcformat
+
+    assert dcformat.save({"w": small}) == dcformat.save({"w": as32})  # the same file bytes

@@ -375,7 +375,8 @@ def share_weights(
     bits either way. A kept weight that is exactly zero is clustered
     like any other. ``init``, ``method``, ``iters``, ``seed``: see :func:`kmeans_1d`.
 
-    The codebook is float32 with ``k' <= k`` sorted entries; ``dtype`` of the result is ``w``'s
+    The indices are int16 (int32 above 32,767 centroids: half the memory of int32 for the other
+    codebooks). The codebook is float32 with ``k' <= k`` sorted entries; ``dtype`` of the result is ``w``'s
     float dtype (float32 for integer input). When nothing is kept the codebook is ``[0.0]`` and
     every index is -1.
     """
@@ -389,7 +390,7 @@ def share_weights(
             raise ValueError(f"k = {k} disagrees with bits = {bits} (k must be 2**bits)")
         k = max(1, 2**bits - (0 if keep.all() else 1))  # the zero symbol is one of the 2**bits
     k = check_int(k, "k", 1, 65536)
-    indices = np.full(arr.shape, ZERO_INDEX, dtype=np.int32)
+    indices = np.full(arr.shape, ZERO_INDEX, dtype=np.int16 if k <= np.iinfo(np.int16).max else np.int32)
     if keep.any():
         codebook, labels = kmeans_1d(arr[keep], k, init, iters=iters, seed=seed, method=method)
         indices[keep] = labels
