@@ -255,7 +255,9 @@ class Run:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, *exc):
+        if kind is not None:  # interrupted or failed: not a step done
+            return False
         name, what, start, cpu = self._step
         self.seconds[name] = time.perf_counter() - start
         self.cpu[name] = cpu_seconds() - cpu
@@ -709,7 +711,13 @@ def main(argv=None) -> int:
                              "(~1 min each)")
     parser.add_argument("--no-build", action="store_true", help=f"do not run `make native` when {DCFDECODE} is absent")
     args = parser.parse_args(argv)
+    from .cli._common import run as run_command
 
+    # as the dcformat commands: Ctrl-C stops the searches and ends with one line (status 130)
+    return run_command("python -m dcformat.demo", lambda: _run(args))
+
+
+def _run(args) -> int:
     from .pack import Recipe, layer_table, load_checkpoint, preset_recipe, stage_table, unpack
     from .pack.packer import compare
     from .pack.budget import Searches
@@ -794,8 +802,10 @@ def main(argv=None) -> int:
             plot_sweep(sweep, run.path("budgets.png"))
         with run.step("zstd", "waiting for zstd -19 of P+Q's dense weights (one thread, begun with the stages)"):
             details["finish"]()
-    finally:
-        background.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # Ctrl-C: do not wait here for a compression under way
+        background.shutdown(wait=False, cancel_futures=True)
+        raise
+    background.shutdown()
     for stage in ("U", "U+Q", "P", "P+Q"):
         for key in ("gzip", "zstd"):
             if key in details["stages"][stage]:
