@@ -12,12 +12,18 @@ on the calling thread, with no pool.
 Stopping: a Ctrl-C reaches the main thread only. :func:`imap_ordered` then calls
 :func:`request_stop`, and long jobs (the packer's error-budget searches) call :func:`check_stop`
 between their steps, which raises :class:`Stopped` (a ``KeyboardInterrupt``) in the worker, so that
-the pool drains within a step instead of finishing every running search. The commands call
-:func:`request_stop` from their SIGINT handler and :func:`clear_stop` when they return.
+the pool drains within a step instead of finishing every running search. A job that has not started
+when the stop comes does not start (it raises :class:`Stopped` at once), and an interrupted call
+cancels the jobs still queued. The commands call :func:`request_stop` from their SIGINT handler and
+:func:`clear_stop` when they return. By default an interrupted call waits for its running jobs; a
+command that ends the process after a Ctrl-C anyway sets :func:`set_stop_wait`, so that a job inside
+one long compiled step (a sort, a kernel, an import) cannot hold the exit: the call returns once the
+bound has passed, the job left running (:func:`busy` counts such jobs).
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +60,50 @@ def check_stop() -> None:
     """Raise :class:`Stopped` if a stop was requested: call between the steps of a long job."""
     if _stop.is_set():
         raise Stopped()
+
+
+_stop_wait: float | None = None
+_busy = 0
+_busy_lock = threading.Lock()
+
+
+def set_stop_wait(seconds: float | None) -> float | None:
+    """How long an interrupted :func:`run_jobs` or :func:`imap_ordered` waits for its running jobs
+    before it raises anyway (``None``: until they end, the default); returns the previous value.
+    Only for a process that ends after the interrupt: a job left running keeps running."""
+    global _stop_wait
+    previous, _stop_wait = _stop_wait, seconds
+    return previous
+
+
+def busy() -> int:
+    """How many jobs are running on worker threads (after an interrupt: those left running)."""
+    return _busy
+
+
+def _tracked(function):
+    """``function`` as a pool job: not started after a stop request, counted while it runs."""
+    def job(*args):
+        global _busy
+        check_stop()
+        with _busy_lock:
+            _busy += 1
+        try:
+            return function(*args)
+        finally:
+            with _busy_lock:
+                _busy -= 1
+    return job
+
+
+def _drain(futures) -> bool:
+    """After an interrupt: cancel what has not started, wait for the rest (within :func:`set_stop_wait`'s
+    bound); whether every job has ended."""
+    futures = list(futures)
+    for future in futures:
+        future.cancel()
+    _, running = concurrent.futures.wait(futures, timeout=_stop_wait)
+    return not running
 
 
 _lock = threading.Lock()
@@ -110,11 +160,12 @@ def run_jobs(jobs, threads: int | None = None) -> None:
     big = [job for job in jobs if job[0] >= INLINE_COST] if threads > 1 else []
     if len(big) < 2 or sum(job[0] for job in jobs) < SERIAL_COST:  # a pool would only add overhead
         for _, job in jobs:
+            check_stop()  # on a worker thread (a search encoding a candidate) Ctrl-C is seen here
             job()
         return
     order = {id(job): i for i, job in enumerate(jobs)}
     pool = _shared_pool(threads)
-    futures = [(order[id(job)], pool.submit(job[1])) for job in sorted(big, key=lambda j: -j[0])]
+    futures = [(order[id(job)], pool.submit(_tracked(job[1]))) for job in sorted(big, key=lambda j: -j[0])]
     errors = []
 
     def stop_after(index):
@@ -128,11 +179,12 @@ def run_jobs(jobs, threads: int | None = None) -> None:
             if job[0] < INLINE_COST:
                 try:
                     job[1]()
+                except KeyboardInterrupt:
+                    raise
                 except BaseException as error:  # noqa: BLE001 - re-raised below, in job order
                     errors.append((i, error))
                     stop_after(i)
                     break
-    finally:
         for i, future in futures:  # wait for every job that started: none may outlive the call
             if future.cancelled():
                 continue
@@ -140,6 +192,9 @@ def run_jobs(jobs, threads: int | None = None) -> None:
             if error is not None:
                 errors.append((i, error))
                 stop_after(i)
+    except KeyboardInterrupt:  # Ctrl-C here, or in a job on this thread: nothing queued starts
+        _drain(future for _, future in futures)
+        raise
     if errors:
         raise min(errors, key=lambda e: e[0])[1]
 
@@ -180,25 +235,34 @@ def imap_ordered(function, items, costs, threads: int | None = None, window: flo
     pending: collections.deque = collections.deque()
     pending_cost = 0.0
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dcformat-ahead")
+    job = _tracked(function)
     interrupted = False
     try:
         for item, cost in zip(items, costs):
             while pending and (pending_cost + cost > limit if limit is not None
                                else len(pending) >= threads and pending_cost + cost > window):
-                future, done_cost = pending.popleft()
-                pending_cost -= done_cost
-                yield future.result()
-            pending.append((pool.submit(function, item), cost))
+                result = pending[0][0].result()  # still pending while waited on: a Ctrl-C drains it too
+                pending_cost -= pending.popleft()[1]
+                yield result
+            pending.append((pool.submit(job, item), cost))
             pending_cost += cost
         while pending:
-            yield pending.popleft()[0].result()
+            result = pending[0][0].result()
+            pending.popleft()
+            yield result
     except KeyboardInterrupt:
         interrupted = True  # Ctrl-C: the running jobs stop at their next check_stop()
         request_stop()
         raise
     finally:
-        for future, _ in pending:
-            future.cancel()
-        pool.shutdown(wait=True)
-        if interrupted:
-            clear_stop()
+        # Interrupted here, or closed by a caller that was (a Ctrl-C in the loop's body: the
+        # command's handler has asked for a stop): nothing queued starts, the running jobs stop.
+        if interrupted or stopping():
+            ended = _drain(future for future, _ in pending)
+            pool.shutdown(wait=ended, cancel_futures=True)
+            if interrupted and ended:  # jobs left running (set_stop_wait) would go on if the stop were lifted
+                clear_stop()
+        else:
+            for future, _ in pending:
+                future.cancel()
+            pool.shutdown(wait=True)

@@ -12,7 +12,11 @@
   :func:`dcformat.parallel.request_stop`), temporary files are removed, the command prints
   ``interrupted`` and exits with 130; if that takes over :data:`FORCE_EXIT_AFTER` seconds (a
   worker thread inside a compile cannot be stopped), or on a second Ctrl-C, the process ends there
-  and then, temporary files removed, the same one line, no traceback.
+  and then, temporary files removed, the same one line, no traceback. A thread of its own sees the
+  signal as it arrives (:func:`signal.set_wakeup_fd`), so the stop request and that deadline do not
+  wait for the main thread to leave a long compiled call; worker threads still inside one when the
+  main thread is done are not waited for (:func:`dcformat.parallel.set_stop_wait`). Before
+  :func:`run` (the imports), :mod:`._startup`'s handler ends the process at once, as quietly.
 - A "compiling kernels (once for each kind of work)" line when Numba's cache lacks the kernels a command needs.
 """
 from __future__ import annotations
@@ -241,15 +245,21 @@ def _library_errors() -> tuple:
 # Running a command
 
 
-FORCE_EXIT_AFTER = 2.0
-"""Seconds the first Ctrl-C's orderly stop may take before the process is ended anyway: a worker
-thread inside a compiled step (Numba compiling a kernel on the first run, one k-means candidate)
-cannot be interrupted, and the main thread, or the interpreter's exit, would wait for it."""
+FORCE_EXIT_AFTER = 0.75
+"""Seconds the first Ctrl-C's orderly stop may take before the process is ended anyway (the same
+cleanup: temporary files removed, one line, 130): a thread inside a compiled step (Numba compiling
+a kernel on the first run, a sort of a large tensor) cannot be interrupted, and the main thread, or
+the interpreter's exit, would wait for it. The orderly stop takes 0.1-0.5 s on MiniLM."""
+STOP_WAIT = 0.2
+"""Seconds an interrupted command's thread pools wait for jobs still running before the main
+thread goes on with the cleanup (:func:`dcformat.parallel.set_stop_wait`); the process then ends
+without waiting for them."""
 
 
 class _Interrupt:
     prog = "dcformat"
     said = False
+    deadline_set = False
     lock = threading.Lock()
 
 
@@ -263,14 +273,21 @@ def _say_interrupted() -> None:
         start = "\r\x1b[K" if sys.stderr.isatty() else ""  # a bar another thread drew: erased, from column 0
     except (AttributeError, ValueError):
         start = ""
-    print(f"{start}{_Interrupt.prog}: interrupted", file=sys.stderr, flush=True)
+    sys.stderr.write(f"{start}{_Interrupt.prog}: interrupted\n")  # one write: a force exit cannot cut it
+    sys.stderr.flush()
+
+
+_ending = threading.Lock()
 
 
 def _force_exit() -> None:
     """End the process now: temporary files removed, the one line printed, status 130. Runs on a
-    thread of its own (never inside a signal handler, which may have interrupted a lock's holder)."""
+    thread of its own (never inside a signal handler, which may have interrupted a lock's holder);
+    the first caller ends it, any other returns."""
     from ..atomic import remove_live_temps
 
+    if not _ending.acquire(blocking=False):
+        return
     try:
         remove_live_temps()
         _say_interrupted()
@@ -294,13 +311,84 @@ def _on_second_interrupt(signum, frame) -> None:
     _start_force_exit(0.0)
 
 
-def _on_interrupt(signum, frame) -> None:
+def _set_deadline() -> None:
+    """The first Ctrl-C: ask the jobs to stop, and end the process :data:`FORCE_EXIT_AFTER` seconds
+    from now if the orderly stop (or the exit's thread joins) hangs. Once, whoever sees it first."""
     from .. import parallel
 
     parallel.request_stop()
+    with _Interrupt.lock:
+        if _Interrupt.deadline_set:
+            return
+        _Interrupt.deadline_set = True
+    # What the interrupt leaves behind is no error of its own: an object whose constructor it cut
+    # short (llvmlite's, mid-compile) fails in __del__, a thread's step fails; not a line of it shown.
+    sys.unraisablehook = _ignore
+    threading.excepthook = _ignore
+    _start_force_exit(FORCE_EXIT_AFTER)
+
+
+def _ignore(args) -> None:
+    pass
+
+
+def _on_interrupt(signum, frame) -> None:
     signal.signal(signal.SIGINT, _on_second_interrupt)
-    _start_force_exit(FORCE_EXIT_AFTER)  # if the orderly stop (or the exit's thread joins) hangs
+    _set_deadline()
     raise KeyboardInterrupt
+
+
+class _SignalWatch:
+    """A thread that sees each SIGINT when it arrives: the C-level handler writes the signal's number
+    to a pipe (:func:`signal.set_wakeup_fd`) at once, while the Python-level handler runs only when
+    the main thread next runs Python code, which a long compiled call (a Numba kernel, a sort, a
+    compile) can put off for seconds. The first SIGINT sets the stop request and the deadline, a
+    second ends the process, as the handlers do."""
+
+    def __init__(self):
+        self.read, self.write = os.pipe()
+        os.set_blocking(self.write, False)
+        try:
+            self.previous = signal.set_wakeup_fd(self.write, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            os.close(self.read)
+            os.close(self.write)
+            raise
+        self.thread = threading.Thread(target=self._watch, name="dcformat-sigint", daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        seen = 0
+        while True:
+            try:
+                data = os.read(self.read, 64)
+            except OSError:
+                return
+            for number in data:
+                if number == 0:  # close()'s sentinel
+                    return
+                if number == signal.SIGINT:
+                    seen += 1
+                    if seen == 1:
+                        _set_deadline()
+                    else:
+                        _start_force_exit(0.0)
+            if not data:
+                return
+
+    def close(self) -> None:
+        try:
+            signal.set_wakeup_fd(self.previous)
+        except (ValueError, OSError):
+            pass
+        try:
+            os.write(self.write, b"\0")
+        except OSError:
+            pass
+        self.thread.join(1.0)
+        if not self.thread.is_alive():
+            os.close(self.read)
+        os.close(self.write)
 
 
 def _end_progress_bars() -> None:
@@ -334,18 +422,35 @@ def run(prog: str, body) -> int:
     """Run ``body()`` as a command: errors become one line on stderr and an exit status."""
     from ..errors import DCFormatError
 
+    from .. import parallel
+    from . import _startup
+
     setup_streams()
-    installed = False
-    _Interrupt.prog, _Interrupt.said = prog, False
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    installed = interrupted = False
+    watch = None
+    _Interrupt.prog, _Interrupt.said, _Interrupt.deadline_set = prog, False, False
+    before = signal.getsignal(signal.SIGINT)
+    if before in (signal.default_int_handler, _startup.on_interrupt):
         try:
             signal.signal(signal.SIGINT, _on_interrupt)
             installed = True
         except ValueError:  # not the main thread
             pass
+    if installed:
+        try:
+            watch = _SignalWatch()
+        except (ValueError, OSError):  # a wakeup fd already in use, or no pipe: the handler alone
+            watch = None
+    stop_wait = parallel.set_stop_wait(STOP_WAIT) if installed else None
     try:
-        return body()
+        try:
+            return body()
+        except Exception:
+            if _Interrupt.deadline_set:  # what a Ctrl-C turned into (cut short in an import: a RuntimeError)
+                raise KeyboardInterrupt from None
+            raise
     except KeyboardInterrupt:
+        interrupted = True
         try:
             signal.signal(signal.SIGINT, _on_second_interrupt)
         except ValueError:
@@ -362,13 +467,17 @@ def run(prog: str, body) -> int:
         print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
         return DATA_ERROR
     finally:
+        if watch is not None:
+            watch.close()
+        if installed:
+            parallel.set_stop_wait(stop_wait)
         if installed and not _Interrupt.said:  # once interrupted, a Ctrl-C during the exit ends it quietly
-            try:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:  # in a command's process, _startup's: a Ctrl-C during the exit ends it as quietly
+                signal.signal(signal.SIGINT, before)
             except ValueError:
                 pass
-        from .. import parallel
-
+        if interrupted and parallel.busy():
+            _force_exit()  # a job inside a long compiled call: the interpreter's exit would wait for it
         parallel.clear_stop()
         try:
             sys.stdout.flush()
@@ -538,7 +647,12 @@ def each(prog: str, jobs, work) -> int:
     status = OK
     for source, target in jobs:
         try:
-            work(source, target)
+            try:
+                work(source, target)
+            except Exception:
+                if _Interrupt.deadline_set:  # a Ctrl-C, whatever it became: no error line, no next file
+                    raise KeyboardInterrupt from None
+                raise
         except UsageError:
             raise
         except OSError as exc:
