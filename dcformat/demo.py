@@ -740,16 +740,14 @@ def _run(args) -> int:
              "bytes": sum(int(a.nbytes) for a in tensors.values()),
              "sentences": len(evaluate.ids) if evaluate is not None else None}
 
-    # The sweep first: the presets' files then come from its searches (the same files, tested),
-    # and zstd -19 of P+Q's dense weights (a minute on one core) runs beside everything after it.
+    # The sweep first: the stages U+Q and P+Q (their policies are among the search's candidates)
+    # and the presets' files then come from its searches (the same files, tested); zstd -19 of P+Q's
+    # dense weights (a minute on one core) runs beside everything after the stages are packed.
     searches = Searches()
     with run.step("budgets", f"sweeping the error budgets {', '.join(f'{b:g}' for b in BUDGETS)}"):
         sweep = budget_sweep(tensors, BUDGETS, source_name="model.safetensors", searches=searches)
-        scores = budget_fidelity(tensors, sweep, evaluate, searches)
-    with run.step("presets", "packing the presets lossless, indistinguishable and safe"):
-        presets = pack_presets(run, tensors, evaluate, searches)
-    searches.clear()
-    presets += budget_rows(sweep, scores)
+    for _, _, stem, _ in preset_runs():  # the presets' files come first in the list of files
+        run.path(f"minilm.{stem}.dcf")
 
     paper_default = args.sparsity == 0.9 and args.bits == 5
     paper_recipe = (preset_recipe("aggressive") if paper_default else
@@ -759,7 +757,8 @@ def _run(args) -> int:
         with run.step("stages", "the paper's stages U, U+Q, P, P+Q (zstd -19 of P+Q's dense weights: later)"):
             stages, details = stage_table(tensors, paper_recipe, args.out, evaluate=evaluate, prefix="minilm",
                                           baselines=({"gzip": None, "zstd": None} if args.all_baselines
-                                                     else {"zstd": ("P+Q",)}), background=background)
+                                                     else {"zstd": ("P+Q",)}), background=background,
+                                          searches=searches)
             for stage in ("U", "U+Q", "P", "P+Q"):
                 run.path(os.path.basename(details["stages"][stage]["dcf"]))
             final = details["stages"]["P+Q"]
@@ -767,6 +766,12 @@ def _run(args) -> int:
                 unpacked = os.path.join(scratch, "minilm.PQ.safetensors")
                 unpack(final["dcf"], unpacked)
                 checked = check_unpacked(final["dcf"], unpacked, tensors, final["result"].tensors)
+        with run.step("fidelity", "the embeddings of every budget's weights"):
+            scores = budget_fidelity(tensors, sweep, evaluate, searches)
+        with run.step("presets", "packing the presets lossless, indistinguishable and safe"):
+            presets = pack_presets(run, tensors, evaluate, searches)
+        searches.clear()
+        presets += budget_rows(sweep, scores)
         with run.step("yardstick", f"int8 per-channel, GGUF {'/'.join(YARDSTICK_GGUF)} and NF4 on the same matrices"):
             references, missing = yardstick(tensors, sweep.searched, evaluate)
         safe_path = os.path.join(args.out, "minilm.safe.dcf")

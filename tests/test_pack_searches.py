@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pack_fixtures import bits, minilm_checkpoint, small_model
 
-from dcformat.pack import Recipe, budget, load_checkpoint, pack, preset_recipe, stage_table
+from dcformat.pack import Recipe, budget, load_checkpoint, pack, packer, preset_recipe, stage_table
 from dcformat.pack.budget import BudgetSearch, Searches, choose
 from dcformat.pack.recipe import budget_recipe
 from dcformat.pack.sweep import budget_sweep
@@ -73,6 +73,28 @@ def test_the_presets_from_the_sweeps_searches_are_the_files_pack_writes(tmp_path
     sweep_bytes = result.file_bytes[budgets.index(0.05)]
     assert pack(tensors, tmp_path / "b.dcf", budget_recipe(0.05), searches=kept,
                 source_name="m.safetensors").file_bytes == sweep_bytes
+
+
+def test_the_stages_built_from_kept_searches_are_the_files_pack_writes(tmp_path, tensors, monkeypatch):
+    """U+Q's and P+Q's policies are candidates of the search ({"bits": 5}, {"sparsity": 0.9, "bits": 5}):
+    their tensors come from its codebooks, and the files are those packed without it."""
+    kept = Searches()
+    budget_sweep(tensors, [0.05], searches=kept)
+    recipe = preset_recipe("aggressive")
+    fresh, fresh_details = stage_table(tensors, recipe, tmp_path / "fresh", baselines=())
+    clustered = []
+    share_weights = packer.share_weights
+    monkeypatch.setattr(packer, "share_weights", lambda *a, **k: clustered.append(a[0].shape) or share_weights(*a, **k))
+    again, details = stage_table(tensors, recipe, tmp_path / "kept", baselines=(), searches=kept)
+    assert clustered == []  # no k-means of its own
+    for stage in ("U", "U+Q", "P", "P+Q"):
+        assert open(details["stages"][stage]["dcf"], "rb").read() == open(fresh_details["stages"][stage]["dcf"],
+                                                                           "rb").read(), stage
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "pack_seconds"} for r in rows]
+    assert drop(again.rows) == drop(fresh.rows)
+    other = {name: array * 2 for name, array in tensors.items()}  # other values: no search of theirs is kept
+    pack(other, tmp_path / "other.dcf", recipe, searches=kept)
+    assert len(clustered) == 3
 
 
 def test_a_tensor_with_other_values_is_searched_again(tensors):

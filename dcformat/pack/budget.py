@@ -667,6 +667,19 @@ class BudgetSearch:
         """The stored tensor of a policy :meth:`outcome` gave (the array itself when raw)."""
         return self.array if policy.lossless or self.tensor is None else self.tensor.build(policy)
 
+    def stored(self, policy: Policy):
+        """``compress_tensor(array, policy)``'s stored tensor, built from this search, when ``policy``
+        is one of the (sparsity, bits) candidates it has estimated (their codebooks are kept), else
+        None."""
+        if self.tensor is None or not self.tensor.shareable or policy.lossless:
+            return None
+        for sparsity, candidates in self._by_sparsity.items():
+            if any(c.policy == policy for c in candidates):
+                if sparsity and int(round(sparsity * self.array.size)) == 0:
+                    return None  # a mask that prunes nothing: compress_tensor adds no zero symbol
+                return self.tensor.build(policy)
+        return None
+
 
 def _same_tensor(a: np.ndarray, b: np.ndarray) -> bool:
     if a is b:
@@ -681,7 +694,9 @@ class Searches:
     """Error-budget searches kept by tensor name (:class:`BudgetSearch`), for packing or sweeping
     the same tensors at other budgets: ``pack(..., searches=kept)``,
     ``budget_sweep(..., searches=kept)``. The files are the same as without; only what an earlier
-    budget searched is not searched again. A name given another tensor gets a new search."""
+    budget searched is not searched again, and a fixed policy that is one of a kept search's
+    candidates (``{"sparsity": 0.9, "bits": 5}``) is built from its codebook. A name given
+    another tensor gets a new search."""
 
     def __init__(self):
         self._kept: dict[str, BudgetSearch] = {}
@@ -697,6 +712,14 @@ class Searches:
         with self._lock:
             self._kept[name] = kept
         return kept
+
+    def stored(self, name: str, array: np.ndarray, policy: Policy):
+        """:meth:`BudgetSearch.stored` of the kept search of ``name`` if it holds these values, else None."""
+        with self._lock:
+            kept = self._kept.get(name)
+        if kept is None or not _same_tensor(kept.array, array):
+            return None
+        return kept.stored(policy)
 
     def __contains__(self, name: str) -> bool:
         return name in self._kept

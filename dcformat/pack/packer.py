@@ -345,7 +345,8 @@ def pack(source, out, recipe=None, *, metadata: dict[str, str] | None = None, pr
     weights) under the same policy is stored once, as an alias of it.
     ``searches``: a :class:`~.budget.Searches` that keeps each tensor's error-budget search, so
     that packing the same tensors again at other budgets, or :func:`~.sweep.budget_sweep` on them,
-    searches only what was not searched yet: the same file as without (with a ``profile`` every
+    searches only what was not searched yet, and a fixed policy that is one of a kept search's
+    candidates is built from its codebook: the same file as without (with a ``profile`` every
     search is the file's own). Its searches hold about twice each searched tensor until dropped.
 
     Tensors are read from the source one at a time as their turn comes (with an error budget, the
@@ -432,7 +433,11 @@ def _pack(src, out, recipe, *, metadata, progress, verify, source_name, threads,
                 stored, encoded = choice.stored, choice.encoded
                 described = f"{choice.policy.describe()} (error ≤ {policy.max_error:g})"
             else:
-                stored, encoding = compress_tensor(array, policy, mask=masks.get(name))
+                stored = None if searches is None or name in masks else searches.stored(name, array, policy)
+                if stored is not None:  # compress_tensor's tensor, from the codebook a search kept
+                    encoding = encoding_for(array, stored, policy, pruned=policy.prune != "none")
+                else:
+                    stored, encoding = compress_tensor(array, policy, mask=masks.get(name))
         except PackError as exc:
             raise PackError(f"tensor {name!r}: {exc}") from None
         except ValueError as exc:  # the compress primitives name the argument, not the tensor

@@ -433,7 +433,7 @@ def stem_of(out_dir, prefix: str, stage: str) -> str:
 
 def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, baselines=BASELINES,
                 baseline_stages=None, progress: bool = False, keep_dense: bool = False,
-                prefix: str | None = None, background=None) -> tuple[Table, dict]:
+                prefix: str | None = None, background=None, searches=None) -> tuple[Table, dict]:
     """Pack ``source`` at Deep Compression's four stages and compare each with gzip -9 and zstd -19.
 
     Stages (from ``recipe``): U (lossless), U+Q (recipe without pruning), P (recipe without
@@ -448,7 +448,8 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
     ``background``: an executor (:mod:`concurrent.futures`) to compress the dense baselines on;
     with one, the call returns once the stages are packed, and ``details["finish"]()`` waits for
     the baselines and fills in their cells (without one, a thread of the call's own does it before
-    it returns).
+    it returns). ``searches``: a :class:`~.budget.Searches` the stages' tensors are built from
+    where a policy is one of a kept search's candidates (``pack(..., searches=)``; the same files).
     """
     from safetensors.numpy import save as safetensors_bytes
 
@@ -492,7 +493,8 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
         for stage in tqdm(order, desc="stages", leave=False, disable=None if progress else True):
             start = time.perf_counter()
             stem = stem_of(out_dir, prefix, stage)
-            result = pack(tensors, stem + ".dcf", stages[stage], source_name=source_name, progress=progress)
+            result = pack(tensors, stem + ".dcf", stages[stage], source_name=source_name, progress=progress,
+                          searches=searches)
             pack_seconds = time.perf_counter() - start
             stats = analyze_file(stem + ".dcf")
             decoded = load_file(stem + ".dcf")
