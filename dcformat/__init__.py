@@ -19,6 +19,10 @@ small files decode without it (:mod:`dcformat.kernels`). Decoding uses every CPU
 """
 from __future__ import annotations
 
+from .cli._startup import install as _quiet_start  # the standard library only
+
+_quiet_start()  # in a dcformat command's own process only: Ctrl-C while importing numpy ends it quietly (130)
+
 import io
 import os
 from collections.abc import Mapping

@@ -307,3 +307,16 @@ def test_readme_python_api_section_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for code in re.findall(r"```python\n(.*?)```", section, re.S):
         exec(compile(code, "README.md", "exec"), {})
+
+
+def test_importing_the_library_leaves_ctrl_c_to_the_program():
+    """dcformat installs its quiet start-up Ctrl-C handler first thing, but only in a dcformat
+    command's own process: a program that imports it keeps Python's KeyboardInterrupt."""
+    code = ("import signal, dcformat, dcformat.pack; "
+            "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    code = ("import signal, sys; sys.argv[0] = 'dcinfo'; import dcformat; "
+            "from dcformat.cli import _startup; assert signal.getsignal(signal.SIGINT) is _startup.on_interrupt")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
