@@ -33,6 +33,11 @@ when a C compiler is there) decodes the safe file; its time and peak memory are 
 Python reader's, and the embeddings computed from the C-decoded weights are compared, bit for bit,
 with those from the Python-decoded ones.
 
+One error-budget search per tensor, kept (:class:`~dcformat.pack.budget.Searches`), serves the
+budget sweep, the indistinguishable and safe files and the stages U+Q and P+Q (whose policies are
+among its candidates), each file the one ``dcpack`` writes, to the byte; zstd -19 runs on a thread
+of its own beside the steps after the stages. On 2 cores the whole run takes about two minutes.
+
 ``--quick`` runs the same pipeline on one matrix of layer 0 (the rest of the model keeps its
 original weights, so fidelity stays measurable): seconds instead of minutes, for tests.
 """
@@ -637,8 +642,9 @@ def preset_table(rows: list[dict], sentences: int | None):
              "paraphrase@1: share of sentences whose nearest other sentence is their paraphrase.",
              "budget rows: the file sizes and errors of the budget sweep, which are those of the file "
              "`dcpack MODEL --max-error E` writes (to the byte; the demo does not pack them twice).",
-             "pack s: the indistinguishable and safe files are packed from the searches the budget sweep kept "
-             "(the same files as dcpack's; dcpack searches on its own, see the budget sweep's time).",
+             "pack s: the indistinguishable and safe files (and the paper's P+Q, its k-means codebooks) are "
+             "packed from the searches the budget sweep kept: the same files as dcpack's, which searches on "
+             "its own (the budget sweep's time).",
              "no retraining anywhere: the paper's P+Q needs dcformat.torch's retraining to keep a model."]
     return Table("Presets, without retraining: size against fidelity", columns, rows, notes)
 
@@ -759,6 +765,8 @@ def _run(args) -> int:
                                           baselines=({"gzip": None, "zstd": None} if args.all_baselines
                                                      else {"zstd": ("P+Q",)}), background=background,
                                           searches=searches)
+            stages.notes.append("U+Q and P+Q are built from the k-means codebooks of the budget sweep's searches "
+                                "(the same files as without them; their pack s does not count the search).")
             for stage in ("U", "U+Q", "P", "P+Q"):
                 run.path(os.path.basename(details["stages"][stage]["dcf"]))
             final = details["stages"]["P+Q"]

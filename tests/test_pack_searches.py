@@ -10,7 +10,7 @@ from pack_fixtures import bits, minilm_checkpoint, small_model
 
 from dcformat.pack import Recipe, budget, load_checkpoint, pack, packer, preset_recipe, stage_table
 from dcformat.pack.budget import BudgetSearch, Searches, choose
-from dcformat.pack.recipe import budget_recipe
+from dcformat.pack.recipe import Policy, budget_recipe
 from dcformat.pack.sweep import budget_sweep
 
 VALUE = "encoder.layer.1.attention.self.value.weight"
@@ -129,3 +129,20 @@ def test_stage_table_in_the_background_fills_in_the_same_baselines_later(tmp_pat
     assert [c.title for c in later.columns] == [c.title for c in table.columns] and later.notes == table.notes
     for stage, kind in (("P", "gzip"), ("P+Q", "zstd")):
         assert open(later_details["stages"][stage][kind], "rb").read() == open(details["stages"][stage][kind], "rb").read()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_a_kept_searchs_tensor_for_a_fixed_policy_is_compress_tensors(dtype):
+    import ml_dtypes
+    import numpy as np
+
+    w = np.random.default_rng(1).normal(0, 0.1, (96, 130)).astype(getattr(ml_dtypes, dtype, None) or dtype)
+    kept = BudgetSearch(w)
+    kept.candidates()
+    for spec in ({"bits": 5}, {"bits": 11}, {"sparsity": 0.9, "bits": 5}, {"sparsity": 0.5, "bits": 3}):
+        policy = Policy.from_dict(spec)
+        built, (stored, _) = kept.stored(policy), packer.compress_tensor(w, policy)
+        assert built.codebook.dtype == stored.codebook.dtype and bits(built.codebook) == bits(stored.codebook), spec
+        assert np.array_equal(built.indices, stored.indices) and bits(built.decode()) == bits(stored.decode()), spec
+    assert kept.stored(Policy.from_dict({"sparsity": 0.9, "bits": 5, "init": "random"})) is None  # not a candidate
+    assert kept.stored(Policy.from_dict({"sparsity": 0.6, "bits": 5})) is None

@@ -33,6 +33,10 @@ How, fast enough for a 22M-parameter checkpoint (MiniLM: about 10 s on 2 cores):
    bisection; its exact error is checked on the stored tensor (a rung finer when rounding puts it
    just over). On MiniLM it wins every matrix at budgets 0.01–0.1 (5–20% fewer bytes).
 
+To answer several budgets, :class:`BudgetSearch` keeps one tensor's search: candidates estimated
+once, each measured once, when the first budget that may admit it comes (:func:`sweep` is built on
+it); :class:`Searches` keeps them by tensor name for ``pack(..., searches=)`` and the sweep.
+
 Monotone: the frontier, each candidate's error and each candidate's real bytes do not depend on
 the budget, and a looser budget admits a superset of the frontier; the grid candidate of a looser
 budget sits on a coarser rung of the same ladder (its error grows with the step), which on real

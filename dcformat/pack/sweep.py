@@ -9,7 +9,9 @@ index entries + the index's own fields and the metadata ``dcpack`` would store +
 against files really packed).
 
 :func:`budget_sweep` computes it, :func:`sweep_table` and :func:`allocation_table` print it,
-:func:`plot_sweep` draws it (matplotlib).
+:func:`plot_sweep` draws it (matplotlib). With ``searches`` (a :class:`~.budget.Searches`) the
+sweep keeps each tensor's search, so that files packed afterwards at any budget (and fixed
+policies among its candidates) are not searched again: ``pack(..., searches=...)``.
 """
 from __future__ import annotations
 
