@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from dcformat import parallel
@@ -239,3 +240,81 @@ def test_a_consumer_interrupted_in_its_loop_does_not_wait_for_the_running_jobs()
     while parallel.busy() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert parallel.busy() == 0
+
+
+def _quantized(n, k, seed=0):
+    """A tensor of ``k`` distinct float32 values: one a codebook is tried for (a P+Q model saved plain)."""
+    rng = np.random.default_rng(seed)
+    return rng.choice(rng.standard_normal(k).astype(np.float32), size=n)
+
+
+def _distinct_in_one_pass(bits):
+    """What encoding._distinct_values computed before it went slice by slice."""
+    from dcformat.constants import MAX_CODEBOOK_SIZE
+
+    sample = bits[:: max(1, bits.size // 4096)]
+    if np.unique(sample).size > min(MAX_CODEBOOK_SIZE, sample.size // 4):
+        return None
+    values = np.unique(bits)
+    return None if values.size > MAX_CODEBOOK_SIZE or values.size > bits.size // 4 else values
+
+
+@pytest.mark.parametrize("n, k", [(3 * (1 << 20) + 17, 200), ((1 << 20) - 5, 30), (5 * (1 << 20), 900),
+                                  (2 * (1 << 20), 1 << 20)])
+def test_whole_tensor_passes_in_slices_give_what_one_pass_gives(n, k):
+    from dcformat.encoding import _distinct_values, _symbols
+
+    bits = _quantized(n, k).view(np.uint32)
+    if k == 1 << 20:  # one value where the sample looks, many elsewhere: refused midway
+        bits[:: max(1, n // 4096)] = bits[0]
+    values, expected = _distinct_values(bits), _distinct_in_one_pass(bits)
+    if expected is None:
+        assert values is None
+    else:
+        assert values is not None and values.dtype == bits.dtype and np.array_equal(values, expected)
+        assert np.array_equal(_symbols(values, bits), np.searchsorted(values, bits).astype(np.int32))
+
+
+def test_encoding_a_large_tensor_checks_the_stop_between_slices():
+    """A 30522x384 embedding saved after weight sharing: its distinct values and symbols are whole-
+    tensor passes of 0.5 s and more; a Ctrl-C (the stop request) is seen between their slices."""
+    from dcformat.encoding import encode_tensor
+
+    array = _quantized(4 * (1 << 20), 32).reshape(-1, 1024)
+    parallel.request_stop()
+    try:
+        with pytest.raises(parallel.Stopped):
+            encode_tensor(array, threads=1)
+    finally:
+        parallel.clear_stop()
+    assert encode_tensor(array, threads=1).codebook_size == 32  # without a stop: a codebook of the 32 values
+
+
+SLOW_FINALIZATION = """
+import atexit, os, signal, sys, time
+sys.argv[0] = "dcinfo"  # a command's own process
+import dcformat.cli
+from dcformat.cli._common import run
+
+class Held:  # what a process holds when its interpreter finalizes: Numba's code, large arrays
+    def __del__(self):
+        time.sleep(30)
+
+held = Held()
+atexit.register(lambda: open(sys.argv[2], "w").close())  # atexit functions still run
+
+def body():
+    open(sys.argv[1], "w").close()
+    time.sleep(30)
+    return 0
+
+sys.exit(run("dcinfo", body))
+"""
+
+
+@pytest.mark.timeout(90)
+def test_an_interrupted_command_does_not_wait_for_the_interpreters_finalization(tmp_path):
+    rc, err, seconds = _run_interrupted(SLOW_FINALIZATION, tmp_path, tmp_path / "atexit-ran")
+    assert (rc, err) == (130, "dcinfo: interrupted\n")
+    assert seconds < BOUND
+    assert (tmp_path / "atexit-ran").exists()

@@ -4,7 +4,8 @@ Each run starts the command in a process group of its own (as a shell starts a f
 sends SIGINT to the whole group at a chosen time after the start (what a terminal's Ctrl-C does),
 and measures the seconds from the signal to the exit. A run passes when it exits with 130 within
 ``--bound`` seconds, its stderr holds no traceback (no ``Traceback``, no ``Exception ignored``),
-and no hidden temporary file (``.*.tmp``) is left in the watched folders. ``--second D`` sends a
+and no hidden temporary file (``.*.tmp``) nor any empty file (an output opened, never written) is
+left in the watched folders. ``--second D`` sends a
 second SIGINT ``D`` seconds after the first (the impatient user), latency still measured from
 the first::
 
@@ -54,6 +55,23 @@ def load() -> float:
         return 0.0
 
 
+def empty_files(folders) -> list[str]:
+    """Files of 0 bytes under ``folders``, two levels deep: an output opened and never written (a
+    torn file that a Ctrl-C left behind; an atomic writer leaves none)."""
+    found = []
+    for folder in folders:
+        for root, dirs, names in os.walk(folder):
+            if root[len(folder):].count(os.sep) >= 2:
+                dirs[:] = []
+            for name in names:
+                try:
+                    if os.path.getsize(os.path.join(root, name)) == 0:
+                        found.append(os.path.join(root, name))
+                except OSError:  # removed meanwhile
+                    pass
+    return sorted(found)
+
+
 def leftover_temps(folders) -> list[str]:
     """Hidden temporary files (``.*.tmp``) under ``folders``, two levels deep."""
     found = []
@@ -72,6 +90,7 @@ def run_once(command, at: float, *, folders, second: float | None = None, bound:
     if stacks:
         env["INTERRUPT_LATENCY_STACKS"] = stacks
     errors = tempfile.TemporaryFile()
+    there = set(leftover_temps(folders)) | set(empty_files(folders))  # only what this run leaves counts
     start = time.monotonic()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
                                cwd=cwd, env=env, process_group=0, preexec_fn=_default_sigint)
@@ -105,7 +124,8 @@ def run_once(command, at: float, *, folders, second: float | None = None, bound:
     text = errors.read().decode("utf-8", "replace")
     errors.close()
     row["stderr_tail"] = text[-2000:]
-    row["temps"] = leftover_temps(folders)
+    row["temps"] = [p for p in leftover_temps(folders) if p not in there]
+    row["empty"] = [p for p in empty_files(folders) if p not in there]
     if "status" not in row:
         problems = []
         if row["rc"] != INTERRUPTED:
@@ -116,6 +136,8 @@ def run_once(command, at: float, *, folders, second: float | None = None, bound:
             problems.append("traceback")
         if row["temps"]:
             problems.append(f"{len(row['temps'])} temp files left")
+        if row["empty"]:
+            problems.append("empty files left: " + ", ".join(os.path.basename(p) for p in row["empty"]))
         row["status"] = "ok" if not problems else ", ".join(problems)
     if stacks and os.path.exists(stacks) and os.path.getsize(stacks):
         with open(stacks) as f:

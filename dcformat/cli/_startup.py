@@ -24,6 +24,7 @@ MODULES["dcformat.demo"] = "python -m dcformat.demo"
 INTERRUPTED = 130
 
 _prog = "dcformat"
+_installed = False
 
 
 def command_name() -> str | None:
@@ -48,7 +49,10 @@ def on_interrupt(signum, frame) -> None:
     if "dcformat.atomic" not in sys.modules:
         _end()
     else:  # temporary files may exist: removed by a thread (this handler may have interrupted their lock's holder)
-        threading.Thread(target=_end, daemon=True).start()
+        try:
+            threading.Thread(target=_end, daemon=True).start()
+        except RuntimeError:  # the interpreter is finalizing: no new threads, and no lock held by now
+            _end()
 
 
 def _end() -> None:
@@ -64,7 +68,7 @@ def _end() -> None:
 def install(prog: str | None = None) -> bool:
     """In a dcformat command's process (or for ``prog``), make a SIGINT before :func:`run` end it
     quietly; Python's own handler must still be in place (nothing else has set one). True if set."""
-    global _prog
+    global _prog, _installed
     prog = prog or command_name()
     if prog is None or threading.current_thread() is not threading.main_thread():
         return False
@@ -72,4 +76,11 @@ def install(prog: str | None = None) -> bool:
         return False
     _prog = prog
     signal.signal(signal.SIGINT, on_interrupt)
+    _installed = True
     return True
+
+
+def own_process() -> bool:
+    """Whether this process is a dcformat command's own (:func:`install` has set the handler): it
+    may then end with ``os._exit`` once an interrupted command has cleaned up."""
+    return _installed
