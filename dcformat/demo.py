@@ -760,8 +760,10 @@ def _run(args) -> int:
     paper_recipe = (preset_recipe("aggressive") if paper_default else
                     Recipe.from_flags(sparsity=args.sparsity, conv_sparsity=0.65, bits=args.bits, conv_bits=8))
     background = ThreadPoolExecutor(max_workers=1)
+    dense = ("gzip -9 and zstd -19 of every stage's dense weights" if args.all_baselines
+             else "zstd -19 of P+Q's dense weights")
     try:
-        with run.step("stages", "the paper's stages U, U+Q, P, P+Q (zstd -19 of P+Q's dense weights: later)"):
+        with run.step("stages", f"the paper's stages U, U+Q, P, P+Q ({dense}: later)"):
             stages, details = stage_table(tensors, paper_recipe, args.out, evaluate=evaluate, prefix="minilm",
                                           baselines=({"gzip": None, "zstd": None} if args.all_baselines
                                                      else {"zstd": ("P+Q",)}), background=background,
@@ -814,7 +816,7 @@ def _run(args) -> int:
                           title="Stored bits per weight of each tensor: error budgets, then the safe preset "
                                 "and the paper's P+Q")
             plot_sweep(sweep, run.path("budgets.png"))
-        with run.step("zstd", "waiting for zstd -19 of P+Q's dense weights (one thread, begun with the stages)"):
+        with run.step("zstd", f"waiting for {dense} (one thread, begun with the stages)"):
             details["finish"]()
     except BaseException:  # Ctrl-C: do not wait here for a compression under way
         background.shutdown(wait=False, cancel_futures=True)
