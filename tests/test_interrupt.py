@@ -318,3 +318,20 @@ def test_an_interrupted_command_does_not_wait_for_the_interpreters_finalization(
     assert (rc, err) == (130, "dcinfo: interrupted\n")
     assert seconds < BOUND
     assert (tmp_path / "atexit-ran").exists()
+
+
+def test_a_command_run_in_process_leaves_no_thread_pipe_or_handler_behind():
+    """run() inside a program (tests, a notebook): the signal watch it sets up goes with it."""
+    from dcformat.cli._common import run
+
+    handler, wakeup = signal.getsignal(signal.SIGINT), signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    for _ in range(20):
+        assert run("prog", lambda: 0) == 0
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert signal.set_wakeup_fd(wakeup) == wakeup  # the previous wakeup fd back in place
+    assert not [t for t in threading.enumerate() if t.name == "dcformat-sigint"]
+    if fds is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds
+    assert parallel.set_stop_wait(None) is None  # the pools' default restored
