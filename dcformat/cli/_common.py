@@ -365,13 +365,13 @@ class _SignalWatch:
 
     def __init__(self):
         self.read, self.write = os.pipe()
-        os.set_blocking(self.write, False)
         try:
+            os.set_blocking(self.write, False)  # (Windows before 3.12 has no set_blocking, and wants a socket)
             self.previous = signal.set_wakeup_fd(self.write, warn_on_full_buffer=False)
-        except (ValueError, OSError):
+        except (ValueError, OSError, AttributeError):
             os.close(self.read)
             os.close(self.write)
-            raise
+            raise OSError("no wakeup fd")
         self.thread = threading.Thread(target=self._watch, name="dcformat-sigint", daemon=True)
         self.thread.start()
 
