@@ -131,3 +131,47 @@ def test_stage_table_packs_every_stage(tmp_path):
 def test_stage_table_rejects_unknown_baseline(tmp_path):
     with pytest.raises(PackError, match="unknown baseline"):
         stage_table(small_model(), RECIPE, tmp_path, baselines=("xz",))
+
+
+def test_dense_baselines_are_the_one_call_bytes_written_atomically(tmp_path):
+    import gzip
+    import io
+
+    import zstandard
+
+    from dcformat.pack.tables import BASELINE_SLICE, dense_baselines
+
+    data = np.random.default_rng(5).normal(0, 1, 3 * BASELINE_SLICE // 4 + 123).astype(np.float32).tobytes()
+    sizes = dense_baselines(data, str(tmp_path / "d"), ("gzip", "zstd"))
+    one = io.BytesIO()
+    with gzip.GzipFile(fileobj=one, mode="wb", compresslevel=9, mtime=0) as gz:
+        gz.write(data)
+    assert (tmp_path / "d.gz").read_bytes() == one.getvalue() and sizes["gzip"] == len(one.getvalue())
+    frame = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(data)
+    assert (tmp_path / "d.zst").read_bytes() == frame and sizes["zstd"] == len(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.gz", "d.zst"]
+
+
+def test_a_stop_during_the_dense_baselines_leaves_no_file(tmp_path, monkeypatch):
+    """Ctrl-C while gzip runs (dctable --stages, the demo): the stop is seen between slices and
+    neither a partial .gz nor a temporary file stays (it left an empty .gz)."""
+    from dcformat import parallel
+    from dcformat.pack import tables
+
+    monkeypatch.setattr(tables, "BASELINE_SLICE", 4096)
+    calls = {"n": 0}
+    real = parallel.check_stop
+
+    def stop_on_third():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            parallel.request_stop()
+        real()
+
+    monkeypatch.setattr(parallel, "check_stop", stop_on_third)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tables.dense_baselines(bytes(range(256)) * 256, str(tmp_path / "d"), ("gzip", "zstd"))
+    finally:
+        parallel.clear_stop()
+    assert calls["n"] == 3 and list(tmp_path.iterdir()) == []

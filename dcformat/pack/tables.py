@@ -33,6 +33,7 @@ import numpy as np
 from ..compress import entropy_bits, pcr
 from ..constants import DTYPE_SIZE, Layout, ValueCoding
 from ..index_reader import read_header
+from ..parallel import stopping
 from ..report import file_summary, sanitize
 from .errors import PackError
 
@@ -407,19 +408,42 @@ def _slug(stage: str) -> str:
     return stage.replace("+", "")
 
 
-def dense_baselines(data: bytes, stem: str, which=BASELINES) -> dict[str, int]:
-    """Compress ``data`` with gzip -9 and zstd -19 into ``stem + .gz / .zst``; sizes on disk."""
-    sizes = {}
-    if "gzip" in which:
-        with open(stem + ".gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
-            gz.write(data)
-        sizes["gzip"] = os.path.getsize(stem + ".gz")
-    if "zstd" in which:
-        import zstandard
+BASELINE_SLICE = 1 << 20
+"""Bytes handed to gzip and zstd at a time: a stop request (Ctrl-C) is seen between slices."""
 
-        with open(stem + ".zst", "wb") as handle:
-            handle.write(zstandard.ZstdCompressor(level=19, write_content_size=True).compress(data))
-        sizes["zstd"] = os.path.getsize(stem + ".zst")
+
+def dense_baselines(data: bytes, stem: str, which=BASELINES) -> dict[str, int]:
+    """Compress ``data`` with gzip -9 and zstd -19 into ``stem + .gz / .zst``; sizes on disk.
+
+    Each file is written atomically (:class:`~dcformat.atomic.AtomicFile`: an interrupted run
+    leaves no partial file). gzip gets the data :data:`BASELINE_SLICE` bytes at a time with a stop
+    check between (the same deflate stream as one call); zstd -19 is one ``ZstdCompressor.compress``
+    call (its streaming API writes a different, larger frame), which a Ctrl-C does not wait for."""
+    from ..atomic import AtomicFile
+    from ..parallel import check_stop
+
+    view = memoryview(data)
+    sizes = {}
+    for name, suffix in (("gzip", ".gz"), ("zstd", ".zst")):
+        if name not in which:
+            continue
+        atomic = AtomicFile(stem + suffix)
+        try:
+            if name == "gzip":
+                with gzip.GzipFile(fileobj=atomic.file, mode="wb", compresslevel=9, mtime=0) as out:
+                    for start in range(0, len(view), BASELINE_SLICE):
+                        check_stop()
+                        out.write(view[start:start + BASELINE_SLICE])
+            else:  # one call: zstd's streaming API writes another (larger) frame
+                import zstandard
+
+                check_stop()
+                atomic.file.write(zstandard.ZstdCompressor(level=19, write_content_size=True).compress(data))
+            atomic.commit()
+        except BaseException:
+            atomic.discard()
+            raise
+        sizes[name] = os.path.getsize(stem + suffix)
     return sizes
 
 
@@ -530,8 +554,8 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
     except BaseException:
         for future in pending.values():
             future.cancel()
-        if own is not None:
-            own.shutdown(wait=True)
+        if own is not None:  # after a Ctrl-C the baseline stops at its next slice: not waited for
+            own.shutdown(wait=not stopping(), cancel_futures=True)
         raise
 
     def finish() -> None:
@@ -556,7 +580,7 @@ def stage_table(source, recipe, out_dir, *, evaluate: Callable | None = None, ba
         try:
             finish()
         finally:
-            own.shutdown(wait=True)
+            own.shutdown(wait=not stopping(), cancel_futures=True)
     else:
         details["finish"] = finish
     rows.sort(key=lambda r: list(stages).index(r["stage"]))
