@@ -291,6 +291,13 @@ def _force_exit() -> None:
     try:
         remove_live_temps()
         _say_interrupted()
+    finally:
+        _flush_and_exit()
+
+
+def _flush_and_exit() -> None:
+    """Flush stdout and stderr (whatever fails) and end the process with status 130."""
+    try:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -309,13 +316,8 @@ def _exit_interrupted() -> None:
 
     try:
         atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
     finally:
-        os._exit(INTERRUPTED)
+        _flush_and_exit()
 
 
 def _start_force_exit(delay: float) -> None:
