@@ -139,6 +139,11 @@ def test_dcinfo_reads_stdin(long_names):
     ["dctable", "m.dcf", "--bits", "4"],
     ["dctable", "m.safetensors", "--stages"],
     ["dctable", "m.safetensors", "--stages", "-d", "out", "--budgets", "0.1"],
+    ["dcunpack", "m.dcf", "-o", "x.weird"],
+    ["dcunpack", "m.dcf", "-o", "x.safetensors", "--max-shard-size", "2GB"],
+    ["dcunpack", "m.dcf", "-o", "x.safetensors", "--external-data"],
+    ["dcunpack", "m.dcf", "-o", "x.onnx", "--flat"],
+    ["dcunpack", "m.dcf", "-o", "-", "--format", "torch"],
 ])
 def test_usage_errors_exit_2_in_one_line(tmp_path, argv):
     from dcformat.pack import save_checkpoint
@@ -151,6 +156,17 @@ def test_usage_errors_exit_2_in_one_line(tmp_path, argv):
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), lines
+
+
+def test_an_error_names_the_path_once(tmp_path):
+    """dcinfo leads each file's line with its path: an error that names it too (the OS's, the
+    reader's) is not printed twice."""
+    (tmp_path / "train.py").write_text("print('not a model')\n" * 3)
+    for name, what in [("missing.dcf", "No such file or directory"), ("train.py", "BadMagicError: not a dcf file")]:
+        result = subprocess.run([sys.executable, "-m", "dcformat.cli.dcinfo", name], capture_output=True,
+                                cwd=tmp_path, text=True)
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"dcinfo: {name}: {what}" + ("" if "No such" in what else " (bad magic)")
 
 
 def test_bad_data_exits_1(tmp_path):

@@ -217,7 +217,7 @@ def test_cli_folder_round_trip(tmp_path, capsys):
     assert "model.safetensors.index.json" in os.listdir(tmp_path / "out")
     assert all((tmp_path / "out" / n).read_bytes() == d for n, d in OTHER_FILES.items())
     assert_same(folder_tensors(tmp_path / "out"), tensors)
-    assert dcunpack.main([str(tmp_path / "m.dcf"), "-o", str(tmp_path / "x.pt"), "--max-shard-size", "1GB"]) == 1
+    assert dcunpack.main([str(tmp_path / "m.dcf"), "-o", str(tmp_path / "x.pt"), "--max-shard-size", "1GB"]) == 2
     assert "apply to a folder output" in capsys.readouterr().err
 
 

@@ -184,8 +184,8 @@ def _main(args) -> int:
         except (DCFormatError, OSError, MemoryError) as exc:
             kind = f"{type(exc).__name__}: " if isinstance(exc, DCFormatError) else ""
             lead, message = f"{sanitize(name, 10**6)}: ", describe_error(exc)  # the path whole
-            if getattr(exc, "path", None) is not None and message.startswith(lead):
-                message = message[len(lead):]  # the reader's error leads with the path already
+            if message.startswith(lead):  # the reader's error (or the OS's) leads with the path already
+                message = message[len(lead):]
             print(f"dcinfo: {lead}{kind}{message}", file=sys.stderr)
             status = 1
             continue

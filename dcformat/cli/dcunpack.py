@@ -55,7 +55,43 @@ def output_names(inputs, output) -> list[tuple[str, str]]:
     if output == "-" and sys.stdout.isatty():
         raise UsageError("-o - would write binary safetensors to the terminal; redirect stdout or give -o FILE")
     jobs = [(source, output if output is not None else default_output(source)) for source in inputs]
+    for _, target in jobs:
+        check_output_kind(target)
     return jobs
+
+
+def check_flags_fit(target: str, args) -> None:
+    """Flags that do not apply to the output (``--max-shard-size`` beside a file, ``--external-data``
+    beside anything but ``.onnx``) are a usage error, as :func:`dcformat.pack.unpack` would refuse."""
+    from ..pack.restore import is_folder_output
+
+    if target == "-":
+        if args.max_shard_size is not None or args.weights_format is not None or args.external_data:
+            raise UsageError("-o - writes one safetensors file to stdout: --max-shard-size, --format and "
+                             "--external-data do not apply")
+        return
+    onnx = target.lower().endswith(".onnx")
+    if args.external_data and not onnx and not is_folder_output(target):
+        raise UsageError("--external-data applies to an .onnx output")
+    if onnx and (args.max_shard_size is not None or args.weights_format is not None or args.flat):
+        raise UsageError("--max-shard-size, --format and --flat do not apply to an .onnx output")
+    if not onnx and not is_folder_output(target) and (args.max_shard_size is not None or args.weights_format is not None):
+        raise UsageError("--max-shard-size and --format apply to a folder output (-o DIR/)")
+
+
+def check_output_kind(target: str) -> None:
+    """An output dcunpack cannot write (an unknown suffix) is a usage error, found before any
+    decoding: ``-``, a folder, ``.onnx`` or a checkpoint suffix."""
+    from ..pack.checkpoints import output_format
+    from ..pack.errors import CheckpointError
+    from ..pack.restore import is_folder_output
+
+    if target == "-" or is_folder_output(target) or target.lower().endswith(".onnx"):
+        return
+    try:
+        output_format(target)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def write_safetensors(reader, stream) -> int:
@@ -129,6 +165,8 @@ def main(argv=None) -> int:
         from ..pack.restore import unpack
 
         jobs = output_names(args.inputs, args.output)
+        for _, target in jobs:
+            check_flags_fit(target, args)
         note_first_compile("dcunpack", quiet=args.quiet)
 
         def one(source, output):

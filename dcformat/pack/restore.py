@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from .checkpoints import FORMATS, numpy_to_torch, output_format, save_checkpoint, save_torch_object
+from .checkpoints import FORMATS, _torch, numpy_to_torch, output_format, save_checkpoint, save_torch_object
 from .errors import CheckpointError, PackError
 from .nested import left_out, summarize, unflatten
 
@@ -198,16 +198,14 @@ class _Job:
                 metadata = {**self.metadata, **self.source_metadata}
                 self._write_safetensors(out, [i.name for i in self.infos], metadata, bar)
             elif fmt == "torch" and self.tree is not None:
-                import torch
-
+                torch = _torch(out)  # a CheckpointError naming the extra without torch
                 self.share = True
                 tensors = {i.name: self._get(i.name, bar) for i in self.infos}
                 obj = unflatten(self.tree, tensors,  # tied tensors share one storage again
                                 make_tensor=lambda a, node: _torch_leaf(torch, a, node, self._to_torch))
                 save_torch_object(obj, out)
             elif fmt == "torch":
-                import torch
-
+                torch = _torch(out)
                 self.share = True
                 save_torch_object({self.original[i.name]: self._to_torch(torch, self._get(i.name, bar))
                                    for i in self.infos}, out)
@@ -297,8 +295,7 @@ class _Job:
                 if fmt == "safetensors":
                     self._write_safetensors(target, group, shard_metadata, bar)
                 else:
-                    import torch
-
+                    torch = _torch(target)
                     self.share = True
                     save_torch_object({self.original[n]: self._to_torch(torch, self._get(n, bar)) for n in group}, target)
                 self.files.append(target)
