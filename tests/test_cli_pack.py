@@ -156,7 +156,7 @@ def test_unpack_and_table_errors_are_one_line(tmp_path, checkpoint, capsys):
     assert dcunpack.main([str(tmp_path / "bad.dcf"), "-o", str(tmp_path / "o.safetensors")]) == 1
     one_line_error(capsys, "dcunpack")
     dcpack.main([str(checkpoint), "-o", str(tmp_path / "m.dcf"), "-q"])
-    assert dcunpack.main([str(tmp_path / "m.dcf"), "-o", str(tmp_path / "o.h5")]) == 1
+    assert dcunpack.main([str(tmp_path / "m.dcf"), "-o", str(tmp_path / "o.h5")]) == 2  # a usage error, found before decoding
     assert "unknown checkpoint suffix" in one_line_error(capsys, "dcunpack")
     assert dctable.main([str(tmp_path / "bad.dcf")]) == 1
     one_line_error(capsys, "dctable")
