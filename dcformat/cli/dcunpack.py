@@ -54,44 +54,36 @@ def output_names(inputs, output) -> list[tuple[str, str]]:
         raise UsageError("reading stdin (-) needs -o OUT (- for stdout)")
     if output == "-" and sys.stdout.isatty():
         raise UsageError("-o - would write binary safetensors to the terminal; redirect stdout or give -o FILE")
-    jobs = [(source, output if output is not None else default_output(source)) for source in inputs]
-    for _, target in jobs:
-        check_output_kind(target)
-    return jobs
+    return [(source, output if output is not None else default_output(source)) for source in inputs]
 
 
-def check_flags_fit(target: str, args) -> None:
-    """Flags that do not apply to the output (``--max-shard-size`` beside a file, ``--external-data``
-    beside anything but ``.onnx``) are a usage error, as :func:`dcformat.pack.unpack` would refuse."""
-    from ..pack.restore import is_folder_output
-
-    if target == "-":
-        if args.max_shard_size is not None or args.weights_format is not None or args.external_data:
-            raise UsageError("-o - writes one safetensors file to stdout: --max-shard-size, --format and "
-                             "--external-data do not apply")
-        return
-    onnx = target.lower().endswith(".onnx")
-    if args.external_data and not onnx and not is_folder_output(target):
-        raise UsageError("--external-data applies to an .onnx output")
-    if onnx and (args.max_shard_size is not None or args.weights_format is not None or args.flat):
-        raise UsageError("--max-shard-size, --format and --flat do not apply to an .onnx output")
-    if not onnx and not is_folder_output(target) and (args.max_shard_size is not None or args.weights_format is not None):
-        raise UsageError("--max-shard-size and --format apply to a folder output (-o DIR/)")
-
-
-def check_output_kind(target: str) -> None:
-    """An output dcunpack cannot write (an unknown suffix) is a usage error, found before any
-    decoding: ``-``, a folder, ``.onnx`` or a checkpoint suffix."""
+def check_target(target: str, args) -> None:
+    """What :func:`dcformat.pack.unpack` would refuse about an output, as a usage error found before
+    any decoding: an unknown suffix (not ``-``, a folder, ``.onnx`` or a checkpoint's), and flags
+    that do not apply to it (``--max-shard-size``/``--format`` beside a file, ``--external-data``
+    beside anything but ``.onnx``)."""
     from ..pack.checkpoints import output_format
     from ..pack.errors import CheckpointError
     from ..pack.restore import is_folder_output
 
-    if target == "-" or is_folder_output(target) or target.lower().endswith(".onnx"):
+    folder_flags = args.max_shard_size is not None or args.weights_format is not None
+    if target == "-":
+        if folder_flags or args.external_data:
+            raise UsageError("-o - writes one safetensors file to stdout: --max-shard-size, --format and "
+                             "--external-data do not apply")
         return
-    try:
-        output_format(target)
-    except CheckpointError as exc:
-        raise UsageError(str(exc)) from None
+    onnx, folder = target.lower().endswith(".onnx"), is_folder_output(target)
+    if not onnx and not folder:
+        try:
+            output_format(target)
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
+    if args.external_data and not onnx and not folder:
+        raise UsageError("--external-data applies to an .onnx output")
+    if onnx and (folder_flags or args.flat):
+        raise UsageError("--max-shard-size, --format and --flat do not apply to an .onnx output")
+    if not onnx and not folder and folder_flags:
+        raise UsageError("--max-shard-size and --format apply to a folder output (-o DIR/)")
 
 
 def write_safetensors(reader, stream) -> int:
@@ -166,7 +158,7 @@ def main(argv=None) -> int:
 
         jobs = output_names(args.inputs, args.output)
         for _, target in jobs:
-            check_flags_fit(target, args)
+            check_target(target, args)
         note_first_compile("dcunpack", quiet=args.quiet)
 
         def one(source, output):

@@ -409,7 +409,7 @@ def _slug(stage: str) -> str:
 
 
 BASELINE_SLICE = 1 << 20
-"""Bytes handed to gzip and zstd at a time: a stop request (Ctrl-C) is seen between slices."""
+"""Bytes handed to gzip at a time: a stop request (Ctrl-C) is seen between slices."""
 
 
 def dense_baselines(data: bytes, stem: str, which=BASELINES) -> dict[str, int]:
